@@ -1,0 +1,331 @@
+//! The network configuration a plugin reads on stdin (SPEC.md "Network
+//! configuration", CONVENTIONS.md for `runtimeConfig` and `args`).
+//!
+//! [`NetConf`] holds the keys every plugin shares; a plugin's own keys land
+//! in `plugin: P` through `#[serde(flatten)]`. Unknown keys are ignored, as
+//! the reference plugins do.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::Result;
+use crate::types::{Dns, Success};
+use crate::version::SpecVersion;
+
+/// Deserialize `null` as the type's default (Go's JSON decoding treats a
+/// `null` list as empty; runtimes do send `"portMappings": null`).
+///
+/// # Errors
+/// Whatever `T`'s deserializer reports for non-null values.
+pub fn null_as_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A plugin configuration with no keys of its own.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NoPluginConfig {}
+
+/// The network configuration given to one plugin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetConf<P = NoPluginConfig> {
+    /// The configuration's `cniVersion` as written (absent means 0.1.0).
+    #[serde(default)]
+    pub cni_version: Option<String>,
+    /// The resolved version; filled in by the skel after the version gate.
+    #[serde(skip)]
+    pub version: SpecVersion,
+    /// Network name (validated by the skel).
+    pub name: String,
+    /// Plugin type (the executable's name).
+    #[serde(rename = "type", default)]
+    pub plugin_type: String,
+    /// Capabilities this plugin declared in the network list.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub capabilities: BTreeMap<String, bool>,
+    /// The IPAM section; absent or with an empty `type` means no IPAM.
+    #[serde(default)]
+    pub ipam: Option<IpamConf>,
+    /// DNS settings from the configuration.
+    #[serde(default)]
+    pub dns: Option<Dns>,
+    /// Capability arguments injected by the runtime.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub runtime_config: RuntimeConfig,
+    /// Per-attachment `args` (CONVENTIONS.md "args in network config").
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub args: ArgsConf,
+    /// The previous plugin's result, raw; see [`NetConf::prev_result`].
+    #[serde(default)]
+    pub prev_result: Option<Value>,
+    /// GC: the attachments that must be kept.
+    #[serde(rename = "cni.dev/valid-attachments", default)]
+    pub valid_attachments: Option<Vec<GcAttachment>>,
+    /// GC: the same list under the key of an older draft (cni issue #1101).
+    #[serde(rename = "cni.dev/attachments", default)]
+    pub legacy_attachments: Option<Vec<GcAttachment>>,
+    /// The plugin's own keys.
+    #[serde(flatten)]
+    pub plugin: P,
+}
+
+impl<P> NetConf<P> {
+    /// The `prevResult`, parsed in whatever version it carries (the config's
+    /// version when it has none). `None` when absent or `null`.
+    ///
+    /// # Errors
+    /// Code 1 or 6 when the previous result cannot be parsed.
+    pub fn prev_result(&self) -> Result<Option<Success>> {
+        match &self.prev_result {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => Success::from_value(v, self.version)
+                .map(Some)
+                .map_err(|e| e.context("could not parse prevResult")),
+        }
+    }
+
+    /// The IPAM plugin type, if IPAM is configured (non-empty `ipam.type`).
+    pub fn ipam_type(&self) -> Option<&str> {
+        self.ipam
+            .as_ref()
+            .map(|i| i.plugin_type.as_str())
+            .filter(|t| !t.is_empty())
+    }
+
+    /// GC: the union of `cni.dev/valid-attachments` and the legacy
+    /// `cni.dev/attachments`, without duplicates. `None` when neither key is
+    /// present (the runtime gave no list: nothing may be collected).
+    pub fn gc_valid_attachments(&self) -> Option<Vec<GcAttachment>> {
+        if self.valid_attachments.is_none() && self.legacy_attachments.is_none() {
+            return None;
+        }
+        let mut all: Vec<GcAttachment> = Vec::new();
+        for a in self
+            .valid_attachments
+            .iter()
+            .chain(self.legacy_attachments.iter())
+            .flatten()
+        {
+            if !all.contains(a) {
+                all.push(a.clone());
+            }
+        }
+        Some(all)
+    }
+}
+
+/// The `ipam` section: its `type` plus every key, kept raw for the IPAM
+/// plugin to parse.
+#[derive(Debug, Clone, Default)]
+pub struct IpamConf {
+    /// `ipam.type`; empty means layer-2 only.
+    pub plugin_type: String,
+    /// Every key of the section, including `type`.
+    pub raw: Map<String, Value>,
+}
+
+impl<'de> Deserialize<'de> for IpamConf {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let raw = match Option::<Map<String, Value>>::deserialize(d)? {
+            Some(m) => m,
+            None => Map::new(),
+        };
+        let plugin_type = match raw.get("type") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "ipam.type must be a string, got {other}"
+                )));
+            }
+        };
+        Ok(Self { plugin_type, raw })
+    }
+}
+
+/// `runtimeConfig`: capability arguments (CONVENTIONS.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeConfig {
+    /// Capability `portMappings` (portmap).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub port_mappings: Vec<PortMapping>,
+    /// Capability `ips`: requested addresses, `ip` or `ip/prefix` (host-local).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub ips: Vec<String>,
+    /// Capability `ipRanges`: extra range sets (host-local).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub ip_ranges: Vec<Vec<RangeConf>>,
+    /// Capability `mac` (bridge).
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+/// One `portMappings` entry, kept as given so the plugin can validate it and
+/// name the bad value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    /// Port on the host.
+    #[serde(default)]
+    pub host_port: i64,
+    /// Port in the container.
+    #[serde(default)]
+    pub container_port: i64,
+    /// `tcp`, `udp` or `sctp` (empty means tcp).
+    #[serde(default)]
+    pub protocol: String,
+    /// Host address to restrict the mapping to; empty, `0.0.0.0` or `::` mean any.
+    #[serde(default, rename = "hostIP")]
+    pub host_ip: String,
+}
+
+/// One IP range as written in `ipam.ranges` or `runtimeConfig.ipRanges`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RangeConf {
+    /// The subnet (must be the network address).
+    pub subnet: IpNetwork,
+    /// First address to allocate (inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_start: Option<IpAddr>,
+    /// Last address to allocate (inclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_end: Option<IpAddr>,
+    /// Gateway of the subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<IpAddr>,
+}
+
+/// The `args` key of a network configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ArgsConf {
+    /// `args.cni`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub cni: CniArgsSection,
+}
+
+/// `args.cni`: per-attachment requests.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CniArgsSection {
+    /// Requested addresses (`ip` or `ip/prefix`).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub ips: Vec<String>,
+    /// Requested MAC address.
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+/// One attachment in GC's valid list.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GcAttachment {
+    /// Container ID.
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    /// Interface name.
+    pub ifname: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Bridgeish {
+        #[serde(default)]
+        bridge: Option<String>,
+        #[serde(default)]
+        is_gateway: bool,
+    }
+
+    #[test]
+    fn plugin_keys_are_flattened_and_unknown_keys_ignored() {
+        let c: NetConf<Bridgeish> = serde_json::from_str(
+            r#"{"cniVersion":"1.0.0","name":"n","type":"bridge","bridge":"br0",
+                "isGateway":true,"somethingElse":[1,2],
+                "ipam":{"type":"host-local","subnet":"10.0.0.0/24"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.plugin.bridge.as_deref(), Some("br0"));
+        assert!(c.plugin.is_gateway);
+        assert_eq!(c.ipam_type(), Some("host-local"));
+        assert_eq!(c.ipam.as_ref().unwrap().raw["subnet"], "10.0.0.0/24");
+    }
+
+    #[test]
+    fn empty_ipam_means_layer_two() {
+        for ipam in [r#""ipam":{}"#, r#""ipam":null"#, r#""ipam":{"type":""}"#] {
+            let c: NetConf = serde_json::from_str(&format!(r#"{{"name":"n",{ipam}}}"#)).unwrap();
+            assert_eq!(c.ipam_type(), None, "{ipam}");
+        }
+    }
+
+    #[test]
+    fn runtime_config_capabilities() {
+        let c: NetConf = serde_json::from_str(
+            r#"{"name":"n","runtimeConfig":{
+                "portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp","hostIP":"127.0.0.1"}],
+                "ips":["10.0.0.5/24"],"mac":"c2:11:22:33:44:55",
+                "ipRanges":[[{"subnet":"10.9.0.0/24","rangeStart":"10.9.0.10"}]]},
+                "args":{"cni":{"ips":["10.0.0.6"],"mac":"c2:00:00:00:00:01"}}}"#,
+        )
+        .unwrap();
+        let pm = &c.runtime_config.port_mappings[0];
+        assert_eq!((pm.host_port, pm.container_port), (8080, 80));
+        assert_eq!(pm.host_ip, "127.0.0.1");
+        assert_eq!(c.runtime_config.ips, ["10.0.0.5/24"]);
+        assert_eq!(c.runtime_config.mac.as_deref(), Some("c2:11:22:33:44:55"));
+        assert_eq!(
+            c.runtime_config.ip_ranges[0][0].range_start,
+            Some("10.9.0.10".parse().unwrap())
+        );
+        assert_eq!(c.args.cni.ips, ["10.0.0.6"]);
+        assert_eq!(c.args.cni.mac.as_deref(), Some("c2:00:00:00:00:01"));
+    }
+
+    #[test]
+    fn null_lists_are_empty() {
+        let c: NetConf = serde_json::from_str(
+            r#"{"name":"n","runtimeConfig":{"portMappings":null,"ips":null},"args":null,"capabilities":null}"#,
+        )
+        .unwrap();
+        assert!(c.runtime_config.port_mappings.is_empty());
+        assert!(c.runtime_config.ips.is_empty());
+    }
+
+    #[test]
+    fn gc_lists_merge_both_keys() {
+        let c: NetConf = serde_json::from_str(
+            r#"{"name":"n",
+              "cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}],
+              "cni.dev/attachments":[{"containerID":"a","ifname":"eth0"},{"containerID":"b","ifname":"eth1"}]}"#,
+        )
+        .unwrap();
+        let all = c.gc_valid_attachments().unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].container_id, "b");
+        let none: NetConf = serde_json::from_str(r#"{"name":"n"}"#).unwrap();
+        assert!(none.gc_valid_attachments().is_none());
+    }
+
+    #[test]
+    fn prev_result_uses_config_version_when_missing() {
+        let mut c: NetConf = serde_json::from_str(
+            r#"{"name":"n","prevResult":{"ips":[{"version":"4","address":"10.0.0.2/24"}]}}"#,
+        )
+        .unwrap();
+        c.version = crate::version::V0_4_0;
+        let r = c.prev_result().unwrap().unwrap();
+        assert_eq!(r.ips[0].address.to_string(), "10.0.0.2/24");
+    }
+}
