@@ -8,6 +8,7 @@
 #   make demo      attach two containers in private namespaces and show it working
 #   make e2e       only the end-to-end tests (real runtimes, conf-examples)
 #   make bench     side-by-side benchmark against the reference Go plugins
+#   make fuzz      run each libFuzzer target for FUZZ_SECONDS (needs cargo-fuzz)
 
 CARGO       ?= cargo
 LOCKED      := $(if $(CI),--locked,)
@@ -22,7 +23,7 @@ RELEASE_DIR := target/$(TARGET)/release
 # stay dynamically linked.
 STATIC_RUSTFLAGS := -C target-feature=+crt-static
 
-.PHONY: all build release test test-unit lint install uninstall demo e2e bench clean
+.PHONY: all build release test test-unit lint install uninstall demo e2e bench fuzz clean
 
 all: build
 
@@ -60,6 +61,18 @@ e2e: build
 
 bench: release
 	scripts/bench.sh $(RELEASE_DIR)
+
+# cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP lets the pinned stable
+# toolchain build them. New corpus entries land in crates/*/fuzz/corpus and
+# are replayed by the ordinary test suite.
+FUZZ_SECONDS ?= 60
+FUZZ_CRATES  := crates/cni
+fuzz:
+	for c in $(FUZZ_CRATES); do \
+	  for t in $$(cd $$c && cargo fuzz list); do \
+	    (cd $$c && RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
+	  done; \
+	done
 
 clean:
 	$(CARGO) clean
