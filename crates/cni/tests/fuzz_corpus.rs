@@ -13,8 +13,8 @@ fn replay(target: &str, body: fn(&[u8])) {
         .join(target);
     let mut count = 0;
     for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        body(&std::fs::read(&path).unwrap());
+        let path = entry.expect("corpus entry").path();
+        body(&std::fs::read(&path).expect("corpus file"));
         count += 1;
     }
     assert!(count > 0, "empty corpus {}", dir.display());
