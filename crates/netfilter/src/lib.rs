@@ -1,1 +1,25 @@
-//! placeholder
+//! Netfilter programming for the CNI plugins, compatible with the reference Go plugins
+//! (containernetworking/plugins): same chain and table names, rule layouts and comments,
+//! so a node can switch between the implementations in place.
+//!
+//! * [`backend`]: choosing iptables or nftables;
+//! * [`names`]: the reference's hashed chain names and comments;
+//! * [`iptables`]: one `iptables-save` read and one atomic `iptables-restore --noflush`
+//!   write per family and operation, with a bounded xtables lock wait;
+//! * [`nft`]: one `nft -j -f -` transaction per operation;
+//! * [`masq`]: bridge `ipMasq`; [`spoofchk`]: bridge `macspoofchk`; [`portmap`]: port
+//!   mappings.
+
+mod error;
+mod exec;
+
+pub mod backend;
+pub mod iptables;
+pub mod masq;
+pub mod names;
+pub mod nft;
+pub mod portmap;
+pub mod spoofchk;
+
+pub use backend::Backend;
+pub use error::{Error, Result};

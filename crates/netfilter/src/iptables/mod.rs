@@ -1,0 +1,172 @@
+//! iptables access: read a table with one `iptables-save -t <table>`, write a whole change
+//! with one `iptables-restore -w <secs> --noflush` (one kernel commit, so all-or-nothing).
+//!
+//! Rules are handled as argument vectors in the canonical form `iptables-save` prints, so
+//! the rules we write can be compared with what we read back token by token.
+
+mod save;
+mod script;
+
+pub use save::{SavedRule, SavedTable, tokenize};
+pub use script::{Script, quote};
+
+use crate::error::Result;
+use crate::exec;
+
+/// Seconds `iptables-restore`/`iptables` wait for the xtables lock before giving up with
+/// [`crate::Error::LockTimeout`].
+pub const LOCK_WAIT_SECS: u32 = 10;
+
+/// The table every CNI rule lives in.
+pub const NAT: &str = "nat";
+
+/// Address family, i.e. which of the `iptables` / `ip6tables` tool sets to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// `iptables*`.
+    V4,
+    /// `ip6tables*`.
+    V6,
+}
+
+impl Family {
+    /// Both families, IPv4 first.
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    /// The family of an address.
+    pub fn of(ip: std::net::IpAddr) -> Family {
+        if ip.is_ipv4() { Family::V4 } else { Family::V6 }
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        }
+    }
+
+    /// The rule-level tool (`iptables` / `ip6tables`).
+    pub fn tool(self) -> &'static str {
+        self.prefix()
+    }
+
+    /// `iptables-save` / `ip6tables-save`.
+    pub fn save_tool(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables-save",
+            Family::V6 => "ip6tables-save",
+        }
+    }
+
+    /// `iptables-restore` / `ip6tables-restore`.
+    pub fn restore_tool(self) -> &'static str {
+        match self {
+            Family::V4 => "iptables-restore",
+            Family::V6 => "ip6tables-restore",
+        }
+    }
+}
+
+/// Reads `table` of `family` with a single `iptables-save -t <table>`.
+///
+/// # Errors
+/// The tool failing (its stderr is in the error) or printing something unparseable.
+pub fn save(family: Family, table: &str) -> Result<SavedTable> {
+    let out = exec::run(
+        family.save_tool(),
+        &["-t", table],
+        None,
+        &format!("reading table {table}"),
+    )?;
+    SavedTable::parse(&out, table, family.save_tool())
+}
+
+/// Applies `script` with one `iptables-restore -w <LOCK_WAIT_SECS> --noflush` (a no-op
+/// when the script is empty). `op` names the operation for error messages.
+///
+/// # Errors
+/// [`crate::Error::LockTimeout`] when the xtables lock stays busy, otherwise the tool's
+/// failure with its stderr (which names the failing line) and the rendered input.
+pub fn restore(family: Family, script: &Script, op: &str) -> Result<()> {
+    if script.is_empty() {
+        return Ok(());
+    }
+    let input = script.render();
+    let wait = LOCK_WAIT_SECS.to_string();
+    exec::run(
+        family.restore_tool(),
+        &["-w", &wait, "--noflush"],
+        Some(&input),
+        &format!("{op} (input:\n{input})"),
+    )
+    .map(drop)
+}
+
+/// Probes one family: the tool exists and listing the nat OUTPUT chain works.
+///
+/// # Errors
+/// Why the family is unusable.
+pub fn usable_family(family: Family) -> Result<()> {
+    let wait = LOCK_WAIT_SECS.to_string();
+    exec::run(
+        family.tool(),
+        &["-w", &wait, "-t", NAT, "-S", "OUTPUT"],
+        None,
+        "probing the nat table",
+    )
+    .map(drop)
+}
+
+/// Probes iptables (IPv4) usability; IPv6 is probed per operation.
+///
+/// # Errors
+/// Why iptables is unusable.
+pub fn usable() -> Result<()> {
+    usable_family(Family::V4)
+}
+
+/// Reads `table` for `family`, or `None` when the tool is not installed (so teardown can
+/// skip a backend that does not exist on this host).
+///
+/// # Errors
+/// Any failure other than the tool being absent.
+pub fn save_if_present(family: Family, table: &str) -> Result<Option<SavedTable>> {
+    match save(family, table) {
+        Ok(t) => Ok(Some(t)),
+        Err(crate::Error::Spawn { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Adds to `script` what removes `chain` entirely: every rule jumping to it (found in
+/// `saved`, so nothing missing is deleted), its flush and its deletion. Returns whether
+/// anything was scheduled.
+pub fn remove_chain(saved: &SavedTable, script: &mut Script, chain: &str) -> bool {
+    let mut any = false;
+    for rule in saved.jumps_to(chain) {
+        script.delete(&rule.chain, &rule.args);
+        any = true;
+    }
+    if saved.has_chain(chain) {
+        script.flush(chain).delete_chain(chain);
+        any = true;
+    }
+    any
+}
+
+/// Address in iptables-save notation: `a.b.c.d/32` or `x::y/128` for a host.
+pub fn host_cidr(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => format!("{v4}/32"),
+        std::net::IpAddr::V6(v6) => format!("{v6}/128"),
+    }
+}
+
+/// Subnet of an address with prefix in iptables-save notation (`10.1.2.0/24`).
+pub fn subnet_cidr(net: &ipnetwork::IpNetwork) -> String {
+    format!("{}/{}", net.network(), net.prefix())
+}

@@ -1,0 +1,282 @@
+//! iptables layout of ipMasq (reference-behaviour 2.7).
+
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+
+use super::MasqOwner;
+use crate::error::{Error, Result};
+use crate::iptables::{self, Family, NAT, SavedTable, Script};
+use crate::names;
+
+const POSTROUTING: &str = "POSTROUTING";
+
+fn multicast(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "224.0.0.0/4",
+        Family::V6 => "ff00::/8",
+    }
+}
+
+fn of_family(ips: &[IpNetwork], family: Family) -> Vec<IpNetwork> {
+    ips.iter()
+        .copied()
+        .filter(|n| Family::of(n.ip()) == family)
+        .collect()
+}
+
+/// Rules of the per-container chain, canonical `iptables-save` form.
+pub(super) fn chain_rules(
+    owner: &MasqOwner<'_>,
+    family: Family,
+    ips: &[IpNetwork],
+) -> Vec<Vec<String>> {
+    let comment = names::masq_comment(owner.network, owner.container_id);
+    let mut rules: Vec<Vec<String>> = Vec::new();
+    for net in ips {
+        let rule = vec![
+            "-d".into(),
+            iptables::subnet_cidr(net),
+            "-m".into(),
+            "comment".into(),
+            "--comment".into(),
+            comment.clone(),
+            "-j".into(),
+            "ACCEPT".into(),
+        ];
+        if !rules.contains(&rule) {
+            rules.push(rule);
+        }
+    }
+    rules.push(vec![
+        "!".into(),
+        "-d".into(),
+        multicast(family).into(),
+        "-m".into(),
+        "comment".into(),
+        "--comment".into(),
+        comment,
+        "-j".into(),
+        "MASQUERADE".into(),
+    ]);
+    rules
+}
+
+/// The POSTROUTING jump for one container address.
+pub(super) fn jump_rule(owner: &MasqOwner<'_>, ip: IpAddr) -> Vec<String> {
+    vec![
+        "-s".into(),
+        iptables::host_cidr(ip),
+        "-m".into(),
+        "comment".into(),
+        "--comment".into(),
+        names::masq_comment(owner.network, owner.container_id),
+        "-j".into(),
+        names::masq_chain(owner.network, owner.container_id),
+    ]
+}
+
+/// The restore script that makes `saved` match the desired layout for `ips` of `family`.
+pub(super) fn setup_script(
+    saved: &SavedTable,
+    owner: &MasqOwner<'_>,
+    family: Family,
+    ips: &[IpNetwork],
+) -> Script {
+    let chain = names::masq_chain(owner.network, owner.container_id);
+    let mut script = Script::new(NAT);
+    let wanted = chain_rules(owner, family, ips);
+    let current: Vec<&Vec<String>> = saved.rules_in(&chain).map(|r| &r.args).collect();
+    let up_to_date = saved.has_chain(&chain)
+        && current.len() == wanted.len()
+        && current.iter().zip(&wanted).all(|(a, b)| *a == b);
+    if !up_to_date {
+        script.declare_chain(&chain);
+        for rule in &wanted {
+            script.append(&chain, rule);
+        }
+    }
+    let jumps: Vec<Vec<String>> = ips.iter().map(|n| jump_rule(owner, n.ip())).collect();
+    for stale in saved.jumps_to(&chain) {
+        if stale.chain != POSTROUTING || !jumps.contains(&stale.args) {
+            script.delete(&stale.chain, &stale.args);
+        }
+    }
+    for jump in &jumps {
+        if !saved.contains(POSTROUTING, jump) {
+            script.append(POSTROUTING, jump);
+        }
+    }
+    script
+}
+
+pub(super) fn setup(owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
+    for family in Family::ALL {
+        let mine = of_family(ips, family);
+        if mine.is_empty() {
+            continue;
+        }
+        let saved = iptables::save(family, NAT)?;
+        let script = setup_script(&saved, owner, family, &mine);
+        iptables::restore(
+            family,
+            &script,
+            &format!(
+                "setting up masquerading for container {} in table nat",
+                owner.container_id
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+pub(super) fn teardown(owner: &MasqOwner<'_>) -> Result<()> {
+    let chain = names::masq_chain(owner.network, owner.container_id);
+    let mut errors = Vec::new();
+    for family in Family::ALL {
+        let result = iptables::save_if_present(family, NAT).and_then(|saved| {
+            let Some(saved) = saved else { return Ok(()) };
+            let mut script = Script::new(NAT);
+            iptables::remove_chain(&saved, &mut script, &chain);
+            iptables::restore(
+                family,
+                &script,
+                &format!("removing masquerade chain {chain}"),
+            )
+        });
+        if let Err(e) = result {
+            errors.push(e);
+        }
+    }
+    Error::collect(errors)
+}
+
+pub(super) fn check(owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
+    let chain = names::masq_chain(owner.network, owner.container_id);
+    for family in Family::ALL {
+        let mine = of_family(ips, family);
+        if mine.is_empty() {
+            continue;
+        }
+        let saved = iptables::save(family, NAT)?;
+        if !saved.has_chain(&chain) {
+            return Err(Error::Missing(format!(
+                "chain {chain} not found in {} table nat",
+                family.tool()
+            )));
+        }
+        for rule in chain_rules(owner, family, &mine) {
+            if !saved.contains(&chain, &rule) {
+                return Err(Error::Missing(format!(
+                    "rule [{}] not found in {} chain {chain}",
+                    rule.join(" "),
+                    family.tool()
+                )));
+            }
+        }
+        for net in &mine {
+            let rule = jump_rule(owner, net.ip());
+            if !saved.contains(POSTROUTING, &rule) {
+                return Err(Error::Missing(format!(
+                    "rule [{}] not found in {} chain POSTROUTING",
+                    rule.join(" "),
+                    family.tool()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Container IDs of `network` that own a masquerade chain in `saved`, with the chain.
+pub(super) fn owned_chains(saved: &SavedTable, network: &str) -> Vec<(String, String)> {
+    let prefix = format!("name: \"{network}\" id: \"");
+    let mut out: Vec<(String, String)> = Vec::new();
+    for rule in &saved.rules {
+        let Some(cid) = rule
+            .comment()
+            .and_then(|c| c.strip_prefix(&prefix))
+            .and_then(|c| c.strip_suffix('"'))
+        else {
+            continue;
+        };
+        let chain = names::masq_chain(network, cid);
+        if rule.chain == chain && !out.iter().any(|(c, _)| c == cid) {
+            out.push((cid.to_owned(), chain));
+        }
+    }
+    out
+}
+
+pub(super) fn gc(network: &str, valid: &[(String, String)]) -> Result<()> {
+    let mut errors = Vec::new();
+    for family in Family::ALL {
+        let result = iptables::save_if_present(family, NAT).and_then(|saved| {
+            let Some(saved) = saved else { return Ok(()) };
+            let mut script = Script::new(NAT);
+            for (cid, chain) in owned_chains(&saved, network) {
+                if !valid.iter().any(|(v, _)| *v == cid) {
+                    iptables::remove_chain(&saved, &mut script, &chain);
+                }
+            }
+            iptables::restore(
+                family,
+                &script,
+                &format!("garbage-collecting masquerade chains of network {network}"),
+            )
+        });
+        if let Err(e) = result {
+            errors.push(e);
+        }
+    }
+    Error::collect(errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWNER: MasqOwner<'static> = MasqOwner {
+        network: "ccnet",
+        container_id: "ctr1",
+        ifname: "eth0",
+    };
+
+    #[test]
+    fn golden_setup_script_on_empty_table() {
+        let ips: Vec<IpNetwork> = vec!["10.99.0.3/24".parse().unwrap()];
+        let script = setup_script(&SavedTable::default(), &OWNER, Family::V4, &ips);
+        assert_eq!(
+            script.render(),
+            r#"*nat
+:CNI-fe994aa6f38cd8a2c97f61d7 - [0:0]
+-A CNI-fe994aa6f38cd8a2c97f61d7 -d 10.99.0.0/24 -m comment --comment "name: \"ccnet\" id: \"ctr1\"" -j ACCEPT
+-A CNI-fe994aa6f38cd8a2c97f61d7 ! -d 224.0.0.0/4 -m comment --comment "name: \"ccnet\" id: \"ctr1\"" -j MASQUERADE
+-A POSTROUTING -s 10.99.0.3/32 -m comment --comment "name: \"ccnet\" id: \"ctr1\"" -j CNI-fe994aa6f38cd8a2c97f61d7
+COMMIT
+"#
+        );
+    }
+
+    #[test]
+    fn up_to_date_table_needs_no_change_and_stale_jump_is_removed() {
+        let ips: Vec<IpNetwork> = vec!["fd00::3/64".parse().unwrap()];
+        let first = setup_script(&SavedTable::default(), &OWNER, Family::V6, &ips);
+        let text = format!(
+            ":POSTROUTING ACCEPT [0:0]\n{}",
+            first.render().replace("*nat\n", "")
+        );
+        let saved = SavedTable::parse(&format!("*nat\n{text}"), "nat", "t").unwrap();
+        assert!(setup_script(&saved, &OWNER, Family::V6, &ips).is_empty());
+        let moved: Vec<IpNetwork> = vec!["fd00::4/64".parse().unwrap()];
+        let again = setup_script(&saved, &OWNER, Family::V6, &moved).render();
+        assert!(again.contains("-D POSTROUTING -s fd00::3/128"), "{again}");
+        assert!(again.contains("-A POSTROUTING -s fd00::4/128"), "{again}");
+        assert!(!again.contains(":CNI-"), "chain content unchanged: {again}");
+        assert_eq!(
+            owned_chains(&saved, "ccnet"),
+            [("ctr1".to_owned(), "CNI-fe994aa6f38cd8a2c97f61d7".to_owned())]
+        );
+        assert!(owned_chains(&saved, "other").is_empty());
+    }
+}

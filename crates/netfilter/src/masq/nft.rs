@@ -1,0 +1,239 @@
+//! nftables layout of ipMasq (reference-behaviour 2.7): table `inet cni_plugins_masquerade`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnetwork::IpNetwork;
+use nftables::types::{NfChainType, NfFamily, NfHook};
+
+use super::MasqOwner;
+use crate::error::{Error, Result};
+use crate::names;
+use crate::nft::{self, Hook, ListedTable, Tx, expr};
+
+/// Table name.
+pub(super) const TABLE: &str = "cni_plugins_masquerade";
+/// Regular chain holding one rule per container address.
+pub(super) const CHECKS: &str = "masq_checks";
+const POSTROUTING: &str = "postrouting";
+const FAMILY: NfFamily = NfFamily::INet;
+
+fn ip_word(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "ip" } else { "ip6" }
+}
+
+/// Adds the table, chains and the rewritten `postrouting` chain to `tx`.
+fn skeleton(tx: &mut Tx) {
+    tx.add_table(FAMILY, TABLE)
+        .add_chain(FAMILY, TABLE, CHECKS, None)
+        .add_chain(
+            FAMILY,
+            TABLE,
+            POSTROUTING,
+            Some(Hook {
+                kind: NfChainType::NAT,
+                hook: NfHook::Postrouting,
+                prio: 100,
+            }),
+        )
+        .flush_chain(FAMILY, TABLE, POSTROUTING)
+        .add_rule(
+            FAMILY,
+            TABLE,
+            POSTROUTING,
+            vec![
+                expr::eq(
+                    expr::payload("ip", "daddr"),
+                    expr::prefix(IpAddr::V4(Ipv4Addr::new(224, 0, 0, 0)), 4),
+                ),
+                expr::ret(),
+            ],
+            None,
+        )
+        .add_rule(
+            FAMILY,
+            TABLE,
+            POSTROUTING,
+            vec![
+                expr::eq(
+                    expr::payload("ip6", "daddr"),
+                    expr::prefix(IpAddr::V6(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0)), 8),
+                ),
+                expr::ret(),
+            ],
+            None,
+        )
+        .add_rule(FAMILY, TABLE, POSTROUTING, vec![expr::goto(CHECKS)], None);
+}
+
+/// The transaction for [`super::setup`] given the current listing.
+pub(super) fn setup_tx(
+    current: Option<&ListedTable>,
+    owner: &MasqOwner<'_>,
+    ips: &[IpNetwork],
+) -> Tx {
+    let mut tx = Tx::new();
+    skeleton(&mut tx);
+    let prefix = names::nft_masq_instance_hash(owner.network, owner.ifname, owner.container_id);
+    if let Some(table) = current {
+        for rule in table.rules_in(CHECKS) {
+            if rule
+                .comment
+                .as_deref()
+                .is_some_and(|c| c.starts_with(&prefix))
+            {
+                tx.delete_rule(FAMILY, TABLE, CHECKS, rule.handle);
+            }
+        }
+    }
+    let comment = names::nft_masq_comment(owner.network, owner.ifname, owner.container_id);
+    for net in ips {
+        let word = ip_word(net.ip());
+        tx.add_rule(
+            FAMILY,
+            TABLE,
+            CHECKS,
+            vec![
+                expr::eq(expr::payload(word, "saddr"), expr::addr(net.ip())),
+                expr::ne(
+                    expr::payload(word, "daddr"),
+                    expr::prefix(net.network(), net.prefix()),
+                ),
+                expr::masquerade(),
+            ],
+            Some(&comment),
+        );
+    }
+    tx
+}
+
+pub(super) fn setup(owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
+    let current = nft::list_table(FAMILY, TABLE)?;
+    setup_tx(current.as_ref(), owner, ips).apply(&format!(
+        "setting up masquerading for container {} in table inet {TABLE}",
+        owner.container_id
+    ))
+}
+
+fn teardown_tx(table: &ListedTable, keep: impl Fn(&str) -> bool, prefix: &str) -> Tx {
+    let mut tx = Tx::new();
+    for rule in table.rules_in(CHECKS) {
+        if let Some(c) = rule.comment.as_deref()
+            && c.starts_with(prefix)
+            && !keep(c)
+        {
+            tx.delete_rule(FAMILY, TABLE, CHECKS, rule.handle);
+        }
+    }
+    tx
+}
+
+fn list_if_present() -> Result<Option<ListedTable>> {
+    match nft::list_table(FAMILY, TABLE) {
+        Err(Error::Spawn { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
+pub(super) fn teardown(owner: &MasqOwner<'_>) -> Result<()> {
+    let Some(table) = list_if_present()? else {
+        return Ok(());
+    };
+    let prefix = names::nft_masq_instance_hash(owner.network, owner.ifname, owner.container_id);
+    teardown_tx(&table, |_| false, &prefix).apply(&format!(
+        "removing masquerade rules of container {} from table inet {TABLE}",
+        owner.container_id
+    ))
+}
+
+pub(super) fn check(owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
+    let table = nft::list_table(FAMILY, TABLE)?
+        .ok_or_else(|| Error::Missing(format!("table inet {TABLE} not found")))?;
+    if !table.has_chain(POSTROUTING) {
+        return Err(Error::Missing(format!(
+            "chain {POSTROUTING} not found in table inet {TABLE}"
+        )));
+    }
+    let comment = names::nft_masq_comment(owner.network, owner.ifname, owner.container_id);
+    for net in ips {
+        let ip = net.ip().to_string();
+        let found = table
+            .rules_in(CHECKS)
+            .any(|r| r.comment.as_deref() == Some(comment.as_str()) && r.mentions(&ip));
+        if !found {
+            return Err(Error::Missing(format!(
+                "masquerade rule for {ip} (comment {comment:?}) not found in inet {TABLE} chain {CHECKS}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn gc(network: &str, valid: &[(String, String)]) -> Result<()> {
+    let Some(table) = list_if_present()? else {
+        return Ok(());
+    };
+    let keep: Vec<String> = valid
+        .iter()
+        .map(|(cid, ifname)| names::nft_masq_comment(network, ifname, cid))
+        .collect();
+    let prefix = format!("{}-", names::nft_masq_network_hash(network));
+    teardown_tx(&table, |c| keep.iter().any(|k| k == c), &prefix).apply(&format!(
+        "garbage-collecting masquerade rules of network {network}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    #[test]
+    fn golden_setup_transaction() {
+        let owner = MasqOwner {
+            network: "ccnet",
+            container_id: "ctr1",
+            ifname: "eth0",
+        };
+        let ips: Vec<IpNetwork> = vec![
+            "10.99.0.3/24".parse().unwrap(),
+            "fd00:99::3/64".parse().unwrap(),
+        ];
+        let listing = ListedTable::parse(&format!(
+            r#"{{"nftables":[{{"rule":{{"family":"inet","table":"{TABLE}","chain":"{CHECKS}","handle":9,"comment":"{} old","expr":[]}}}},
+               {{"rule":{{"family":"inet","table":"{TABLE}","chain":"{CHECKS}","handle":10,"comment":"someone else","expr":[]}}}}]}}"#,
+            names::nft_masq_instance_hash("ccnet", "eth0", "ctr1")
+        ))
+        .unwrap();
+        let tx = setup_tx(Some(&listing), &owner, &ips);
+        let v: Value = serde_json::from_str(&tx.to_json().unwrap()).unwrap();
+        let cmds = v["nftables"].as_array().unwrap();
+        assert_eq!(cmds.len(), 10);
+        assert_eq!(
+            cmds[2]["add"]["chain"],
+            json!({"family":"inet","table":TABLE,"name":"postrouting","type":"nat","hook":"postrouting","prio":100,"policy":"accept"})
+        );
+        assert_eq!(
+            cmds[4]["add"]["rule"]["expr"],
+            json!([{"match":{"left":{"payload":{"protocol":"ip","field":"daddr"}},"right":{"prefix":{"addr":"224.0.0.0","len":4}},"op":"=="}},{"return":null}])
+        );
+        assert_eq!(
+            cmds[6]["add"]["rule"]["expr"],
+            json!([{"goto":{"target":"masq_checks"}}])
+        );
+        assert_eq!(cmds[7]["delete"]["rule"]["handle"], 9);
+        let comment = names::nft_masq_comment("ccnet", "eth0", "ctr1");
+        assert_eq!(
+            cmds[8]["add"]["rule"],
+            json!({"family":"inet","table":TABLE,"chain":CHECKS,"comment":comment,"expr":[
+            {"match":{"left":{"payload":{"protocol":"ip","field":"saddr"}},"right":"10.99.0.3","op":"=="}},
+            {"match":{"left":{"payload":{"protocol":"ip","field":"daddr"}},"right":{"prefix":{"addr":"10.99.0.0","len":24}},"op":"!="}},
+            {"masquerade":null}]})
+        );
+        assert_eq!(
+            cmds[9]["add"]["rule"]["expr"][1]["match"]["right"],
+            json!({"prefix":{"addr":"fd00:99::","len":64}})
+        );
+    }
+}

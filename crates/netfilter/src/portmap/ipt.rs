@@ -1,0 +1,522 @@
+//! iptables layout of portmap (reference-behaviour 4.5).
+
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+
+use super::{Owner, PortMapOptions, PortMapping, Protocol};
+use crate::error::{Error, Result};
+use crate::iptables::{self, Family, NAT, SavedRule, SavedTable, Script};
+use crate::names;
+
+/// Shared DNAT chain hooked from PREROUTING and OUTPUT.
+pub(crate) const DNAT_CHAIN: &str = "CNI-HOSTPORT-DNAT";
+/// Shared chain marking packets for masquerading.
+pub(crate) const SETMARK_CHAIN: &str = "CNI-HOSTPORT-SETMARK";
+/// Shared chain masquerading marked packets, hooked first in POSTROUTING.
+pub(crate) const MASQ_CHAIN: &str = "CNI-HOSTPORT-MASQ";
+/// Legacy shared SNAT chain (plugins < v0.7).
+const LEGACY_SNAT_CHAIN: &str = "CNI-HOSTPORT-SNAT";
+const MAX_PORTS_PER_RULE: usize = 15;
+
+fn v(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn hook_rule() -> Vec<String> {
+    v(&["-m", "addrtype", "--dst-type", "LOCAL", "-j", DNAT_CHAIN])
+}
+
+fn mark_spec(opts: &PortMapOptions) -> String {
+    let m = opts.mark();
+    format!("{m:#x}/{m:#x}")
+}
+
+fn setmark_rule(opts: &PortMapOptions) -> Vec<String> {
+    v(&[
+        "-m",
+        "comment",
+        "--comment",
+        "CNI portfwd masquerade mark",
+        "-j",
+        "MARK",
+        "--set-xmark",
+        &mark_spec(opts),
+    ])
+}
+
+fn masq_rule(opts: &PortMapOptions) -> Vec<String> {
+    v(&["-m", "mark", "--mark", &mark_spec(opts), "-j", "MASQUERADE"])
+}
+
+fn postrouting_rule() -> Vec<String> {
+    v(&[
+        "-m",
+        "comment",
+        "--comment",
+        "CNI portfwd requiring masquerade",
+        "-j",
+        MASQ_CHAIN,
+    ])
+}
+
+/// Entry rules in `CNI-HOSTPORT-DNAT`: per protocol (sorted), groups of <= 15 host ports
+/// (every mapping of the protocol, as the reference does).
+pub(crate) fn entry_rules(
+    owner: &Owner<'_>,
+    opts: &PortMapOptions,
+    mappings: &[PortMapping],
+    ip: IpAddr,
+) -> Vec<Vec<String>> {
+    let chain = names::portmap_dnat_chain(owner.network, owner.container_id);
+    let comment = names::portmap_dnat_comment(owner.network, owner.container_id);
+    let mut protocols: Vec<Protocol> = mappings.iter().map(|m| m.protocol).collect();
+    protocols.sort();
+    protocols.dedup();
+    let mut rules = Vec::new();
+    for proto in protocols {
+        let ports: Vec<String> = mappings
+            .iter()
+            .filter(|m| m.protocol == proto)
+            .map(|m| m.host_port.to_string())
+            .collect();
+        for group in ports.chunks(MAX_PORTS_PER_RULE) {
+            let mut rule = v(&[
+                "-p",
+                proto.as_str(),
+                "-m",
+                "comment",
+                "--comment",
+                &comment,
+                "-m",
+                "multiport",
+                "--dports",
+                &group.join(","),
+            ]);
+            rule.extend(opts.conditions(ip).iter().cloned());
+            rule.extend(v(&["-j", &chain]));
+            rules.push(rule);
+        }
+    }
+    rules
+}
+
+/// Rules of the per-container chain for container address `net`.
+pub(crate) fn chain_rules(
+    opts: &PortMapOptions,
+    mappings: &[PortMapping],
+    net: &IpNetwork,
+) -> Vec<Vec<String>> {
+    let ip = net.ip();
+    let setmark = opts
+        .external_set_mark_chain
+        .as_deref()
+        .unwrap_or(SETMARK_CHAIN);
+    let mut rules = Vec::new();
+    for m in mappings.iter().filter(|m| m.applies_to(ip)) {
+        let proto = m.protocol.as_str();
+        let port = m.host_port.to_string();
+        let dst: Vec<String> = m
+            .destination()
+            .map(|d| vec!["-d".to_owned(), iptables::host_cidr(d)])
+            .unwrap_or_default();
+        let matches = |src: Option<String>| {
+            let mut r: Vec<String> = src.map(|s| vec!["-s".to_owned(), s]).unwrap_or_default();
+            r.extend(dst.iter().cloned());
+            r.extend(v(&["-p", proto, "-m", proto, "--dport", &port]));
+            r
+        };
+        if opts.snat {
+            // masqAll: source 0.0.0.0/0 (::/0), which iptables-save prints as no -s.
+            let src = (!opts.masq_all).then(|| iptables::subnet_cidr(net));
+            let mut hairpin = matches(src);
+            hairpin.extend(v(&["-j", setmark]));
+            rules.push(hairpin);
+            if ip.is_ipv4() && !opts.masq_all {
+                let mut local = matches(Some("127.0.0.1/32".to_owned()));
+                local.extend(v(&["-j", setmark]));
+                rules.push(local);
+            }
+        }
+        let target = match ip {
+            IpAddr::V4(a) => format!("{a}:{}", m.container_port),
+            IpAddr::V6(a) => format!("[{a}]:{}", m.container_port),
+        };
+        let mut dnat = matches(None);
+        dnat.extend(v(&["-j", "DNAT", "--to-destination", &target]));
+        rules.push(dnat);
+    }
+    rules
+}
+
+fn same_list(current: &[&SavedRule], wanted: &[Vec<String>]) -> bool {
+    current.len() == wanted.len() && current.iter().zip(wanted).all(|(c, w)| c.args == *w)
+}
+
+/// The restore script turning `saved` into the layout for one family.
+pub(crate) fn add_script(
+    saved: &SavedTable,
+    owner: &Owner<'_>,
+    opts: &PortMapOptions,
+    mappings: &[PortMapping],
+    net: &IpNetwork,
+) -> Script {
+    let mut s = Script::new(NAT);
+    let chain = names::portmap_dnat_chain(owner.network, owner.container_id);
+
+    if !saved.has_chain(DNAT_CHAIN) {
+        s.declare_chain(DNAT_CHAIN);
+    }
+    for hook in ["PREROUTING", "OUTPUT"] {
+        if !saved.contains(hook, &hook_rule()) {
+            s.append(hook, &hook_rule());
+        }
+    }
+    if opts.snat && opts.external_set_mark_chain.is_none() {
+        for (name, rule) in [
+            (SETMARK_CHAIN, setmark_rule(opts)),
+            (MASQ_CHAIN, masq_rule(opts)),
+        ] {
+            if !saved.has_chain(name) {
+                s.declare_chain(name);
+            }
+            if !saved.contains(name, &rule) {
+                s.append(name, &rule);
+            }
+        }
+        if !saved.contains("POSTROUTING", &postrouting_rule()) {
+            s.insert("POSTROUTING", 1, &postrouting_rule());
+        }
+    }
+
+    let wanted = chain_rules(opts, mappings, net);
+    let current: Vec<&SavedRule> = saved.rules_in(&chain).collect();
+    if !saved.has_chain(&chain) || !same_list(&current, &wanted) {
+        s.declare_chain(&chain);
+        for rule in &wanted {
+            s.append(&chain, rule);
+        }
+    }
+
+    let entries = entry_rules(owner, opts, mappings, net.ip());
+    let existing: Vec<&SavedRule> = saved.jumps_to(&chain).collect();
+    if !same_list(&existing, &entries) || existing.iter().any(|r| r.chain != DNAT_CHAIN) {
+        for old in &existing {
+            s.delete(&old.chain, &old.args);
+        }
+        for rule in &entries {
+            s.append(DNAT_CHAIN, rule);
+        }
+    }
+    s
+}
+
+pub(super) fn add(
+    owner: &Owner<'_>,
+    opts: &PortMapOptions,
+    mappings: &[PortMapping],
+    ips: &[IpNetwork],
+) -> Result<()> {
+    for net in ips {
+        let family = Family::of(net.ip());
+        let saved = iptables::save(family, NAT)?;
+        let script = add_script(&saved, owner, opts, mappings, net);
+        iptables::restore(
+            family,
+            &script,
+            &format!(
+                "setting up port mappings of container {} (chain {})",
+                owner.container_id,
+                names::portmap_dnat_chain(owner.network, owner.container_id)
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// The restore script removing the container's chains (and legacy SNAT chain).
+pub(crate) fn del_script(saved: &SavedTable, owner: &Owner<'_>) -> Script {
+    let mut s = Script::new(NAT);
+    iptables::remove_chain(
+        saved,
+        &mut s,
+        &names::portmap_dnat_chain(owner.network, owner.container_id),
+    );
+    let legacy = names::portmap_legacy_snat_chain(owner.network, owner.container_id);
+    if saved.has_chain(&legacy)
+        || saved
+            .jumps_to(&legacy)
+            .any(|r| r.chain == LEGACY_SNAT_CHAIN)
+    {
+        iptables::remove_chain(saved, &mut s, &legacy);
+    }
+    s
+}
+
+pub(super) fn del(owner: &Owner<'_>) -> Result<()> {
+    let chain = names::portmap_dnat_chain(owner.network, owner.container_id);
+    let mut errors = Vec::new();
+    for family in Family::ALL {
+        let result = iptables::save_if_present(family, NAT).and_then(|saved| match saved {
+            Some(saved) => iptables::restore(
+                family,
+                &del_script(&saved, owner),
+                &format!(
+                    "removing port-mapping chain {chain} of container {}",
+                    owner.container_id
+                ),
+            ),
+            None => Ok(()),
+        });
+        if let Err(e) = result {
+            errors.push(e);
+        }
+    }
+    Error::collect(errors)
+}
+
+/// Loose match of an entry rule whose conditions iptables may have re-ordered.
+fn entry_present(saved: &SavedTable, wanted: &[String]) -> bool {
+    if saved.contains(DNAT_CHAIN, wanted) {
+        return true;
+    }
+    let key = |opt: &str| {
+        wanted
+            .iter()
+            .position(|a| a == opt)
+            .and_then(|p| wanted.get(p + 1))
+    };
+    saved.rules_in(DNAT_CHAIN).any(|r| {
+        ["-p", "--comment", "--dports", "-j"]
+            .iter()
+            .all(|opt| r.option(opt).map(str::to_owned).as_ref() == key(opt))
+    })
+}
+
+pub(super) fn check(
+    owner: &Owner<'_>,
+    opts: &PortMapOptions,
+    mappings: &[PortMapping],
+    ips: &[IpNetwork],
+) -> Result<()> {
+    let chain = names::portmap_dnat_chain(owner.network, owner.container_id);
+    for net in ips {
+        let family = Family::of(net.ip());
+        let saved = iptables::save(family, NAT)?;
+        let tool = family.tool();
+        if !saved.has_chain(&chain) {
+            return Err(Error::Missing(format!(
+                "{tool}: chain {chain} not found in table nat"
+            )));
+        }
+        for rule in chain_rules(opts, mappings, net) {
+            if !saved.contains(&chain, &rule) {
+                return Err(Error::Missing(format!(
+                    "{tool}: rule [{}] not found in chain {chain} of table nat",
+                    rule.join(" ")
+                )));
+            }
+        }
+        for rule in entry_rules(owner, opts, mappings, net.ip()) {
+            if !entry_present(&saved, &rule) {
+                return Err(Error::Missing(format!(
+                    "{tool}: rule [{}] not found in chain {DNAT_CHAIN} of table nat",
+                    rule.join(" ")
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Container chains of `network` (found through their entry rules' comments) whose
+/// container is not in `valid`.
+pub(crate) fn stale_chains(saved: &SavedTable, network: &str, valid: &[&str]) -> Vec<String> {
+    let prefix = format!("dnat name: \"{network}\" id: \"");
+    let keep: Vec<String> = valid
+        .iter()
+        .map(|c| names::portmap_dnat_chain(network, c))
+        .collect();
+    let mut out: Vec<String> = Vec::new();
+    for rule in saved.rules_in(DNAT_CHAIN) {
+        let ours = rule.comment().is_some_and(|c| c.starts_with(&prefix));
+        if ours
+            && let Some(target) = rule.target()
+            && target.starts_with("CNI-DN-")
+            && !keep.iter().any(|k| k == target)
+            && !out.iter().any(|o| o == target)
+        {
+            out.push(target.to_owned());
+        }
+    }
+    out
+}
+
+pub(super) fn gc(network: &str, valid: &[&str]) -> Result<()> {
+    let mut errors = Vec::new();
+    for family in Family::ALL {
+        let result = iptables::save_if_present(family, NAT).and_then(|saved| {
+            let Some(saved) = saved else { return Ok(()) };
+            let mut s = Script::new(NAT);
+            for chain in stale_chains(&saved, network, valid) {
+                iptables::remove_chain(&saved, &mut s, &chain);
+            }
+            iptables::restore(
+                family,
+                &s,
+                &format!("garbage-collecting port-mapping chains of network {network}"),
+            )
+        });
+        if let Err(e) = result {
+            errors.push(e);
+        }
+    }
+    Error::collect(errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pm(host: u16, cont: u16, proto: Protocol, host_ip: Option<&str>) -> PortMapping {
+        PortMapping {
+            host_port: host,
+            container_port: cont,
+            protocol: proto,
+            host_ip: host_ip.map(|h| h.parse().unwrap()),
+        }
+    }
+
+    fn sample() -> Vec<PortMapping> {
+        vec![
+            pm(8080, 80, Protocol::Tcp, None),
+            pm(8053, 53, Protocol::Udp, None),
+            pm(9090, 90, Protocol::Tcp, Some("10.99.0.1")),
+            pm(9091, 91, Protocol::Tcp, Some("::")),
+        ]
+    }
+
+    const OWNER: Owner<'static> = Owner {
+        network: "ccnet",
+        container_id: "ctr1",
+    };
+
+    /// The reference listing observed with /usr/lib/cni/portmap (v1.1.1), see
+    /// reference-behaviour 4.5.
+    #[test]
+    fn golden_ipv4_script_matches_reference_listing() {
+        let net: IpNetwork = "10.99.0.3/24".parse().unwrap();
+        let script = add_script(
+            &SavedTable::default(),
+            &OWNER,
+            &PortMapOptions::default(),
+            &sample(),
+            &net,
+        );
+        assert_eq!(
+            script.render(),
+            r#"*nat
+:CNI-HOSTPORT-DNAT - [0:0]
+:CNI-HOSTPORT-SETMARK - [0:0]
+:CNI-HOSTPORT-MASQ - [0:0]
+:CNI-DN-fe994aa6f38cd8a2c97f6 - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT
+-A OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT
+-A CNI-HOSTPORT-SETMARK -m comment --comment "CNI portfwd masquerade mark" -j MARK --set-xmark 0x2000/0x2000
+-A CNI-HOSTPORT-MASQ -m mark --mark 0x2000/0x2000 -j MASQUERADE
+-I POSTROUTING 1 -m comment --comment "CNI portfwd requiring masquerade" -j CNI-HOSTPORT-MASQ
+-A CNI-DN-fe994aa6f38cd8a2c97f6 -s 10.99.0.0/24 -p tcp -m tcp --dport 8080 -j CNI-HOSTPORT-SETMARK
+-A CNI-DN-fe994aa6f38cd8a2c97f6 -s 127.0.0.1/32 -p tcp -m tcp --dport 8080 -j CNI-HOSTPORT-SETMARK
+-A CNI-DN-fe994aa6f38cd8a2c97f6 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.99.0.3:80
+-A CNI-DN-fe994aa6f38cd8a2c97f6 -s 10.99.0.0/24 -p udp -m udp --dport 8053 -j CNI-HOSTPORT-SETMARK
+-A CNI-DN-fe994aa6f38cd8a2c97f6 -s 127.0.0.1/32 -p udp -m udp --dport 8053 -j CNI-HOSTPORT-SETMARK
+-A CNI-DN-fe994aa6f38cd8a2c97f6 -p udp -m udp --dport 8053 -j DNAT --to-destination 10.99.0.3:53
+-A CNI-DN-fe994aa6f38cd8a2c97f6 -s 10.99.0.0/24 -d 10.99.0.1/32 -p tcp -m tcp --dport 9090 -j CNI-HOSTPORT-SETMARK
+-A CNI-DN-fe994aa6f38cd8a2c97f6 -s 127.0.0.1/32 -d 10.99.0.1/32 -p tcp -m tcp --dport 9090 -j CNI-HOSTPORT-SETMARK
+-A CNI-DN-fe994aa6f38cd8a2c97f6 -d 10.99.0.1/32 -p tcp -m tcp --dport 9090 -j DNAT --to-destination 10.99.0.3:90
+-A CNI-HOSTPORT-DNAT -p tcp -m comment --comment "dnat name: \"ccnet\" id: \"ctr1\"" -m multiport --dports 8080,9090,9091 -j CNI-DN-fe994aa6f38cd8a2c97f6
+-A CNI-HOSTPORT-DNAT -p udp -m comment --comment "dnat name: \"ccnet\" id: \"ctr1\"" -m multiport --dports 8053 -j CNI-DN-fe994aa6f38cd8a2c97f6
+COMMIT
+"#
+        );
+    }
+
+    #[test]
+    fn ipv6_masq_all_external_chain_and_port_groups() {
+        let net: IpNetwork = "fd00:99::3/64".parse().unwrap();
+        let opts = PortMapOptions {
+            masq_all: true,
+            external_set_mark_chain: Some("EXT".into()),
+            conditions_v6: vec!["-i".into(), "eth0".into()],
+            ..PortMapOptions::default()
+        };
+        let mut maps = sample();
+        maps.extend((0..16).map(|i| pm(10000 + i, 80, Protocol::Sctp, None)));
+        let rules = chain_rules(&opts, &maps, &net);
+        assert_eq!(rules[0].join(" "), "-p tcp -m tcp --dport 8080 -j EXT");
+        assert_eq!(
+            rules[1].join(" "),
+            "-p tcp -m tcp --dport 8080 -j DNAT --to-destination [fd00:99::3]:80"
+        );
+        assert!(
+            !rules.iter().any(|r| r.join(" ").contains("9090")),
+            "IPv4 hostIP skipped for IPv6"
+        );
+        assert!(rules.iter().any(|r| r.join(" ")
+            == "-p tcp -m tcp --dport 9091 -j DNAT --to-destination [fd00:99::3]:91"));
+        let entries = entry_rules(&OWNER, &opts, &maps, net.ip());
+        assert_eq!(entries.len(), 4, "sctp split 15+1, tcp, udp");
+        assert!(entries[0].join(" ").contains("--dports 10000,10001,10002,10003,10004,10005,10006,10007,10008,10009,10010,10011,10012,10013,10014 -i eth0 -j"));
+        assert!(entries[1].join(" ").contains("--dports 10015 -i eth0"));
+        let script = add_script(&SavedTable::default(), &OWNER, &opts, &maps, &net).render();
+        assert!(
+            !script.contains("SETMARK") && !script.contains("CNI-HOSTPORT-MASQ"),
+            "{script}"
+        );
+    }
+
+    #[test]
+    fn reapply_is_noop_and_readd_replaces() {
+        let net: IpNetwork = "10.99.0.3/24".parse().unwrap();
+        let opts = PortMapOptions {
+            mark_masq_bit: 5,
+            ..PortMapOptions::default()
+        };
+        let first = add_script(&SavedTable::default(), &OWNER, &opts, &sample(), &net).render();
+        assert!(first.contains("--set-xmark 0x20/0x20"));
+        let as_saved = first
+            .replace("-I POSTROUTING 1 ", "-A POSTROUTING ")
+            .replace("COMMIT\n", "");
+        let saved = SavedTable::parse(&format!("{as_saved}COMMIT\n"), "nat", "t").unwrap();
+        assert!(add_script(&saved, &OWNER, &opts, &sample(), &net).is_empty());
+        let changed = add_script(
+            &saved,
+            &OWNER,
+            &opts,
+            &[pm(7000, 70, Protocol::Udp, None)],
+            &net,
+        )
+        .render();
+        assert!(
+            changed.contains(":CNI-DN-fe994aa6f38cd8a2c97f6 - [0:0]"),
+            "chain flushed: {changed}"
+        );
+        assert!(changed.contains("-D CNI-HOSTPORT-DNAT -p tcp"), "{changed}");
+        assert!(changed.contains("-A CNI-HOSTPORT-DNAT -p udp -m comment --comment \"dnat name: \\\"ccnet\\\" id: \\\"ctr1\\\"\" -m multiport --dports 7000"));
+        let del = del_script(&saved, &OWNER).render();
+        assert_eq!(del.matches("-D CNI-HOSTPORT-DNAT").count(), 2);
+        assert!(
+            del.ends_with(
+                "-F CNI-DN-fe994aa6f38cd8a2c97f6\n-X CNI-DN-fe994aa6f38cd8a2c97f6\nCOMMIT\n"
+            ),
+            "{del}"
+        );
+        assert!(del_script(&SavedTable::default(), &OWNER).is_empty());
+        assert_eq!(
+            stale_chains(&saved, "ccnet", &[]),
+            ["CNI-DN-fe994aa6f38cd8a2c97f6"]
+        );
+        assert!(stale_chains(&saved, "ccnet", &["ctr1"]).is_empty());
+        assert!(stale_chains(&saved, "other", &[]).is_empty());
+    }
+}
