@@ -1,1 +1,33 @@
-//! placeholder
+//! A small synchronous `NETLINK_ROUTE` client for the CNI plugins.
+//!
+//! Built on `netlink-sys` (a plain blocking socket) and `netlink-packet-route` message
+//! types; no async runtime. One [`Handle`] owns one socket, bound to the network namespace
+//! that was current when it was opened ([`Handle::new`]) or to a given namespace
+//! ([`Handle::new_in`]); after that no thread needs to be inside the namespace.
+//!
+//! The transport checks sequence numbers, waits for the kernel's ACK on every change,
+//! uses a 64 KiB receive buffer, retries dumps the kernel marks `NLM_F_DUMP_INTR`, and sets
+//! `SO_RCVTIMEO` so a wedged reply cannot hang the caller. Kernel errors keep their errno and
+//! the operation they belong to ([`Error::is_not_found`], [`Error::is_exists`]).
+//!
+//! Request construction lives in pure functions (`msg` submodules of [`link`], [`addr`],
+//! [`route`], [`bridge`]) so it is unit-tested without privileges.
+
+#![forbid(unsafe_code)]
+
+pub mod addr;
+pub mod bridge;
+mod error;
+mod handle;
+pub mod link;
+mod mac;
+pub mod route;
+mod socket;
+
+pub use addr::{AddrFlags, Address, IpFamily};
+pub use bridge::{PortFlags, VlanEntry};
+pub use error::{Error, Result};
+pub use handle::Handle;
+pub use link::{BridgeSpec, Link, LinkId, OperState, VethSpec};
+pub use mac::{MacAddr, ParseMacError};
+pub use route::{Route, RouteLookup, RouteSpec};
