@@ -1,0 +1,684 @@
+//! Privileged tests: real iptables-restore / nft transactions inside private network
+//! namespaces, compared with listings produced by the reference Go plugins in
+//! /usr/lib/cni (Debian v1.1.1).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    missing_docs,
+    reason = "tests"
+)]
+
+mod common;
+
+use std::time::Instant;
+
+use cni_netfilter::masq::{self, MasqOwner};
+use cni_netfilter::portmap::{self, Owner, PortMapOptions, PortMapping, Protocol};
+use cni_netfilter::{Backend, spoofchk};
+use common::{Ns, require_root};
+use ipnetwork::IpNetwork;
+
+const REF_PORTMAP: &str = "/usr/lib/cni/portmap";
+
+fn pm(host: u16, cont: u16, protocol: Protocol, host_ip: Option<&str>) -> PortMapping {
+    PortMapping {
+        host_port: host,
+        container_port: cont,
+        protocol,
+        host_ip: host_ip.map(|h| h.parse().unwrap()),
+    }
+}
+
+fn sample() -> Vec<PortMapping> {
+    vec![
+        pm(8080, 80, Protocol::Tcp, None),
+        pm(8053, 53, Protocol::Udp, None),
+        pm(9090, 90, Protocol::Tcp, Some("10.99.0.1")),
+        pm(9091, 91, Protocol::Tcp, Some("::")),
+    ]
+}
+
+fn ips() -> Vec<IpNetwork> {
+    vec![
+        "10.99.0.3/24".parse().unwrap(),
+        "fd00:99::3/64".parse().unwrap(),
+    ]
+}
+
+const OWNER: Owner<'static> = Owner {
+    network: "ccnet",
+    container_id: "ctr1",
+};
+
+fn mapping_json(maps: &[PortMapping]) -> String {
+    let items: Vec<String> = maps
+        .iter()
+        .map(|m| {
+            let host_ip = m
+                .host_ip
+                .map(|h| format!(r#","hostIP":"{h}""#))
+                .unwrap_or_default();
+            format!(
+                r#"{{"hostPort":{},"containerPort":{},"protocol":"{}"{host_ip}}}"#,
+                m.host_port, m.container_port, m.protocol
+            )
+        })
+        .collect();
+    format!("[{}]", items.join(","))
+}
+
+/// Runs the reference portmap plugin with `command` inside `ns`.
+fn reference_portmap(ns: &Ns, command: &str, cid: &str, maps: &[PortMapping]) {
+    let conf = format!(
+        r#"{{"cniVersion":"0.4.0","name":"ccnet","type":"portmap","snat":true,"runtimeConfig":{{"portMappings":{}}},
+        "prevResult":{{"cniVersion":"0.4.0","interfaces":[{{"name":"eth0","sandbox":"/var/run/netns/x"}}],
+        "ips":[{{"version":"4","interface":0,"address":"10.99.0.3/24","gateway":"10.99.0.1"}},{{"version":"6","interface":0,"address":"fd00:99::3/64"}}]}}}}"#,
+        mapping_json(maps)
+    );
+    let env = [
+        ("CNI_COMMAND", command),
+        ("CNI_CONTAINERID", cid),
+        ("CNI_NETNS", "/var/run/netns/x"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/usr/lib/cni"),
+    ];
+    let (ok, out, err) = ns.sh_in(REF_PORTMAP, &env, &conf);
+    assert!(ok, "reference portmap {command} failed: {out} {err}");
+}
+
+fn host_ns() -> Ns {
+    let ns = Ns::new();
+    ns.sh("ip link add br0 type bridge && ip addr add 10.99.0.1/24 dev br0 && ip -6 addr add fd00:99::1/64 dev br0 nodad && ip link set br0 up");
+    ns
+}
+
+#[test]
+fn portmap_iptables_listing_equals_reference_plugin() {
+    let Some(()) = require_root("portmap_iptables_listing_equals_reference_plugin") else {
+        return;
+    };
+    let reference = host_ns();
+    reference_portmap(&reference, "ADD", "ctr1", &sample());
+    let ours = host_ns();
+    let started = Instant::now();
+    ours.run(|| {
+        portmap::add(
+            Backend::Iptables,
+            &OWNER,
+            &PortMapOptions::default(),
+            &sample(),
+            &ips(),
+        )
+    })
+    .unwrap();
+    println!("portmap iptables ADD (v4+v6): {:?}", started.elapsed());
+    for v6 in [false, true] {
+        assert_eq!(ours.nat(v6), reference.nat(v6), "v6={v6}");
+    }
+    // Re-applying the same mappings changes nothing and needs no restore.
+    ours.run(|| {
+        portmap::add(
+            Backend::Iptables,
+            &OWNER,
+            &PortMapOptions::default(),
+            &sample(),
+            &ips(),
+        )
+    })
+    .unwrap();
+    assert_eq!(ours.nat(false), reference.nat(false));
+    ours.run(|| {
+        portmap::check(
+            Backend::Iptables,
+            &OWNER,
+            &PortMapOptions::default(),
+            &sample(),
+            &ips(),
+        )
+    })
+    .unwrap();
+}
+
+#[test]
+fn portmap_iptables_readd_check_del_gc() {
+    let Some(()) = require_root("portmap_iptables_readd_check_del_gc") else {
+        return;
+    };
+    let ns = host_ns();
+    let opts = PortMapOptions::default();
+    ns.run(|| portmap::add(Backend::Iptables, &OWNER, &opts, &sample(), &ips()))
+        .unwrap();
+    // Re-ADD with different mappings: the old ones are gone.
+    let new = [pm(7000, 70, Protocol::Udp, None)];
+    ns.run(|| portmap::add(Backend::Iptables, &OWNER, &opts, &new, &ips()))
+        .unwrap();
+    for v6 in [false, true] {
+        let listing = ns.nat(v6);
+        assert!(
+            !listing.contains("8080") && !listing.contains("9091") && !listing.contains("8053"),
+            "stale rules:\n{listing}"
+        );
+        assert!(
+            listing.contains("--dports 7000 -j CNI-DN-fe994aa6f38cd8a2c97f6"),
+            "{listing}"
+        );
+    }
+    ns.run(|| portmap::check(Backend::Iptables, &OWNER, &opts, &new, &ips()))
+        .unwrap();
+    let err = ns
+        .run(|| portmap::check(Backend::Iptables, &OWNER, &opts, &sample(), &ips()))
+        .unwrap_err();
+    assert!(err.is_missing(), "{err}");
+    // CHECK per family: delete one IPv6 rule only and the IPv6 check fails.
+    ns.sh("ip6tables -t nat -D CNI-DN-fe994aa6f38cd8a2c97f6 -p udp -m udp --dport 7000 -j DNAT --to-destination [fd00:99::3]:70");
+    let v4: Vec<IpNetwork> = ips()[..1].to_vec();
+    ns.run(|| portmap::check(Backend::Iptables, &OWNER, &opts, &new, &v4))
+        .unwrap();
+    let err = ns
+        .run(|| portmap::check(Backend::Iptables, &OWNER, &opts, &new, &ips()))
+        .unwrap_err();
+    assert!(err.to_string().contains("ip6tables"), "{err}");
+    // A second container survives DEL and GC of the first.
+    let other = Owner {
+        network: "ccnet",
+        container_id: "ctr2",
+    };
+    let other_ips: Vec<IpNetwork> = vec!["10.99.0.4/24".parse().unwrap()];
+    ns.run(|| {
+        portmap::add(
+            Backend::Iptables,
+            &other,
+            &opts,
+            &[pm(6000, 60, Protocol::Tcp, None)],
+            &other_ips,
+        )
+    })
+    .unwrap();
+    let started = Instant::now();
+    ns.run(|| portmap::del(&OWNER)).unwrap();
+    println!(
+        "portmap iptables DEL (v4+v6, + nft probe): {:?}",
+        started.elapsed()
+    );
+    for v6 in [false, true] {
+        assert!(
+            !ns.nat(v6).contains("CNI-DN-fe994aa6f38cd8a2c97f6"),
+            "{}",
+            ns.nat(v6)
+        );
+    }
+    assert!(ns.nat(false).contains("--dports 6000"));
+    ns.run(|| portmap::del(&OWNER)).unwrap();
+    // GC with ctr2 valid keeps it; with nothing valid removes it.
+    ns.run(|| portmap::gc("ccnet", &[("ctr2".into(), "eth0".into())]))
+        .unwrap();
+    assert!(ns.nat(false).contains("--dports 6000"));
+    ns.run(|| portmap::gc("othernet", &[])).unwrap();
+    assert!(
+        ns.nat(false).contains("--dports 6000"),
+        "GC of another network must not touch ccnet"
+    );
+    ns.run(|| portmap::gc("ccnet", &[])).unwrap();
+    assert!(!ns.nat(false).contains("CNI-DN-"), "{}", ns.nat(false));
+}
+
+#[test]
+fn portmap_del_removes_reference_plugin_rules() {
+    let Some(()) = require_root("portmap_del_removes_reference_plugin_rules") else {
+        return;
+    };
+    let ns = host_ns();
+    reference_portmap(&ns, "ADD", "ctr1", &sample());
+    assert!(ns.nat(false).contains("CNI-DN-fe994aa6f38cd8a2c97f6"));
+    ns.run(|| portmap::del(&OWNER)).unwrap();
+    for v6 in [false, true] {
+        let l = ns.nat(v6);
+        assert!(!l.contains("CNI-DN-"), "{l}");
+        assert!(
+            l.contains("-N CNI-HOSTPORT-DNAT"),
+            "shared chains stay: {l}"
+        );
+    }
+    // And the reference removes ours (same layout).
+    ns.run(|| {
+        portmap::add(
+            Backend::Iptables,
+            &OWNER,
+            &PortMapOptions::default(),
+            &sample(),
+            &ips(),
+        )
+    })
+    .unwrap();
+    reference_portmap(&ns, "DEL", "ctr1", &sample());
+    assert!(!ns.nat(false).contains("CNI-DN-"), "{}", ns.nat(false));
+}
+
+#[test]
+fn masq_iptables_lifecycle() {
+    let Some(()) = require_root("masq_iptables_lifecycle") else {
+        return;
+    };
+    let ns = Ns::new();
+    let owner = MasqOwner {
+        network: "ccnet",
+        container_id: "ctr1",
+        ifname: "eth0",
+    };
+    ns.run(|| masq::setup(Backend::Iptables, &owner, &ips()))
+        .unwrap();
+    let v4 = ns.nat(false);
+    let expected_v4 = "-N CNI-fe994aa6f38cd8a2c97f61d7
+-A POSTROUTING -s 10.99.0.3/32 -m comment --comment \"name: \\\"ccnet\\\" id: \\\"ctr1\\\"\" -j CNI-fe994aa6f38cd8a2c97f61d7
+-A CNI-fe994aa6f38cd8a2c97f61d7 -d 10.99.0.0/24 -m comment --comment \"name: \\\"ccnet\\\" id: \\\"ctr1\\\"\" -j ACCEPT
+-A CNI-fe994aa6f38cd8a2c97f61d7 ! -d 224.0.0.0/4 -m comment --comment \"name: \\\"ccnet\\\" id: \\\"ctr1\\\"\" -j MASQUERADE
+";
+    assert!(v4.ends_with(expected_v4), "{v4}");
+    assert!(
+        ns.nat(true).contains("! -d ff00::/8 -m comment"),
+        "{}",
+        ns.nat(true)
+    );
+    ns.run(|| masq::setup(Backend::Iptables, &owner, &ips()))
+        .unwrap();
+    assert_eq!(ns.nat(false), v4, "re-setup is idempotent");
+    ns.run(|| masq::check(Backend::Iptables, &owner, &ips()))
+        .unwrap();
+    let other = MasqOwner {
+        container_id: "ctr2",
+        ..owner
+    };
+    let other_ip: Vec<IpNetwork> = vec!["10.99.0.4/24".parse().unwrap()];
+    ns.run(|| masq::setup(Backend::Iptables, &other, &other_ip))
+        .unwrap();
+    ns.run(|| masq::teardown(&owner)).unwrap();
+    ns.run(|| masq::teardown(&owner)).unwrap();
+    assert!(
+        !ns.nat(false).contains("fe994aa6f38cd8a2c97f61d7") && !ns.nat(true).contains("CNI-"),
+        "{}",
+        ns.nat(false)
+    );
+    assert!(
+        ns.run(|| masq::check(Backend::Iptables, &owner, &ips()))
+            .unwrap_err()
+            .is_missing()
+    );
+    ns.run(|| masq::gc("ccnet", &[("ctr2".into(), "eth0".into())]))
+        .unwrap();
+    assert!(ns.nat(false).contains("10.99.0.4/32"));
+    ns.run(|| masq::gc("ccnet", &[])).unwrap();
+    assert!(!ns.nat(false).contains("CNI-"), "{}", ns.nat(false));
+}
+
+#[test]
+fn masq_iptables_listing_equals_reference_bridge() {
+    let Some(()) = require_root("masq_iptables_listing_equals_reference_bridge") else {
+        return;
+    };
+    let reference = Ns::new();
+    let container = Ns::new();
+    let data = std::env::temp_dir().join(format!("cninf-ipam-{}", container.name));
+    let conf = format!(
+        r#"{{"cniVersion":"0.4.0","name":"ccnet","type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":true,
+        "ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"10.99.0.0/24"}}],[{{"subnet":"fd00:99::/64"}}]]}}}}"#,
+        data.display()
+    );
+    let netns = format!("/run/netns/{}", container.name);
+    let env = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "ctr1"),
+        ("CNI_NETNS", netns.as_str()),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/usr/lib/cni"),
+    ];
+    let (ok, out, err) = reference.sh_in("/usr/lib/cni/bridge", &env, &conf);
+    let _ = std::fs::remove_dir_all(&data);
+    assert!(ok, "reference bridge failed: {out} {err}");
+    let ours = Ns::new();
+    let owner = MasqOwner {
+        network: "ccnet",
+        container_id: "ctr1",
+        ifname: "eth0",
+    };
+    let addrs: Vec<IpNetwork> = vec![
+        "10.99.0.2/24".parse().unwrap(),
+        "fd00:99::2/64".parse().unwrap(),
+    ];
+    ours.run(|| masq::setup(Backend::Iptables, &owner, &addrs))
+        .unwrap();
+    for v6 in [false, true] {
+        assert_eq!(ours.nat(v6), reference.nat(v6), "v6={v6}");
+    }
+    // Our teardown removes the reference's rules without knowing the addresses.
+    reference.run(|| masq::teardown(&owner)).unwrap();
+    for v6 in [false, true] {
+        assert!(!reference.nat(v6).contains("CNI-"), "{}", reference.nat(v6));
+    }
+}
+
+fn nft_list(ns: &Ns, what: &str) -> String {
+    ns.sh(&format!("nft list {what}"))
+}
+
+#[test]
+fn masq_nftables_lifecycle() {
+    let Some(()) = require_root("masq_nftables_lifecycle") else {
+        return;
+    };
+    let ns = Ns::new();
+    let owner = MasqOwner {
+        network: "ccnet",
+        container_id: "ctr1",
+        ifname: "eth0",
+    };
+    ns.run(|| masq::setup(Backend::Nftables, &owner, &ips()))
+        .unwrap();
+    let listing = nft_list(&ns, "table inet cni_plugins_masquerade");
+    println!("{listing}");
+    let comment = cni_netfilter::names::nft_masq_comment("ccnet", "eth0", "ctr1");
+    for line in [
+        "type nat hook postrouting priority srcnat; policy accept;".to_owned(),
+        "ip daddr 224.0.0.0/4 return".to_owned(),
+        "ip6 daddr ff00::/8 return".to_owned(),
+        "goto masq_checks".to_owned(),
+        format!("ip saddr 10.99.0.3 ip daddr != 10.99.0.0/24 masquerade comment \"{comment}\""),
+        format!("ip6 saddr fd00:99::3 ip6 daddr != fd00:99::/64 masquerade comment \"{comment}\""),
+    ] {
+        assert!(listing.contains(&line), "missing {line:?} in\n{listing}");
+    }
+    ns.run(|| masq::setup(Backend::Nftables, &owner, &ips()))
+        .unwrap();
+    assert_eq!(
+        nft_list(&ns, "chain inet cni_plugins_masquerade masq_checks")
+            .matches("masquerade comment")
+            .count(),
+        2,
+        "re-setup replaces"
+    );
+    ns.run(|| masq::check(Backend::Nftables, &owner, &ips()))
+        .unwrap();
+    let other = MasqOwner {
+        container_id: "ctr2",
+        ..owner
+    };
+    ns.run(|| {
+        masq::setup(
+            Backend::Nftables,
+            &other,
+            &["10.99.0.4/24".parse().unwrap()],
+        )
+    })
+    .unwrap();
+    ns.run(|| masq::teardown(&owner)).unwrap();
+    ns.run(|| masq::teardown(&owner)).unwrap();
+    let left = nft_list(&ns, "chain inet cni_plugins_masquerade masq_checks");
+    assert!(
+        !left.contains("10.99.0.3") && left.contains("10.99.0.4"),
+        "{left}"
+    );
+    assert!(
+        ns.run(|| masq::check(Backend::Nftables, &owner, &ips()))
+            .unwrap_err()
+            .is_missing()
+    );
+    ns.run(|| masq::gc("ccnet", &[("ctr2".into(), "eth0".into())]))
+        .unwrap();
+    assert!(nft_list(&ns, "chain inet cni_plugins_masquerade masq_checks").contains("10.99.0.4"));
+    ns.run(|| masq::gc("ccnet", &[("ctr2".into(), "eth1".into())]))
+        .unwrap();
+    assert!(!nft_list(&ns, "chain inet cni_plugins_masquerade masq_checks").contains("10.99.0.4"));
+}
+
+#[test]
+fn spoofchk_lifecycle() {
+    let Some(()) = require_root("spoofchk_lifecycle") else {
+        return;
+    };
+    let ns = Ns::new();
+    ns.sh("ip link add vethtest type veth peer name vethpeer");
+    ns.run(|| spoofchk::setup("ctr1", "eth0", "vethtest", "0A:58:0A:00:00:05"))
+        .unwrap();
+    let listing = nft_list(&ns, "table bridge nat");
+    println!("{listing}");
+    let expected = r#"table bridge nat {
+	chain PREROUTING {
+		type filter hook prerouting priority dstnat; policy accept;
+		iifname "vethtest" jump cni-br-iface-ctr1-eth0 comment "macspoofchk-ctr1-eth0"
+	}
+
+	chain cni-br-iface-ctr1-eth0 {
+		jump cni-br-iface-ctr1-eth0-mac comment "macspoofchk-ctr1-eth0"
+	}
+
+	chain cni-br-iface-ctr1-eth0-mac {
+		ether saddr 0a:58:0a:00:00:05 return comment "macspoofchk-ctr1-eth0"
+		drop comment "macspoofchk-ctr1-eth0"
+	}
+}
+"#;
+    assert_eq!(listing, expected);
+    ns.run(|| spoofchk::setup("ctr1", "eth0", "vethtest", "0a:58:0a:00:00:05"))
+        .unwrap();
+    assert_eq!(
+        nft_list(&ns, "table bridge nat"),
+        expected,
+        "re-setup is idempotent"
+    );
+    ns.run(|| spoofchk::check("ctr1", "eth0", "vethtest", "0a:58:0a:00:00:05"))
+        .unwrap();
+    assert!(
+        ns.run(|| spoofchk::check("ctr1", "eth0", "vethtest", "0a:58:0a:00:00:06"))
+            .unwrap_err()
+            .is_missing()
+    );
+    ns.run(|| spoofchk::setup("ctr2", "eth0", "vethpeer", "0a:58:0a:00:00:07"))
+        .unwrap();
+    ns.run(|| spoofchk::teardown("ctr1", "eth0")).unwrap();
+    ns.run(|| spoofchk::teardown("ctr1", "eth0")).unwrap();
+    let left = nft_list(&ns, "table bridge nat");
+    assert!(
+        !left.contains("ctr1") && left.contains("cni-br-iface-ctr2-eth0-mac"),
+        "{left}"
+    );
+    ns.run(|| spoofchk::gc(&[("ctr2".into(), "eth0".into())]))
+        .unwrap();
+    assert!(nft_list(&ns, "table bridge nat").contains("ctr2"));
+    ns.run(|| spoofchk::gc(&[])).unwrap();
+    assert!(!nft_list(&ns, "table bridge nat").contains("ctr2"));
+}
+
+#[test]
+fn spoofchk_teardown_removes_reference_bridge_rules() {
+    let Some(()) = require_root("spoofchk_teardown_removes_reference_bridge_rules") else {
+        return;
+    };
+    let host = Ns::new();
+    let container = Ns::new();
+    let conf = r#"{"cniVersion":"0.4.0","name":"ccnet","type":"bridge","bridge":"cni0","macspoofchk":true,"ipam":{}}"#;
+    let netns = format!("/run/netns/{}", container.name);
+    let env = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "ctr1"),
+        ("CNI_NETNS", netns.as_str()),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/usr/lib/cni"),
+    ];
+    let (ok, out, err) = host.sh_in("/usr/lib/cni/bridge", &env, conf);
+    assert!(ok, "reference bridge failed: {out} {err}");
+    let before = nft_list(&host, "table bridge nat");
+    assert!(before.contains("macspoofchk-ctr1-eth0"), "{before}");
+    let mac = container.sh("cat /sys/class/net/eth0/address");
+    let veth = host.sh("ls /sys/class/net/cni0/brif/");
+    host.run(|| spoofchk::check("ctr1", "eth0", veth.trim(), mac.trim()))
+        .unwrap();
+    host.run(|| spoofchk::teardown("ctr1", "eth0")).unwrap();
+    let after = nft_list(&host, "table bridge nat");
+    assert!(!after.contains("ctr1"), "{after}");
+}
+
+#[test]
+fn portmap_nftables_lifecycle() {
+    let Some(()) = require_root("portmap_nftables_lifecycle") else {
+        return;
+    };
+    let ns = host_ns();
+    let opts = PortMapOptions::default();
+    let started = Instant::now();
+    ns.run(|| portmap::add(Backend::Nftables, &OWNER, &opts, &sample(), &ips()))
+        .unwrap();
+    println!("portmap nftables ADD (v4+v6): {:?}", started.elapsed());
+    let v4 = nft_list(&ns, "table ip cni_hostport");
+    let v6 = nft_list(&ns, "table ip6 cni_hostport");
+    println!("{v4}\n{v6}");
+    let expected_v4 = r#"table ip cni_hostport {
+	chain hostports {
+		tcp dport 8080 dnat to 10.99.0.3:80 comment "ctr1"
+		udp dport 8053 dnat to 10.99.0.3:53 comment "ctr1"
+		ip daddr 10.99.0.1 tcp dport 9090 dnat to 10.99.0.3:90 comment "ctr1"
+	}
+
+	chain hostip_hostports {
+	}
+
+	chain hostports_all {
+		jump hostip_hostports
+		jump hostports
+	}
+
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		fib daddr type local jump hostports_all
+	}
+
+	chain output {
+		type nat hook output priority -100; policy accept;
+		fib daddr type local jump hostports_all
+	}
+
+	chain masquerading {
+		type nat hook postrouting priority srcnat; policy accept;
+		ip saddr 10.99.0.3 ip daddr 10.99.0.3 masquerade comment "ctr1"
+		ip saddr 127.0.0.1 ip daddr 10.99.0.3 masquerade comment "ctr1"
+	}
+}
+"#;
+    assert_eq!(v4, expected_v4);
+    for line in [
+        "tcp dport 9091 dnat to [fd00:99::3]:91 comment \"ctr1\"",
+        "ip6 saddr fd00:99::3 ip6 daddr fd00:99::3 masquerade comment \"ctr1\"",
+    ] {
+        assert!(v6.contains(line), "missing {line:?} in\n{v6}");
+    }
+    assert!(!v6.contains("9090") && !v6.contains("127.0.0.1"), "{v6}");
+    ns.run(|| portmap::check(Backend::Nftables, &OWNER, &opts, &sample(), &ips()))
+        .unwrap();
+    // Re-ADD with new mappings replaces.
+    let new = [pm(7000, 70, Protocol::Udp, None)];
+    ns.run(|| portmap::add(Backend::Nftables, &OWNER, &opts, &new, &ips()))
+        .unwrap();
+    let v4 = nft_list(&ns, "table ip cni_hostport");
+    assert!(
+        !v4.contains("8080") && v4.contains("udp dport 7000 dnat to 10.99.0.3:70"),
+        "{v4}"
+    );
+    assert_eq!(v4.matches("masquerade comment").count(), 2, "{v4}");
+    assert!(
+        ns.run(|| portmap::check(Backend::Nftables, &OWNER, &opts, &sample(), &ips()))
+            .unwrap_err()
+            .is_missing()
+    );
+    ns.run(|| portmap::check(Backend::Nftables, &OWNER, &opts, &new, &ips()))
+        .unwrap();
+    // masqAll + conditions, second container.
+    let other = Owner {
+        network: "ccnet",
+        container_id: "ctr2",
+    };
+    let all = PortMapOptions {
+        masq_all: true,
+        conditions_v4: vec!["iifname".into(), "!=".into(), "\"lo\"".into()],
+        ..PortMapOptions::default()
+    };
+    let other_ips: Vec<IpNetwork> = vec!["10.99.0.4/24".parse().unwrap()];
+    ns.run(|| {
+        portmap::add(
+            Backend::Nftables,
+            &other,
+            &all,
+            &[pm(6000, 60, Protocol::Tcp, None)],
+            &other_ips,
+        )
+    })
+    .unwrap();
+    let v4 = nft_list(&ns, "table ip cni_hostport");
+    assert!(
+        v4.contains("ip saddr 0.0.0.0/0 ip daddr 10.99.0.4 masquerade comment \"ctr2\"")
+            || v4.contains("ip daddr 10.99.0.4 masquerade comment \"ctr2\""),
+        "{v4}"
+    );
+    assert!(
+        v4.contains("iifname != \"lo\" fib daddr type local jump hostports_all"),
+        "{v4}"
+    );
+    ns.run(|| {
+        portmap::check(
+            Backend::Nftables,
+            &other,
+            &all,
+            &[pm(6000, 60, Protocol::Tcp, None)],
+            &other_ips,
+        )
+    })
+    .unwrap();
+    let started = Instant::now();
+    ns.run(|| portmap::del(&OWNER)).unwrap();
+    println!(
+        "portmap nftables DEL (+ iptables probe): {:?}",
+        started.elapsed()
+    );
+    ns.run(|| portmap::del(&OWNER)).unwrap();
+    let v4 = nft_list(&ns, "table ip cni_hostport");
+    let v6 = nft_list(&ns, "table ip6 cni_hostport");
+    assert!(
+        !v4.contains("\"ctr1\"") && !v6.contains("\"ctr1\"") && v4.contains("\"ctr2\""),
+        "{v4}{v6}"
+    );
+    ns.run(|| portmap::gc("ccnet", &[("ctr2".into(), "eth0".into())]))
+        .unwrap();
+    assert!(nft_list(&ns, "table ip cni_hostport").contains("\"ctr2\""));
+    ns.run(|| portmap::gc("ccnet", &[])).unwrap();
+    assert!(!nft_list(&ns, "table ip cni_hostport").contains("\"ctr2\""));
+}
+
+#[test]
+fn backend_autodetection_and_tool_errors() {
+    let Some(()) = require_root("backend_autodetection_and_tool_errors") else {
+        return;
+    };
+    let ns = Ns::new();
+    assert_eq!(ns.run(|| Backend::select(None)).unwrap(), Backend::Iptables);
+    assert_eq!(
+        ns.run(Backend::usable_all),
+        [Backend::Iptables, Backend::Nftables]
+    );
+    // A rule the kernel rejects reports the tool's stderr and the rendered input.
+    let bad = [pm(8080, 80, Protocol::Tcp, Some("10.99.0.1"))];
+    let weird = PortMapOptions {
+        conditions_v4: vec!["--no-such-option".into()],
+        ..PortMapOptions::default()
+    };
+    let err = ns
+        .run(|| portmap::add(Backend::Iptables, &OWNER, &weird, &bad, &ips()[..1]))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("iptables-restore")
+            && text.contains("--no-such-option")
+            && text.contains("CNI-DN-"),
+        "{text}"
+    );
+    assert!(!err.is_lock_timeout());
+    // Nothing was applied: the restore is atomic.
+    assert!(!ns.nat(false).contains("CNI-"), "{}", ns.nat(false));
+}
