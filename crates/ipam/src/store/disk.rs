@@ -1,0 +1,639 @@
+//! The on-disk store, byte-compatible with the reference host-local:
+//!
+//! ```text
+//! <dataDir>/<network>/            mode 0755, created only by ADD
+//!     lock                        flock(LOCK_EX) target; created 0600
+//!     10.1.2.2                    reservation: "<container id>\r\n<ifname>", mode 0600
+//!     2001:db8::2                 IPv6 names in compressed form
+//!     last_reserved_ip.0          round-robin cursor of range set 0: the IP text
+//! ```
+//!
+//! Differences from the reference, all invisible to it:
+//! * the lock is taken once when the store is opened and held until it is
+//!   dropped (the reference locks per range set), with a bounded wait;
+//! * a reservation is written to a temporary file in the same directory
+//!   and published with `link(2)`, so the address file either does not
+//!   exist or is complete: a crash can leave only a temporary file, whose
+//!   name never parses as an address and which the next opener removes;
+//! * cursors are replaced with a rename for the same reason;
+//! * DEL, CHECK, GC and STATUS use [`DiskStore::open_existing`], which never
+//!   creates the network directory.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::{Attachment, Reservation, Store, StoreError, lock};
+use crate::ip;
+
+/// Where the reference keeps its state when `dataDir` is not configured.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
+
+/// How long opening a store waits for the network lock by default.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Environment variable overriding the lock wait, in milliseconds.
+pub const LOCK_TIMEOUT_ENV: &str = "CNI_IPAM_LOCK_TIMEOUT_MS";
+
+const LOCK_FILE: &str = "lock";
+const CURSOR_PREFIX: &str = "last_reserved_ip.";
+/// Prefix of temporary files; a leading dot keeps them from ever parsing as
+/// an address or matching the reference's file names.
+const TEMP_PREFIX: &str = ".host-local-tmp.";
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// How a [`DiskStore`] is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskStoreOptions {
+    /// The longest wait for the network lock before failing with a
+    /// try-again error.
+    pub lock_timeout: Duration,
+}
+
+impl Default for DiskStoreOptions {
+    fn default() -> Self {
+        Self {
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        }
+    }
+}
+
+impl DiskStoreOptions {
+    /// The defaults, with the lock wait taken from [`LOCK_TIMEOUT_ENV`]
+    /// when it holds a number of milliseconds (ignored otherwise).
+    pub fn from_env() -> Self {
+        let mut opts = Self::default();
+        if let Ok(v) = std::env::var(LOCK_TIMEOUT_ENV) {
+            match parse_timeout(&v) {
+                Some(t) => opts.lock_timeout = t,
+                None => {
+                    log::warn!("ignoring {LOCK_TIMEOUT_ENV}={v:?}: not a number of milliseconds")
+                }
+            }
+        }
+        opts
+    }
+}
+
+/// A lock timeout written as a whole number of milliseconds.
+fn parse_timeout(text: &str) -> Option<Duration> {
+    text.trim().parse::<u64>().ok().map(Duration::from_millis)
+}
+
+/// Checks that `name` is one plain directory name: not empty, not `.` or
+/// `..`, without `/` or NUL. (The CNI skel also restricts its characters.)
+///
+/// # Errors
+/// [`StoreError::InvalidNetworkName`] naming the rule broken.
+pub fn validate_network_name(name: &str) -> Result<(), StoreError> {
+    let reason = if name.is_empty() {
+        "empty"
+    } else if name == "." || name == ".." {
+        "a relative directory reference"
+    } else if name.contains('/') {
+        "contains '/'"
+    } else if name.contains('\0') {
+        "contains NUL"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::InvalidNetworkName {
+        name: name.to_string(),
+        reason,
+    })
+}
+
+/// A network's reservations on disk, locked for as long as the value lives.
+#[derive(Debug)]
+pub struct DiskStore {
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl DiskStore {
+    /// `<data_dir>/<network>` after validating the network name.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidNetworkName`].
+    pub fn network_dir(data_dir: &Path, network: &str) -> Result<PathBuf, StoreError> {
+        validate_network_name(network)?;
+        Ok(data_dir.join(network))
+    }
+
+    /// Opens the store for ADD: creates `<data_dir>/<network>` (mode 0755)
+    /// if needed, takes the lock and removes stale temporary files.
+    ///
+    /// # Errors
+    /// Invalid network name, a directory that cannot be created or is not a
+    /// directory, or a lock that stays held beyond the timeout
+    /// ([`StoreError::is_try_again`]).
+    pub fn open(
+        data_dir: &Path,
+        network: &str,
+        opts: &DiskStoreOptions,
+    ) -> Result<Self, StoreError> {
+        let dir = Self::network_dir(data_dir, network)?;
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)
+            .map_err(|e| StoreError::io("create directory", &dir, e))?;
+        Self::lock_dir(dir, opts)
+    }
+
+    /// Opens the store for DEL, CHECK, GC and STATUS: `Ok(None)` when the
+    /// network directory does not exist (nothing is reserved), and nothing
+    /// is created in that case.
+    ///
+    /// # Errors
+    /// As [`DiskStore::open`], except that a missing directory is not one.
+    pub fn open_existing(
+        data_dir: &Path,
+        network: &str,
+        opts: &DiskStoreOptions,
+    ) -> Result<Option<Self>, StoreError> {
+        let dir = Self::network_dir(data_dir, network)?;
+        match fs::metadata(&dir) {
+            Ok(_) => Self::lock_dir(dir, opts).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("stat", &dir, e)),
+        }
+    }
+
+    fn lock_dir(dir: PathBuf, opts: &DiskStoreOptions) -> Result<Self, StoreError> {
+        let meta = fs::metadata(&dir).map_err(|e| StoreError::io("stat", &dir, e))?;
+        if !meta.is_dir() {
+            return Err(StoreError::NotADirectory { path: dir });
+        }
+        let lock = lock::acquire(&dir.join(LOCK_FILE), opts.lock_timeout)?;
+        let store = Self { dir, _lock: lock };
+        store.remove_stale_temp_files();
+        Ok(store)
+    }
+
+    /// Checks, without creating the network directory, that a store could
+    /// be used for ADD: the network directory, or else its nearest existing
+    /// ancestor, is a directory in which a file can be created (a probe file
+    /// is created and removed at once).
+    ///
+    /// # Errors
+    /// [`StoreError::NotADirectory`] or the I/O error of the probe.
+    pub fn probe_writable(data_dir: &Path, network: &str) -> Result<(), StoreError> {
+        let dir = Self::network_dir(data_dir, network)?;
+        let mut target: &Path = &dir;
+        let meta = loop {
+            match fs::metadata(target) {
+                Ok(m) => break m,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    match target.parent() {
+                        Some(p) if !p.as_os_str().is_empty() => target = p,
+                        _ => return Err(StoreError::io("stat", target, e)),
+                    }
+                }
+                Err(e) => return Err(StoreError::io("stat", target, e)),
+            }
+        };
+        if !meta.is_dir() {
+            return Err(StoreError::NotADirectory {
+                path: target.to_path_buf(),
+            });
+        }
+        let probe = temp_path(target, "probe");
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&probe)
+            .map_err(|e| StoreError::io("create a file in", target, e))?;
+        fs::remove_file(&probe).map_err(|e| StoreError::io("remove", &probe, e))
+    }
+
+    /// The network directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn ip_path(&self, ip: IpAddr) -> PathBuf {
+        self.dir.join(ip::to_text(ip))
+    }
+
+    fn cursor_path(&self, set_index: usize) -> PathBuf {
+        self.dir.join(format!("{CURSOR_PREFIX}{set_index}"))
+    }
+
+    /// Temporary files are only ever written while the lock is held, so any
+    /// found by a new lock holder belong to a process that died.
+    fn remove_stale_temp_files(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                let path = entry.path();
+                match fs::remove_file(&path) {
+                    Ok(()) => log::info!("removed stale temporary file {}", path.display()),
+                    Err(e) => log::warn!("cannot remove stale {}: {e}", path.display()),
+                }
+            }
+        }
+    }
+
+    /// Writes `content` to a fresh temporary file (mode 0600) next to the
+    /// final name.
+    fn write_temp(&self, tag: &str, content: &[u8]) -> Result<PathBuf, StoreError> {
+        let tmp = temp_path(&self.dir, tag);
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(content));
+        match written {
+            Ok(()) => Ok(tmp),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(StoreError::io("write temporary file", &tmp, e))
+            }
+        }
+    }
+}
+
+fn temp_path(dir: &Path, tag: &str) -> PathBuf {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!("{TEMP_PREFIX}{}.{n}.{tag}", std::process::id()))
+}
+
+impl Store for DiskStore {
+    fn reserve(&mut self, ip: IpAddr, who: &Attachment<'_>) -> Result<bool, StoreError> {
+        let target = self.ip_path(ip);
+        let tmp = self.write_temp("reservation", who.file_content().as_bytes())?;
+        let linked = fs::hard_link(&tmp, &target);
+        if let Err(e) = fs::remove_file(&tmp) {
+            log::warn!("cannot remove temporary {}: {e}", tmp.display());
+        }
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(StoreError::io("create reservation", target, e)),
+        }
+    }
+
+    fn remove(&mut self, ip: IpAddr) -> Result<bool, StoreError> {
+        let path = self.ip_path(ip);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError::io("remove reservation", path, e)),
+        }
+    }
+
+    fn get(&self, ip: IpAddr) -> Result<Option<Reservation>, StoreError> {
+        let path = self.ip_path(ip);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(Reservation::parse(
+                ip::canonical(ip),
+                &String::from_utf8_lossy(&bytes),
+            ))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("read reservation", path, e)),
+        }
+    }
+
+    /// Files whose name is the canonical text of an address; unreadable
+    /// ones are skipped with a warning, like the reference does.
+    fn list(&self) -> Result<Vec<Reservation>, StoreError> {
+        let entries = fs::read_dir(&self.dir).map_err(|e| StoreError::io("list", &self.dir, e))?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io("list", &self.dir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Ok(addr) = name.parse::<IpAddr>() else {
+                continue;
+            };
+            if ip::to_text(addr) != name {
+                continue;
+            }
+            let path = entry.path();
+            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            match fs::read(&path) {
+                Ok(bytes) => out.push(Reservation::parse(addr, &String::from_utf8_lossy(&bytes))),
+                Err(e) => log::warn!("skipping unreadable reservation {}: {e}", path.display()),
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// A cursor that does not parse as an address is treated as absent (the
+    /// reference then starts from the first range).
+    fn last_reserved(&self, set_index: usize) -> Result<Option<IpAddr>, StoreError> {
+        let path = self.cursor_path(set_index);
+        match fs::read_to_string(&path) {
+            Ok(text) => match text.trim().parse::<IpAddr>() {
+                Ok(addr) => Ok(Some(ip::canonical(addr))),
+                Err(_) => {
+                    log::warn!("ignoring unparsable cursor {}: {text:?}", path.display());
+                    Ok(None)
+                }
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("read cursor", path, e)),
+        }
+    }
+
+    fn set_last_reserved(&mut self, set_index: usize, ip: IpAddr) -> Result<(), StoreError> {
+        let path = self.cursor_path(set_index);
+        let tmp = self.write_temp("cursor", ip::to_text(ip).as_bytes())?;
+        fs::rename(&tmp, &path).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            StoreError::io("replace cursor", path, e)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test address")
+    }
+
+    fn opts() -> DiskStoreOptions {
+        DiskStoreOptions {
+            lock_timeout: Duration::from_millis(200),
+        }
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).expect("stat").permissions().mode() & 0o777
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn network_name_must_stay_inside_data_dir() {
+        for bad in ["", ".", "..", "a/b", "../x", "/abs", "nul\0x"] {
+            let err = validate_network_name(bad).expect_err(bad);
+            assert!(
+                matches!(err, StoreError::InvalidNetworkName { .. }),
+                "{bad:?}"
+            );
+        }
+        for good in ["net", "my-net.1", "..x", "a..b"] {
+            validate_network_name(good).expect(good);
+        }
+        let data = tempfile::tempdir().expect("tempdir");
+        assert!(DiskStore::open(data.path(), "..", &opts()).is_err());
+        assert!(DiskStore::open_existing(data.path(), "a/b", &opts()).is_err());
+    }
+
+    #[test]
+    fn reservation_file_bytes_and_modes() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut s = DiskStore::open(data.path(), "net", &opts()).expect("open");
+        let dir = data.path().join("net");
+        assert_eq!(mode(&dir), 0o755);
+        assert!(
+            s.reserve(ip("10.1.2.2"), &Attachment::new("  abc\n", "eth0"))
+                .expect("reserve")
+        );
+        assert!(
+            s.reserve(ip("2001:db8::2"), &Attachment::new("abc", "eth0"))
+                .expect("reserve")
+        );
+        s.set_last_reserved(0, ip("10.1.2.2")).expect("cursor");
+        s.set_last_reserved(1, ip("2001:db8:0:0::2"))
+            .expect("cursor");
+        assert_eq!(
+            fs::read(dir.join("10.1.2.2")).expect("read"),
+            b"abc\r\neth0"
+        );
+        assert_eq!(
+            fs::read(dir.join("2001:db8::2")).expect("read"),
+            b"abc\r\neth0"
+        );
+        assert_eq!(
+            fs::read(dir.join("last_reserved_ip.0")).expect("read"),
+            b"10.1.2.2"
+        );
+        assert_eq!(
+            fs::read(dir.join("last_reserved_ip.1")).expect("read"),
+            b"2001:db8::2"
+        );
+        for f in [
+            "10.1.2.2",
+            "2001:db8::2",
+            "last_reserved_ip.0",
+            "last_reserved_ip.1",
+            "lock",
+        ] {
+            assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+        }
+        // no temporary file is left behind
+        assert_eq!(
+            names(&dir),
+            [
+                "10.1.2.2",
+                "2001:db8::2",
+                "last_reserved_ip.0",
+                "last_reserved_ip.1",
+                "lock"
+            ]
+        );
+    }
+
+    #[test]
+    fn reserve_is_exclusive() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut s = DiskStore::open(data.path(), "net", &opts()).expect("open");
+        assert!(
+            s.reserve(ip("10.1.2.2"), &Attachment::new("a", "eth0"))
+                .expect("first")
+        );
+        assert!(
+            !s.reserve(ip("10.1.2.2"), &Attachment::new("b", "eth0"))
+                .expect("second")
+        );
+        assert_eq!(
+            fs::read(s.dir().join("10.1.2.2")).expect("read"),
+            b"a\r\neth0",
+            "the loser must not overwrite the winner"
+        );
+    }
+
+    #[test]
+    fn list_skips_lock_cursors_temp_and_foreign_files() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut s = DiskStore::open(data.path(), "net", &opts()).expect("open");
+        s.reserve(ip("10.1.2.3"), &Attachment::new("a", "eth0"))
+            .expect("reserve");
+        s.set_last_reserved(0, ip("10.1.2.3")).expect("cursor");
+        fs::write(s.dir().join(".host-local-tmp.99.0.reservation"), "x").expect("write");
+        fs::write(s.dir().join("README"), "a").expect("write");
+        fs::write(s.dir().join("2001:0db8::5"), "a").expect("write");
+        fs::create_dir(s.dir().join("10.1.2.9")).expect("mkdir");
+        let all = s.list().expect("list");
+        assert_eq!(all, [Reservation::parse(ip("10.1.2.3"), "a\r\neth0")]);
+        // a container literally named like a cursor value never matches it
+        let who = Attachment::new("10.1.2.3", "eth0");
+        assert!(s.lookup(&who).expect("lookup").is_empty());
+    }
+
+    #[test]
+    fn stale_temp_files_removed_on_open() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let dir = data.path().join("net");
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(dir.join(".host-local-tmp.1234.7.reservation"), "half").expect("write");
+        let s = DiskStore::open_existing(data.path(), "net", &opts())
+            .expect("open")
+            .expect("exists");
+        assert_eq!(names(s.dir()), ["lock"]);
+    }
+
+    #[test]
+    fn legacy_file_released_and_found() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut s = DiskStore::open(data.path(), "net", &opts()).expect("open");
+        fs::write(s.dir().join("10.1.2.7"), "legacy-id").expect("write");
+        let who = Attachment::new("legacy-id", "eth0");
+        assert_eq!(s.lookup(&who).expect("lookup"), [ip("10.1.2.7")]);
+        assert_eq!(s.release(&who).expect("release"), [ip("10.1.2.7")]);
+        assert!(!s.dir().join("10.1.2.7").exists());
+        assert!(s.release(&who).expect("again").is_empty());
+    }
+
+    #[test]
+    fn release_removes_only_the_attachment() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut s = DiskStore::open(data.path(), "net", &opts()).expect("open");
+        s.reserve(ip("10.1.2.2"), &Attachment::new("a", "eth0"))
+            .expect("r");
+        s.reserve(ip("2001:db8::2"), &Attachment::new("a", "eth0"))
+            .expect("r");
+        s.reserve(ip("10.1.2.3"), &Attachment::new("a", "eth1"))
+            .expect("r");
+        s.reserve(ip("10.1.2.4"), &Attachment::new("b", "eth0"))
+            .expect("r");
+        s.set_last_reserved(0, ip("10.1.2.4")).expect("cursor");
+        let mut released = s.release(&Attachment::new("a", "eth0")).expect("release");
+        released.sort();
+        assert_eq!(released, [ip("10.1.2.2"), ip("2001:db8::2")]);
+        assert_eq!(
+            names(s.dir()),
+            ["10.1.2.3", "10.1.2.4", "last_reserved_ip.0", "lock"]
+        );
+        assert!(
+            !s.release_ip(ip("10.1.2.4"), &Attachment::new("a", "eth1"))
+                .expect("not owner")
+        );
+        assert!(
+            s.release_ip(ip("10.1.2.3"), &Attachment::new("a", "eth1"))
+                .expect("owner")
+        );
+    }
+
+    #[test]
+    fn cursor_round_trip_and_garbage() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut s = DiskStore::open(data.path(), "net", &opts()).expect("open");
+        assert_eq!(s.last_reserved(0).expect("none"), None);
+        s.set_last_reserved(0, ip("10.1.2.9")).expect("set");
+        s.set_last_reserved(0, ip("10.1.2.10")).expect("set");
+        assert_eq!(s.last_reserved(0).expect("get"), Some(ip("10.1.2.10")));
+        s.set_last_reserved(3, ip("2001:db8::a")).expect("set");
+        assert_eq!(s.last_reserved(3).expect("get"), Some(ip("2001:db8::a")));
+        fs::write(s.dir().join("last_reserved_ip.1"), "garbage").expect("write");
+        assert_eq!(s.last_reserved(1).expect("garbage is none"), None);
+    }
+
+    #[test]
+    fn open_existing_never_creates_the_directory() {
+        let data = tempfile::tempdir().expect("tempdir");
+        assert!(
+            DiskStore::open_existing(data.path(), "net", &opts())
+                .expect("ok")
+                .is_none()
+        );
+        assert!(!data.path().join("net").exists());
+        let missing_root = data.path().join("no/such/root");
+        assert!(
+            DiskStore::open_existing(&missing_root, "net", &opts())
+                .expect("ok")
+                .is_none()
+        );
+        assert!(!missing_root.exists());
+        DiskStore::probe_writable(&missing_root, "net").expect("ancestor is writable");
+        assert!(!missing_root.exists());
+        assert!(names(data.path()).is_empty(), "probe leaves nothing behind");
+    }
+
+    #[test]
+    fn network_path_that_is_a_file_is_rejected() {
+        let data = tempfile::tempdir().expect("tempdir");
+        fs::write(data.path().join("net"), "x").expect("write");
+        assert!(matches!(
+            DiskStore::open(data.path(), "net", &opts()),
+            Err(StoreError::Io { .. } | StoreError::NotADirectory { .. })
+        ));
+        assert!(matches!(
+            DiskStore::open_existing(data.path(), "net", &opts()),
+            Err(StoreError::NotADirectory { .. })
+        ));
+        assert!(matches!(
+            DiskStore::probe_writable(data.path(), "net"),
+            Err(StoreError::NotADirectory { .. })
+        ));
+        let file_root = data.path().join("net");
+        assert!(matches!(
+            DiskStore::probe_writable(&file_root, "other"),
+            Err(StoreError::NotADirectory { .. })
+        ));
+    }
+
+    #[test]
+    fn second_opener_waits_then_times_out_with_try_again() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let held = DiskStore::open(data.path(), "net", &opts()).expect("open");
+        let short = DiskStoreOptions {
+            lock_timeout: Duration::from_millis(120),
+        };
+        let err = DiskStore::open(data.path(), "net", &short).expect_err("held elsewhere");
+        assert!(err.is_try_again(), "{err}");
+        assert!(err.to_string().contains("net/lock"), "{err}");
+        // another network is independent
+        DiskStore::open(data.path(), "other", &short).expect("other network");
+        drop(held);
+        DiskStore::open(data.path(), "net", &short).expect("released");
+    }
+
+    #[test]
+    fn lock_timeout_text() {
+        assert_eq!(parse_timeout("250"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_timeout(" 0\n"), Some(Duration::ZERO));
+        assert_eq!(parse_timeout("1s"), None);
+        assert_eq!(parse_timeout("-5"), None);
+    }
+}
