@@ -1,0 +1,127 @@
+//! `portmap`: a chained CNI plugin forwarding host ports to a container (issue #5), with
+//! the reference plugin's netfilter layouts (iptables or nftables, see `cni-netfilter`).
+//!
+//! * `config`: the plugin keys and `runtimeConfig.portMappings`, validated (code 7);
+//! * `addresses`: which container addresses of `prevResult` are mapped;
+//! * `host`: `route_localnet` and the UDP conntrack flush;
+//! * `errors`: netfilter errors to CNI codes (2, 11, 50, 7).
+
+mod addresses;
+mod config;
+mod errors;
+mod host;
+
+use cni::{CmdArgs, Error, NetConf, Plugin, Result, Success};
+use cni_netfilter::portmap::{self, Owner};
+
+pub use config::PortmapConfig;
+
+use crate::errors::to_cni;
+
+/// The plugin.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Portmap;
+
+fn owner<'a>(args: &'a CmdArgs, conf: &'a NetConf<PortmapConfig>) -> Owner<'a> {
+    Owner {
+        network: &conf.name,
+        container_id: &args.container_id,
+    }
+}
+
+impl Plugin for Portmap {
+    type Config = PortmapConfig;
+
+    fn name(&self) -> &'static str {
+        "portmap"
+    }
+
+    fn add(&self, args: &CmdArgs, conf: &NetConf<PortmapConfig>) -> Result<Success> {
+        let prev = conf.prev_result()?.ok_or_else(|| {
+            Error::invalid_config("must be called as chained plugin (prevResult missing)")
+        })?;
+        let parsed = config::parse(conf)?;
+        if parsed.mappings.is_empty() {
+            return Ok(prev);
+        }
+        let ips = addresses::container_ips(&prev, &args.ifname);
+        if ips.is_empty() {
+            return Ok(prev);
+        }
+        let backend = parsed.backend()?;
+        portmap::add(
+            backend,
+            &owner(args, conf),
+            &parsed.options,
+            &parsed.mappings,
+            &ips,
+        )
+        .map_err(|e| to_cni(e).context("unable to set up port mappings"))?;
+        for net in &ips {
+            host::flush_udp_conntrack(net.ip().is_ipv4(), &parsed.mappings);
+        }
+        if parsed.options.snat
+            && let Some(v4) = ips.iter().find(|n| n.is_ipv4())
+        {
+            host::enable_route_localnet(v4.ip())?;
+        }
+        Ok(prev)
+    }
+
+    fn del(&self, args: &CmdArgs, conf: &NetConf<PortmapConfig>) -> Result<()> {
+        // DEL works without mappings or prevResult: the chain name and the nftables
+        // comment derive from network and container ID. Invalid mappings are not a reason
+        // to leave rules behind, so they only limit the conntrack flush.
+        portmap::del(&owner(args, conf))
+            .map_err(|e| to_cni(e).context("unable to remove port mappings"))?;
+        if let Ok(parsed) = config::parse(conf) {
+            for v4 in [true, false] {
+                host::flush_udp_conntrack(v4, &parsed.mappings);
+            }
+        }
+        Ok(())
+    }
+
+    fn check(&self, args: &CmdArgs, conf: &NetConf<PortmapConfig>) -> Result<()> {
+        let prev = conf
+            .prev_result()?
+            .ok_or_else(|| Error::invalid_config("Required prevResult missing"))?;
+        let parsed = config::parse(conf)?;
+        if parsed.mappings.is_empty() {
+            return Ok(());
+        }
+        let ips = addresses::container_ips(&prev, &args.ifname);
+        let backend = parsed.backend()?;
+        portmap::check(
+            backend,
+            &owner(args, conf),
+            &parsed.options,
+            &parsed.mappings,
+            &ips,
+        )
+        .map_err(|e| to_cni(e).context("port mapping check failed"))
+    }
+
+    fn status(&self, _args: &CmdArgs, conf: &NetConf<PortmapConfig>) -> Result<()> {
+        let parsed = config::parse(conf)?;
+        let backend = parsed.backend()?;
+        backend.probe().map_err(|e| {
+            Error::new(
+                cni::Code::NotAvailable,
+                format!("{backend} is not usable: {e}"),
+            )
+        })
+    }
+
+    fn gc(&self, _args: &CmdArgs, conf: &NetConf<PortmapConfig>) -> Result<()> {
+        let Some(valid) = conf.gc_valid_attachments() else {
+            return Ok(());
+        };
+        let valid: Vec<(String, String)> = valid
+            .into_iter()
+            .map(|a| (a.container_id, a.ifname))
+            .collect();
+        portmap::gc(&conf.name, &valid)
+            .map_err(|e| to_cni(e).context("port mapping garbage collection failed"))
+    }
+}
