@@ -1,2 +1,5 @@
-//! placeholder
-fn main() {}
+//! `host-local`: the CNI host-local IPAM plugin executable.
+
+fn main() {
+    cni::skel::run(&host_local::HostLocal)
+}
