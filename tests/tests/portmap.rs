@@ -1,0 +1,411 @@
+//! portmap integration tests in private namespaces with real traffic (issue #5).
+//!
+//! Topology (all created here): a "host" namespace with bridge `br0` (10.99.0.1/24,
+//! fd00:99::1/64) and a second bridge `br1` with 10.98.0.1/24; containers attached by veth with
+//! 10.99.0.x. Servers and clients are std TCP/UDP sockets created inside the namespaces.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    missing_docs,
+    reason = "tests"
+)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use cni_tests::{Netns, PluginOutput, TestEnv, reference_bin, require_root};
+
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+struct Topo {
+    env: TestEnv,
+    containers: Vec<Netns>,
+}
+
+impl Topo {
+    fn new() -> Topo {
+        let env = TestEnv::new();
+        for cmd in [
+            "ip link add br0 type bridge",
+            "ip addr add 10.99.0.1/24 dev br0",
+            "ip -6 addr add fd00:99::1/64 dev br0 nodad",
+            "ip link set br0 up",
+            "ip link add br1 type bridge",
+            "ip addr add 10.98.0.1/24 dev br1",
+            "ip link set br1 up",
+            "sysctl -qw net.ipv4.ip_forward=1",
+        ] {
+            env.host.exec_ok("sh", &["-c", cmd]);
+        }
+        Topo {
+            env,
+            containers: Vec::new(),
+        }
+    }
+
+    /// Adds container number `n` with 10.99.0.<n>/24 and fd00:99::<n>/64; returns its index.
+    fn container(&mut self, n: u8) -> usize {
+        let c = Netns::new();
+        let veth = format!("vc{n}");
+        let host = &self.env.host;
+        host.exec_ok(
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "ip link add {veth} type veth peer name eth0 netns {}",
+                    c.name()
+                ),
+            ],
+        );
+        host.exec_ok(
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "ip link set {veth} master br0 up && bridge link set dev {veth} hairpin on"
+                ),
+            ],
+        );
+        c.exec_ok(
+            "sh",
+            &["-c", &format!("ip addr add 10.99.0.{n}/24 dev eth0 && ip -6 addr add fd00:99::{n}/64 dev eth0 nodad && ip link set eth0 up && ip route add default via 10.99.0.1")],
+        );
+        self.containers.push(c);
+        self.containers.len() - 1
+    }
+
+    fn ns(&self, i: usize) -> &Netns {
+        &self.containers[i]
+    }
+
+    fn portmap(&self, command: &str, cid: &str, netns: &Netns, conf: &str) -> PluginOutput {
+        let call = self
+            .env
+            .call(command, conf)
+            .container_id(cid)
+            .netns(netns.path())
+            .ifname("eth0");
+        self.env.run("portmap", &call)
+    }
+
+    fn nat(&self) -> String {
+        self.env.host.exec_ok("iptables", &["-t", "nat", "-S"])
+    }
+
+    fn nft(&self) -> String {
+        self.env.host.exec_ok("nft", &["list", "ruleset"])
+    }
+}
+
+fn conf(version: &str, backend: Option<&str>, mappings: &str, ip_last: u8) -> String {
+    let (v4, v6) = if version.starts_with("0.") {
+        (r#""version":"4","#, r#""version":"6","#)
+    } else {
+        ("", "")
+    };
+    let backend = backend
+        .map(|b| format!(r#""backend":"{b}","#))
+        .unwrap_or_default();
+    format!(
+        r#"{{"cniVersion":"{version}","name":"pmnet","type":"portmap",{backend}"runtimeConfig":{{"portMappings":{mappings}}},
+        "prevResult":{{"cniVersion":"{version}","interfaces":[{{"name":"eth0","sandbox":"/x"}}],
+        "ips":[{{{v4}"interface":0,"address":"10.99.0.{ip_last}/24","gateway":"10.99.0.1"}},{{{v6}"interface":0,"address":"fd00:99::{ip_last}/64"}}]}}}}"#
+    )
+}
+
+/// A TCP server answering `reply` to every connection, and a UDP server answering
+/// `reply` to every datagram, both inside `ns` on ports 80 and 53.
+fn serve(ns: &Netns, reply: &'static str) {
+    let (tcp, udp) = ns.run_in(|| {
+        (
+            TcpListener::bind("[::]:80").unwrap(),
+            UdpSocket::bind("[::]:53").unwrap(),
+        )
+    });
+    std::thread::spawn(move || {
+        for mut s in tcp.incoming().flatten() {
+            let _ = s.write_all(reply.as_bytes());
+        }
+    });
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((_, from)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(reply.as_bytes(), from);
+        }
+    });
+}
+
+fn tcp_get(ns: &Netns, addr: &str) -> Result<String, String> {
+    let addr: SocketAddr = addr.parse().unwrap();
+    ns.run_in(|| {
+        let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+        Ok(out)
+    })
+}
+
+fn udp_ask(ns: &Netns, local: &str, addr: &str) -> Result<String, String> {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let local = local.to_owned();
+    ns.run_in(move || {
+        let s = UdpSocket::bind(&local).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        s.send_to(b"ping", addr).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 64];
+        let (n, _) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+}
+
+const MAPPINGS: &str = r#"[{"hostPort":8080,"containerPort":80,"protocol":"tcp"},{"hostPort":8053,"containerPort":53,"protocol":"udp"},
+  {"hostPort":9191,"containerPort":80,"protocol":"tcp","hostIP":"10.99.0.1"},{"hostPort":8086,"containerPort":80,"protocol":"tcp","hostIP":"::"}]"#;
+
+fn traffic(backend: &str) {
+    let mut t = Topo::new();
+    let server = t.container(2);
+    let client = t.container(3);
+    serve(t.ns(server), "A");
+    let add = t.portmap(
+        "ADD",
+        "ctrA",
+        t.ns(server),
+        &conf("1.0.0", Some(backend), MAPPINGS, 2),
+    );
+    add.assert_success();
+    assert_eq!(
+        add.json()["ips"][0]["address"],
+        "10.99.0.2/24",
+        "prevResult passed through: {}",
+        add.describe()
+    );
+    let host = &t.env.host;
+    assert_eq!(
+        tcp_get(t.ns(client), "10.99.0.1:8080").unwrap(),
+        "A",
+        "from another container"
+    );
+    assert_eq!(
+        tcp_get(t.ns(client), "10.98.0.1:8080").unwrap(),
+        "A",
+        "via another host address"
+    );
+    assert_eq!(
+        tcp_get(host, "10.99.0.1:8080").unwrap(),
+        "A",
+        "from the host netns"
+    );
+    assert_eq!(
+        tcp_get(host, "127.0.0.1:8080").unwrap(),
+        "A",
+        "via localhost (snat, route_localnet)"
+    );
+    assert_eq!(
+        tcp_get(t.ns(server), "10.99.0.1:8080").unwrap(),
+        "A",
+        "hairpin"
+    );
+    assert_eq!(
+        udp_ask(t.ns(client), "0.0.0.0:0", "10.99.0.1:8053").unwrap(),
+        "A",
+        "udp"
+    );
+    assert_eq!(
+        tcp_get(t.ns(client), "10.99.0.1:9191").unwrap(),
+        "A",
+        "hostIP matches"
+    );
+    assert!(
+        tcp_get(t.ns(client), "10.98.0.1:9191").is_err(),
+        "hostIP restricts the mapping"
+    );
+    // IPv6 from the host netns (the nftables layout masquerades only the container's own
+    // address, as the reference does, so a same-subnet IPv6 peer would get an asymmetric reply).
+    assert_eq!(
+        tcp_get(host, "[fd00:99::1]:8086").unwrap(),
+        "A",
+        "IPv6 mapping"
+    );
+    assert_eq!(
+        tcp_get(host, "[fd00:99::1]:8080").unwrap(),
+        "A",
+        "IPv6 any-address mapping"
+    );
+    let check = t.portmap(
+        "CHECK",
+        "ctrA",
+        t.ns(server),
+        &conf("1.0.0", Some(backend), MAPPINGS, 2),
+    );
+    check.assert_success();
+    // Re-ADD with other mappings: old ports stop working, the new one works.
+    let re = r#"[{"hostPort":7070,"containerPort":80,"protocol":"tcp"}]"#;
+    t.portmap(
+        "ADD",
+        "ctrA",
+        t.ns(server),
+        &conf("1.0.0", Some(backend), re, 2),
+    )
+    .assert_success();
+    assert!(
+        tcp_get(t.ns(client), "10.99.0.1:8080").is_err(),
+        "stale mapping still forwards"
+    );
+    assert_eq!(tcp_get(t.ns(client), "10.99.0.1:7070").unwrap(), "A");
+    let failed = t.portmap(
+        "CHECK",
+        "ctrA",
+        t.ns(server),
+        &conf("1.0.0", Some(backend), MAPPINGS, 2),
+    );
+    assert!(
+        !failed.success(),
+        "CHECK with the old mappings must fail: {}",
+        failed.describe()
+    );
+    // DEL without runtimeConfig or prevResult removes everything.
+    let bare = r#"{"cniVersion":"1.0.0","name":"pmnet","type":"portmap"}"#;
+    t.portmap("DEL", "ctrA", t.ns(server), bare)
+        .assert_success();
+    t.portmap("DEL", "ctrA", t.ns(server), bare)
+        .assert_success();
+    assert!(tcp_get(t.ns(client), "10.99.0.1:7070").is_err());
+    assert!(!t.nat().contains("CNI-DN-"), "{}", t.nat());
+    assert!(!t.nft().contains("\"ctrA\""), "{}", t.nft());
+}
+
+#[test]
+fn traffic_iptables() {
+    if !require_root() {
+        return;
+    }
+    traffic("iptables");
+}
+
+#[test]
+fn traffic_nftables() {
+    if !require_root() {
+        return;
+    }
+    traffic("nftables");
+}
+
+#[test]
+fn udp_flow_retargeted_after_delete() {
+    if !require_root() {
+        return;
+    }
+    let mut t = Topo::new();
+    let a = t.container(2);
+    let c = t.container(4);
+    let client = t.container(3);
+    serve(t.ns(a), "A");
+    serve(t.ns(c), "C");
+    let udp = r#"[{"hostPort":8053,"containerPort":53,"protocol":"udp"}]"#;
+    t.portmap("ADD", "ctrA", t.ns(a), &conf("1.0.0", None, udp, 2))
+        .assert_success();
+    assert_eq!(
+        udp_ask(t.ns(client), "10.99.0.3:40000", "10.99.0.1:8053").unwrap(),
+        "A"
+    );
+    t.portmap("DEL", "ctrA", t.ns(a), &conf("1.0.0", None, udp, 2))
+        .assert_success();
+    t.portmap("ADD", "ctrC", t.ns(c), &conf("1.0.0", None, udp, 4))
+        .assert_success();
+    assert_eq!(
+        udp_ask(t.ns(client), "10.99.0.3:40000", "10.99.0.1:8053").unwrap(),
+        "C",
+        "same UDP flow must reach the new container"
+    );
+}
+
+#[test]
+fn listing_matches_reference_and_our_del_removes_reference_rules() {
+    if !require_root() {
+        return;
+    }
+    let Some(reference) = reference_bin("portmap") else {
+        println!("skipped: no reference portmap");
+        return;
+    };
+    let mut ours = Topo::new();
+    let s1 = ours.container(2);
+    let mut theirs = Topo::new();
+    let s2 = theirs.container(2);
+    let input = conf("0.4.0", None, MAPPINGS, 2);
+    ours.portmap("ADD", "ctrA", ours.ns(s1), &input)
+        .assert_success();
+    let call = theirs
+        .env
+        .call("ADD", input.as_str())
+        .container_id("ctrA")
+        .netns(theirs.ns(s2).path())
+        .ifname("eth0");
+    call.run_in(&theirs.env.host, &reference).assert_success();
+    assert_eq!(ours.nat(), theirs.nat());
+    assert_eq!(
+        ours.env.host.exec_ok("ip6tables", &["-t", "nat", "-S"]),
+        theirs.env.host.exec_ok("ip6tables", &["-t", "nat", "-S"])
+    );
+    // Our DEL (no runtimeConfig) cleans up what the reference created.
+    let bare = r#"{"cniVersion":"0.4.0","name":"pmnet","type":"portmap"}"#;
+    theirs
+        .portmap("DEL", "ctrA", theirs.ns(s2), bare)
+        .assert_success();
+    assert!(!theirs.nat().contains("CNI-DN-"), "{}", theirs.nat());
+    // GC keeps valid attachments only.
+    let gc = r#"{"cniVersion":"1.1.0","name":"pmnet","type":"portmap","cni.dev/valid-attachments":[{"containerID":"other","ifname":"eth0"}]}"#;
+    let out = ours.env.run("portmap", &ours.env.call("GC", gc));
+    out.assert_success();
+    assert!(!ours.nat().contains("CNI-DN-"), "{}", ours.nat());
+}
+
+#[test]
+fn errors_carry_cni_codes() {
+    if !require_root() {
+        return;
+    }
+    let mut t = Topo::new();
+    let s = t.container(2);
+    let bad_port = conf(
+        "1.0.0",
+        None,
+        r#"[{"hostPort":70000,"containerPort":80,"protocol":"tcp"}]"#,
+        2,
+    );
+    let out = t.portmap("ADD", "ctrA", t.ns(s), &bad_port);
+    assert_eq!(out.error_code(), Some(7), "{}", out.describe());
+    assert!(out.error_msg().unwrap().contains("70000"));
+    let bad_proto = conf(
+        "1.0.0",
+        None,
+        r#"[{"hostPort":80,"containerPort":80,"protocol":"icmp"}]"#,
+        2,
+    );
+    assert_eq!(
+        t.portmap("ADD", "ctrA", t.ns(s), &bad_proto).error_code(),
+        Some(7)
+    );
+    let out = t.portmap(
+        "ADD",
+        "ctrA",
+        t.ns(s),
+        &conf("1.0.0", Some("ebpf"), MAPPINGS, 2),
+    );
+    assert_eq!(out.error_code(), Some(2), "{}", out.describe());
+    let no_prev = r#"{"cniVersion":"1.0.0","name":"pmnet","type":"portmap"}"#;
+    assert_eq!(
+        t.portmap("ADD", "ctrA", t.ns(s), no_prev).error_code(),
+        Some(7)
+    );
+    let status = r#"{"cniVersion":"1.1.0","name":"pmnet","type":"portmap"}"#;
+    t.env
+        .run("portmap", &t.env.call("STATUS", status))
+        .assert_success();
+}
