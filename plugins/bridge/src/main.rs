@@ -1,2 +1,5 @@
-//! placeholder
-fn main() {}
+//! The `bridge` CNI plugin executable: all logic lives in the library.
+
+fn main() {
+    cni::skel::run(&bridge::BridgePlugin)
+}

@@ -1,0 +1,73 @@
+//! DEL: best effort and idempotent.
+//!
+//! Deletes the container interface (the host end goes with it), releases the IPAM
+//! reservation and removes spoof-check and masquerade state. Unlike the reference, the
+//! netfilter state is removed even when `CNI_NETNS` is empty or already gone: it is found
+//! by network name, container id and interface name, not by addresses. The bridge stays.
+
+use cni::{CmdArgs, Command, Error, NetConf};
+use cni_netfilter::masq::{self, MasqOwner};
+use cni_netlink::{Handle, LinkId};
+use cni_netns::NetNs;
+
+use crate::config::{BridgeConf, Settings};
+use crate::errors::{Context, collect};
+
+/// Runs DEL.
+///
+/// # Errors
+/// Every failure (the remaining steps still run), joined into one error.
+pub fn del(args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<()> {
+    let s = Settings::new(conf, None)?;
+    let mut errors: Vec<Error> = Vec::new();
+
+    if let Some(path) = &args.netns {
+        match NetNs::open(path) {
+            Ok(ns) => {
+                if let Err(e) = delete_container_iface(&ns, &args.ifname) {
+                    errors.push(e);
+                }
+            }
+            Err(e) if e.is_not_found() => {
+                log::debug!("netns {} is gone; nothing to delete there", path.display());
+            }
+            Err(e) => errors.push(Error::internal(format!("failed to open netns: {e}"))),
+        }
+    }
+
+    if let Some(ipam) = conf.ipam_type()
+        && let Err(e) = cni::invoke::delegate(ipam, Command::Del, args)
+    {
+        errors.push(e);
+    }
+
+    if s.mac_spoof_chk
+        && let Err(e) = cni_netfilter::spoofchk::teardown(&args.container_id, &args.ifname)
+            .ctx("failed to remove macspoofchk rules")
+    {
+        errors.push(e);
+    }
+
+    if s.ip_masq {
+        let owner = MasqOwner {
+            network: &conf.name,
+            container_id: &args.container_id,
+            ifname: &args.ifname,
+        };
+        if let Err(e) = masq::teardown(&owner).ctx("failed to remove IP masquerade") {
+            errors.push(e);
+        }
+    }
+    collect(errors)
+}
+
+fn delete_container_iface(ns: &NetNs, ifname: &str) -> cni::Result<()> {
+    let mut h = Handle::new_in(ns).ctx(format!(
+        "open netlink socket in container netns {}",
+        ns.path().display()
+    ))?;
+    match h.del_link(LinkId::Name(ifname)) {
+        Err(e) if !e.is_not_found() => Err(e).ctx(format!("failed to delete {ifname:?}")),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,60 @@
+//! The CNI `bridge` plugin: a drop-in replacement for the reference plugin
+//! (containernetworking/plugins `plugins/main/bridge`).
+//!
+//! * [`config`]: every configuration key of the reference, validated up front;
+//! * [`add`]: ADD as a sequence of steps, each recorded in a [`rollback::Rollback`] so any
+//!   failure undoes what this ADD created (veth pair, IPAM reservation, netfilter rules);
+//! * [`del`], [`check`], [`maint`] (STATUS and GC);
+//! * [`links`] (host side: bridge, veth, ports, gateway addresses) and [`container`]
+//!   (addresses, routes and sysctls inside `CNI_NETNS`).
+//!
+//! Test hook: `CNI_BRIDGE_FAIL_AFTER=<step>` makes ADD fail right after that step (see
+//! [`rollback::STEPS`]).
+
+#![forbid(unsafe_code)]
+
+pub mod add;
+pub mod check;
+pub mod config;
+pub mod container;
+pub mod del;
+pub mod errors;
+pub mod links;
+pub mod maint;
+pub mod rollback;
+
+use cni::{CmdArgs, NetConf, Plugin, Success};
+
+pub use config::BridgeConf;
+
+/// The plugin (stateless; all state lives in the kernel, IPAM and netfilter).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BridgePlugin;
+
+impl Plugin for BridgePlugin {
+    type Config = BridgeConf;
+
+    fn name(&self) -> &'static str {
+        "bridge"
+    }
+
+    fn add(&self, args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<Success> {
+        add::add(args, conf)
+    }
+
+    fn del(&self, args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<()> {
+        del::del(args, conf)
+    }
+
+    fn check(&self, args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<()> {
+        check::check(args, conf)
+    }
+
+    fn status(&self, args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<()> {
+        maint::status(args, conf)
+    }
+
+    fn gc(&self, args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<()> {
+        maint::gc(args, conf)
+    }
+}

@@ -1,0 +1,72 @@
+//! STATUS and GC.
+
+use cni::{CmdArgs, Code, Command, Error, NetConf};
+use cni_netfilter::Backend;
+use cni_netfilter::masq;
+
+use crate::config::{BridgeConf, Settings};
+use crate::errors::{Context, collect};
+
+/// STATUS: code 50 when the netfilter backend `ipMasq` needs is unusable; otherwise the
+/// IPAM plugin's STATUS.
+///
+/// # Errors
+/// Code 50, code 2 for an unknown backend, or the IPAM plugin's error.
+pub fn status(args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<()> {
+    let s = Settings::new(conf, None)?;
+    if s.ip_masq && conf.ipam_type().is_some() {
+        let backend = match Backend::select(s.ip_masq_backend.as_deref()) {
+            Ok(b) => b,
+            Err(e @ cni_netfilter::Error::UnknownBackend(_)) => return Err(e).ctx("ipMasq"),
+            Err(e) => {
+                return Err(Error::new(
+                    Code::NotAvailable,
+                    format!("ipMasq: no usable netfilter backend: {e}"),
+                ));
+            }
+        };
+        backend.probe().map_err(|e| {
+            Error::new(
+                Code::NotAvailable,
+                format!("ipMasq: netfilter backend {backend} is not usable: {e}"),
+            )
+        })?;
+    }
+    if let Some(ipam) = conf.ipam_type() {
+        cni::invoke::delegate(ipam, Command::Status, args)?;
+    }
+    Ok(())
+}
+
+/// GC: forwards GC to IPAM and removes masquerade (and, with `macspoofchk`, spoof-check)
+/// state of attachments not in `cni.dev/valid-attachments`. Without a list nothing is
+/// collected here.
+///
+/// # Errors
+/// All failures, joined (every part runs).
+pub fn gc(args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<()> {
+    let s = Settings::new(conf, None)?;
+    let mut errors = Vec::new();
+    if let Some(ipam) = conf.ipam_type()
+        && let Err(e) = cni::invoke::delegate(ipam, Command::Gc, args)
+    {
+        errors.push(e);
+    }
+    if let Some(valid) = conf.gc_valid_attachments() {
+        let pairs: Vec<(String, String)> = valid
+            .iter()
+            .map(|a| (a.container_id.clone(), a.ifname.clone()))
+            .collect();
+        if let Err(e) = masq::gc(&conf.name, &pairs).ctx("GC of IP masquerade rules") {
+            errors.push(e);
+        }
+        // Spoof-check chains are named by container and interface only, not by network:
+        // collect them only for networks that use the feature.
+        if s.mac_spoof_chk
+            && let Err(e) = cni_netfilter::spoofchk::gc(&pairs).ctx("GC of macspoofchk rules")
+        {
+            errors.push(e);
+        }
+    }
+    collect(errors)
+}

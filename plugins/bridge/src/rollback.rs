@@ -1,0 +1,140 @@
+//! Undo records for ADD and the fault-injection hook.
+
+use cni::{CmdArgs, Command, Error};
+
+/// ADD's steps, in order, as accepted by `CNI_BRIDGE_FAIL_AFTER`.
+pub const STEPS: &[&str] = &[
+    "bridge",
+    "veth",
+    "port",
+    "spoofchk",
+    "ipam",
+    "container",
+    "gateway",
+    "masq",
+    "wait",
+];
+
+/// Environment variable naming the step after which ADD fails (tests only).
+pub const FAIL_AFTER_ENV: &str = "CNI_BRIDGE_FAIL_AFTER";
+
+/// Fails with an injected error when `CNI_BRIDGE_FAIL_AFTER` names `step`.
+///
+/// # Errors
+/// The injected error (code 999).
+pub fn fail_point(step: &str) -> cni::Result<()> {
+    match std::env::var(FAIL_AFTER_ENV) {
+        Ok(s) if s == step => Err(Error::internal(format!(
+            "injected failure after step {step:?} ({FAIL_AFTER_ENV})"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// One change ADD made that must be undone if a later step fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Undo {
+    /// Delete the host end of the veth pair (the container end goes with it).
+    Veth {
+        /// Host-side name.
+        host: String,
+    },
+    /// Tear down the MAC spoof-check rules.
+    SpoofChk,
+    /// Release the IPAM reservation (delegated DEL).
+    Ipam {
+        /// IPAM plugin type.
+        plugin: String,
+    },
+    /// Remove the masquerade rules.
+    Masq,
+}
+
+/// The changes made so far, undone in reverse order by [`Rollback::run`].
+#[derive(Debug, Default)]
+pub struct Rollback {
+    done: Vec<Undo>,
+}
+
+/// What undoing needs from the invocation.
+#[derive(Debug)]
+pub struct UndoCtx<'a> {
+    /// The original arguments (for delegated IPAM DEL).
+    pub args: &'a CmdArgs,
+    /// Network name.
+    pub network: &'a str,
+}
+
+impl Rollback {
+    /// Records a change.
+    pub fn push(&mut self, u: Undo) {
+        self.done.push(u);
+    }
+
+    /// The recorded changes, oldest first.
+    pub fn records(&self) -> &[Undo] {
+        &self.done
+    }
+
+    /// Forgets everything (ADD succeeded).
+    pub fn commit(mut self) {
+        self.done.clear();
+    }
+
+    /// Undoes all recorded changes in reverse order; failures are logged, not returned,
+    /// so the original error reaches the runtime.
+    pub fn run(mut self, cx: &UndoCtx<'_>) {
+        while let Some(u) = self.done.pop() {
+            if let Err(e) = undo(&u, cx) {
+                log::warn!("rollback of {u:?} failed: {e}");
+            }
+        }
+    }
+}
+
+fn undo(u: &Undo, cx: &UndoCtx<'_>) -> cni::Result<()> {
+    use crate::errors::Context;
+    match u {
+        Undo::Veth { host } => {
+            let mut h = cni_netlink::Handle::new().ctx("netlink")?;
+            match h.del_link(cni_netlink::LinkId::Name(host)) {
+                Err(e) if !e.is_not_found() => Err(e).ctx(format!("delete veth {host}")),
+                _ => Ok(()),
+            }
+        }
+        Undo::SpoofChk => cni_netfilter::spoofchk::teardown(&cx.args.container_id, &cx.args.ifname)
+            .ctx("remove macspoofchk rules"),
+        Undo::Ipam { plugin } => cni::invoke::delegate(plugin, Command::Del, cx.args),
+        Undo::Masq => cni_netfilter::masq::teardown(&cni_netfilter::masq::MasqOwner {
+            network: cx.network,
+            container_id: &cx.args.container_id,
+            ifname: &cx.args.ifname,
+        })
+        .ctx("remove masquerade rules"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fail_point_only_for_named_step() {
+        // The variable is not set in unit tests.
+        for s in STEPS {
+            assert!(fail_point(s).is_ok());
+        }
+    }
+
+    #[test]
+    fn records_in_order_and_commit_clears() {
+        let mut r = Rollback::default();
+        r.push(Undo::Veth {
+            host: "veth0".into(),
+        });
+        r.push(Undo::Masq);
+        assert_eq!(r.records().len(), 2);
+        assert_eq!(r.records()[1], Undo::Masq);
+        r.commit();
+    }
+}
