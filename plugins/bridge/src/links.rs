@@ -256,7 +256,14 @@ pub fn ensure_addr(h: &mut Handle, link: &Link, addr: IpNetwork, force: bool) ->
         "could not add IP address {addr} to {:?}",
         link.name
     ))?;
-    if let Some(mac) = link.mac {
+    // Pin the current MAC (re-read: it changes as ports come and go). A bridge whose
+    // ports all left can report an all-zero address, which cannot be assigned.
+    let current = h
+        .link_by_index(link.index)
+        .ctx(format!("could not lookup {:?}", link.name))?
+        .and_then(|l| l.mac)
+        .filter(|m| m.octets() != [0u8; 6]);
+    if let Some(mac) = current {
         h.set_mac(link.index, mac)
             .ctx(format!("could not set {:?}'s mac", link.name))?;
     }
