@@ -52,6 +52,12 @@ pub fn skel_stdin(data: &[u8]) {
     let code = cni::skel::dispatch(&Echo, &lookup, &mut &stdin[..], &mut out, &mut Vec::new());
     assert!(code == 0 || code == 1, "exit status {code}");
     let text = std::str::from_utf8(&out).expect("stdout is UTF-8");
+    // Success of DEL, CHECK, STATUS and GC prints nothing; everything else
+    // prints exactly one JSON document.
+    if code == 0 && matches!(cmd, "DEL" | "CHECK" | "STATUS" | "GC") {
+        assert!(text.is_empty(), "{cmd} printed {text:?}");
+        return;
+    }
     let doc: serde_json::Value = serde_json::from_str(text).expect("stdout is one JSON document");
     if code == 1 {
         assert!(doc["code"].is_u64() && doc["msg"].is_string(), "{doc}");
