@@ -443,6 +443,64 @@ fn status_reports_an_unusable_store() {
     assert_code(&add(&stdin, "a", "eth0"), 5, "");
 }
 
+/// Runs the plugin in a private mount namespace in which `dataDir` is a
+/// read-only bind mount.
+fn run_read_only(net: &Net, c: &PluginCall) -> PluginOutput {
+    use std::io::Write;
+    let d = net.data_dir().display().to_string();
+    let script = format!(
+        "mount --bind {d} {d} && mount -o remount,bind,ro {d} && exec {}",
+        plugin_bin("host-local").display()
+    );
+    let mut child = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .env_clear()
+        .envs(c.environment())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn unshare");
+    let _ = child.stdin.take().expect("stdin").write_all(&c.stdin);
+    let out = child.wait_with_output().expect("wait");
+    PluginOutput {
+        status: out.status,
+        stdout: out.stdout,
+        stderr: out.stderr,
+    }
+}
+
+#[test]
+fn status_reports_a_read_only_store() {
+    if !cni_tests::require_root() {
+        return;
+    }
+    let net = Net::new();
+    let stdin = net.conf("1.1.0", json!({"ranges": [[{"subnet": "10.9.0.0/24"}]]}));
+    let status = call("STATUS", &stdin)
+        .container_id("")
+        .ifname("")
+        .no_netns();
+    // writable: fine, with or without the network directory
+    assert_status_ok_when_writable(&net, &status);
+    let out = run_read_only(&net, &status);
+    assert_code(&out, 50, "IPAM store unusable");
+    assert_code(
+        &run_read_only(&net, &call("ADD", &stdin).container_id("a")),
+        5,
+        "",
+    );
+    fs::create_dir_all(net.dir()).expect("mkdir");
+    assert_code(&run_read_only(&net, &status), 50, "IPAM store unusable");
+}
+
+/// The same STATUS without the read-only mount succeeds (so the failure
+/// above is due to the mount).
+fn assert_status_ok_when_writable(net: &Net, status: &PluginCall) {
+    run(status).assert_success();
+    assert!(!net.dir().exists());
+}
+
 #[test]
 fn del_twice_unknown_container_and_no_state_directory() {
     let net = Net::new();

@@ -8,7 +8,7 @@
 //! * [`store`]: the [`Store`] trait, the reference-compatible [`DiskStore`]
 //!   (`<dataDir>/<network>/<ip>`, `last_reserved_ip.<n>`, `lock`) and the
 //!   in-memory [`MemStore`];
-//! * [`gc`], [`status`], [`check`]: the GC, STATUS and CHECK commands;
+//! * [`mod@gc`], [`status`], [`mod@check`]: the GC, STATUS and CHECK commands;
 //! * [`resolv`]: `resolvConf` parsing;
 //! * [`ip`]: address arithmetic and Go-compatible address text.
 //!
