@@ -202,18 +202,24 @@ pub fn cache_entries(cache_dir: &Path) -> Vec<String> {
 }
 
 /// Assert that nothing of the given attachments is left: no veth in
-/// `host`, no reservation, no cache entry, no netfilter rule naming one of
-/// `ids` or `ips`.
+/// `host` (other than `own_veths`, links the test made itself), no
+/// reservation, no cache entry, no netfilter rule naming one of `ids` or
+/// `ips`.
 pub fn assert_nothing_left(
     host: &Netns,
+    own_veths: &[&str],
     data_dir: &Path,
     cache_dir: &Path,
     network: &str,
     ids: &[&str],
     ips: &[String],
 ) {
+    let left: Vec<String> = veths(host)
+        .into_iter()
+        .filter(|v| !own_veths.contains(&v.as_str()))
+        .collect();
     assert_eq!(
-        veths(host),
+        left,
         Vec::<String>::new(),
         "veths left in the host namespace"
     );

@@ -156,7 +156,15 @@ fn run_example(file: &str) {
     tool.ok(&["gc", &name], &[("CNI_VALID_ATTACHMENTS", "[]")]);
 
     let all_ips: Vec<String> = ips1.iter().chain(&ips2).cloned().collect();
-    assert_nothing_left(&host, &data_dir, &cache_dir, &name, &[&id1, &id2], &all_ips);
+    assert_nothing_left(
+        &host,
+        &[],
+        &data_dir,
+        &cache_dir,
+        &name,
+        &[&id1, &id2],
+        &all_ips,
+    );
 }
 
 #[test]
