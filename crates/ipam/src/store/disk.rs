@@ -45,6 +45,10 @@ const CURSOR_PREFIX: &str = "last_reserved_ip.";
 /// an address or matching the reference's file names.
 const TEMP_PREFIX: &str = ".host-local-tmp.";
 
+/// Prefix of STATUS's write probes. They are created without the lock, so
+/// they must not look like the temporary files a lock holder cleans up.
+const PROBE_PREFIX: &str = ".host-local-probe.";
+
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// How a [`DiskStore`] is opened.
@@ -208,14 +212,20 @@ impl DiskStore {
                 path: target.to_path_buf(),
             });
         }
-        let probe = temp_path(target, "probe");
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let probe = target.join(format!("{PROBE_PREFIX}{}.{n}", std::process::id()));
         OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&probe)
             .map_err(|e| StoreError::io("create a file in", target, e))?;
-        fs::remove_file(&probe).map_err(|e| StoreError::io("remove", &probe, e))
+        match fs::remove_file(&probe) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(StoreError::io("remove", &probe, e))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The network directory.
@@ -627,6 +637,18 @@ mod tests {
         DiskStore::open(data.path(), "other", &short).expect("other network");
         drop(held);
         DiskStore::open(data.path(), "net", &short).expect("released");
+    }
+
+    #[test]
+    fn probe_files_are_not_cleaned_as_stale_temp_files() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let dir = data.path().join("net");
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(dir.join(".host-local-probe.1.0"), "").expect("write");
+        let s = DiskStore::open(data.path(), "net", &opts()).expect("open");
+        assert!(s.dir().join(".host-local-probe.1.0").exists());
+        assert!(s.list().expect("list").is_empty());
+        DiskStore::probe_writable(data.path(), "net").expect("probe while locked");
     }
 
     #[test]
