@@ -118,15 +118,39 @@ pub fn cleanup_registered() {
     }
 }
 
+/// True when `name` (`cnibench-<pid>-…`) belongs to a `cni-bench` process that is still
+/// running (other than this one).
+fn owner_alive(name: &str) -> bool {
+    let Some(pid) = name
+        .strip_prefix(PREFIX)
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|p| p.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    // `/proc/<pid>/stat` is `pid (comm) state …`; a zombie (`Z`) is not running.
+    pid != std::process::id()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.contains("(cni-bench)")
+                && !matches!(
+                    stat.rsplit(") ")
+                        .next()
+                        .and_then(|rest| rest.chars().next()),
+                    Some('Z' | 'X')
+                )
+        })
+}
+
 /// Removes every namespace in `/run/netns` and every directory in the temp dir whose
-/// name starts with `prefix`. Returns how many of each were removed.
+/// name starts with `prefix`, except those of `cni-bench` runs still in progress.
+/// Returns how many of each were removed.
 pub fn cleanup_prefix(prefix: &str) -> (usize, usize) {
     let list = |dir: &Path| -> Vec<String> {
         std::fs::read_dir(dir)
             .map(|rd| {
                 rd.filter_map(Result::ok)
                     .filter_map(|e| e.file_name().into_string().ok())
-                    .filter(|n| n.starts_with(prefix))
+                    .filter(|n| n.starts_with(prefix) && !owner_alive(n))
                     .collect()
             })
             .unwrap_or_default()
@@ -187,6 +211,8 @@ fn signal_thread(set: SigSet) {
         if INTERRUPTED.swap(true, Ordering::SeqCst) {
             eprintln!("cni-bench: {sig:?} again: cleaning up now and exiting");
             cleanup_registered();
+            // Also whatever an interrupted `ip -batch` created after registration.
+            cleanup_prefix(&run_prefix());
             #[allow(
                 clippy::exit,
                 reason = "second signal: leave immediately after cleanup"

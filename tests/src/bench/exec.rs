@@ -42,8 +42,8 @@ pub struct Outcome {
     pub wall: Duration,
     /// Exit status and resource usage.
     pub exit: Exit,
-    /// The process's own peak RSS in KiB (only when traced for it).
-    pub own_peak_kib: Option<u64>,
+    /// Every process of the call with its own peak RSS (only when traced).
+    pub tree: Option<sys::Tree>,
     /// stdout (the result or error JSON).
     pub stdout: Vec<u8>,
     /// stderr (the plugin's log).
@@ -90,7 +90,7 @@ impl Outcome {
 
 impl Call<'_> {
     /// Runs the call. With `trace_peak`, the child is ptrace-attached to read its own peak
-    /// RSS at exit (slower; never used for timing).
+    /// RSS at exit, following its children (slower; never used for timing).
     pub fn run(&self, trace_peak: bool) -> Outcome {
         match self.try_run(trace_peak) {
             Ok(o) => o,
@@ -122,10 +122,10 @@ impl Call<'_> {
         let start = Instant::now();
         let mut child = cmd.spawn()?;
         let pid = child.id();
-        let traced = trace_peak && sys::seize_for_exit(pid);
+        let traced = trace_peak && sys::seize_tree(pid);
         let mut stdin = child.stdin.take();
         let mut stdout = child.stdout.take();
-        let (exit, own_peak_kib, out) = if traced {
+        let (exit, tree, out) = if traced {
             // A traced child stops at every signal until we resume it, so collect stdout
             // on another thread while this one services the stops.
             let reader = std::thread::spawn(move || {
@@ -139,8 +139,8 @@ impl Call<'_> {
                 // Configs are far below the pipe buffer size: this never blocks.
                 let _ = s.write_all(&self.stdin);
             }
-            let (exit, peak) = sys::wait_traced(pid)?;
-            (exit, peak, reader.join().unwrap_or_default())
+            let (exit, tree) = sys::wait_traced(pid)?;
+            (exit, Some(tree), reader.join().unwrap_or_default())
         } else {
             if let Some(mut s) = stdin.take() {
                 // Ignore EPIPE: a plugin may exit without reading stdin.
@@ -161,7 +161,7 @@ impl Call<'_> {
         Ok(Outcome {
             wall,
             exit,
-            own_peak_kib,
+            tree,
             stdout: out,
             stderr,
             spawn_error: None,

@@ -746,19 +746,24 @@ impl Ctx {
         Ok(())
     }
 
-    /// Scenario 5: peak RSS of each binary (own `VmHWM` at exit via ptrace, and including
-    /// reaped children via `wait4`) and binary sizes.
+    /// Scenario 5: peak RSS of each binary (its own `VmHWM` at exit, via ptrace) and of
+    /// the helper processes it runs, the processes per call, and binary sizes.
     ///
     /// # Errors
     /// On set-up failure or interruption.
     pub fn scenario5(&mut self) -> Result<(), String> {
         let reps = self.opts.rss_reps;
-        progress(&format!("scenario 5: peak RSS and binary sizes, x{reps}"));
+        progress(&format!(
+            "scenario 5: peak RSS, processes per call, binary sizes, x{reps}"
+        ));
         let names = self.containers("s5-", 1)?;
         let plugins = ["bridge", "host-local", "portmap"];
-        // own[impl][plugin] = per-rep max over the plugin's ADD and DEL, in KiB.
+        // own[impl][plugin] = per-rep max over the plugin's ADD and DEL, in MiB; tree = the
+        // largest process of the call (the plugin or a helper it ran).
         let mut own: [BTreeMap<&str, Vec<f64>>; 2] = Default::default();
         let mut tree: [BTreeMap<&str, Vec<f64>>; 2] = Default::default();
+        // procs[impl]["portmap ADD"] = process names of the last such call.
+        let mut procs: [BTreeMap<String, Vec<String>>; 2] = Default::default();
         let mut errors: Vec<String> = Vec::new();
         for rep in 0..reps {
             for i in order(rep) {
@@ -766,26 +771,30 @@ impl Ctx {
                 let imp = &self.impls[i];
                 let mut att = Attachment::new(format!("rss-{rep}"), &names[i][0], 42_002);
                 let mut peaks: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-                let mut note = |p: &'static str, o: &super::exec::Outcome| {
+                let mut note = |p: &'static str, cmd: &str, o: &super::exec::Outcome| {
                     if !o.ok() {
-                        errors.push(format!("{} {p}: {}", imp.label, o.describe()));
+                        errors.push(format!("{} {p} {cmd}: {}", imp.label, o.describe()));
                     }
                     let e = peaks.entry(p).or_default();
-                    e.0 = e.0.max(o.own_peak_kib.unwrap_or(0));
-                    e.1 = e.1.max(o.exit.tree_maxrss_kib);
+                    if let Some(t) = &o.tree {
+                        e.0 = e.0.max(t.root_peak_kib.unwrap_or(0));
+                        e.1 = e.1.max(t.max_peak_kib());
+                        let list = t.procs.iter().rev().map(|p| p.name.clone()).collect();
+                        procs[i].insert(format!("{p} {cmd}"), list);
+                    }
                 };
                 let hl = imp.host_local(&CHAIN, "ADD", &att, true);
-                note("host-local", &hl);
+                note("host-local", "ADD", &hl);
                 let hl = imp.host_local(&CHAIN, "DEL", &att, true);
-                note("host-local", &hl);
+                note("host-local", "DEL", &hl);
                 att.id = format!("rss-chain-{rep}");
                 let a = imp.chain_add(&CHAIN, &mut att, true);
                 for s in &a.steps {
-                    note(s.plugin, &s.outcome);
+                    note(s.plugin, "ADD", &s.outcome);
                 }
                 let d = imp.chain_del(&CHAIN, &mut att, true);
                 for s in &d.steps {
-                    note(s.plugin, &s.outcome);
+                    note(s.plugin, "DEL", &s.outcome);
                 }
                 for (p, (o, t)) in peaks {
                     own[i].entry(p).or_default().push(o as f64 / 1024.0);
@@ -815,12 +824,27 @@ impl Ctx {
         for p in plugins {
             self.rows.push(Row::compare(
                 sc,
-                &format!("{p} peak RSS incl. children"),
+                &format!("{p} call: largest process"),
                 "MiB",
                 get(&tree, 0, p),
                 get(&tree, 1, p),
                 None,
             ));
+        }
+        for key in ["bridge ADD", "bridge DEL", "portmap ADD", "portmap DEL"] {
+            let count = |i: usize| procs[i].get(key).map(|v| v.len() as f64);
+            let list = |i: usize| procs[i].get(key).map(|v| v.join(" ")).unwrap_or_default();
+            self.rows.push(
+                Row::compare(
+                    sc,
+                    &format!("{key}: processes"),
+                    "count",
+                    count(0).and_then(|x| Summary::of(&[x])),
+                    count(1).and_then(|x| Summary::of(&[x])),
+                    None,
+                )
+                .note(format!("ours: {}; ref: {}", list(0), list(1))),
+            );
         }
         for p in plugins {
             let facts = [
@@ -871,7 +895,8 @@ impl Ctx {
         let d = json!({
             "reps": reps,
             "own_peak_mib": { "ours": side(&own[0]), "reference": side(&own[1]) },
-            "tree_peak_mib": { "ours": side(&tree[0]), "reference": side(&tree[1]) },
+            "largest_process_mib": { "ours": side(&tree[0]), "reference": side(&tree[1]) },
+            "processes": { "ours": procs[0].clone(), "reference": procs[1].clone() },
             "binaries": bins,
             "errors": errors,
         });

@@ -3,6 +3,12 @@
 //! process's own peak RSS (`VmHWM`) just before it exits.
 //!
 //! This is the only module of the benchmark with `unsafe`; each block says why it is sound.
+//!
+//! Why not `ru_maxrss` alone: after `posix_spawn`/`vfork`, the child's `ru_maxrss` also
+//! counts the *spawning parent's* memory map it ran on before `exec` (the kernel folds the
+//! old map's high-water mark in at `exec`). A small plugin spawned by a bigger process
+//! would report the parent's RSS. `VmHWM` read at the exit stop covers only the plugin's
+//! own map.
 #![allow(
     unsafe_code,
     reason = "wait4 with rusage and ptrace are raw libc calls (nix `resource`/`ptrace` features are not enabled for cni-tests)"
@@ -96,12 +102,16 @@ pub fn wait(pid: u32) -> io::Result<Exit> {
     Ok(exit_from(status, &ru))
 }
 
-/// Attaches to the just-spawned child `pid` with `PTRACE_SEIZE` and the exit option, so
-/// that [`wait_traced`] can read its peak RSS right before it exits. Returns false when
-/// the child could not be attached (it then simply runs untraced).
-pub fn seize_for_exit(pid: u32) -> bool {
+/// Attaches to the just-spawned child `pid` with `PTRACE_SEIZE`, following its forks,
+/// vforks, clones and execs, so that [`wait_traced`] sees every process of the call's
+/// tree exit. Returns false when the child could not be attached (it then runs untraced).
+pub fn seize_tree(pid: u32) -> bool {
     let Ok(pid) = to_pid(pid) else { return false };
-    let options = libc::PTRACE_O_TRACEEXIT as usize;
+    let options = (libc::PTRACE_O_TRACEEXIT
+        | libc::PTRACE_O_TRACEFORK
+        | libc::PTRACE_O_TRACEVFORK
+        | libc::PTRACE_O_TRACECLONE
+        | libc::PTRACE_O_TRACEEXEC) as usize;
     // SAFETY: PTRACE_SEIZE takes no pointer: `addr` must be 0 and `data` carries the option
     // bits as an integer; the kernel never dereferences either.
     let r = unsafe {
@@ -129,41 +139,138 @@ fn ptrace_cont(pid: libc::pid_t, signal: libc::c_int) {
     };
 }
 
-/// `VmHWM` of `/proc/<pid>/status` in KiB (the process's own peak resident set).
-pub fn vm_hwm_kib(pid: libc::pid_t) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+/// One process of a traced call tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proc {
+    /// Process id.
+    pub pid: i32,
+    /// `comm` (the executable's name, 15 characters at most).
+    pub name: String,
+    /// Own peak RSS (`VmHWM`) in KiB, read at its exit.
+    pub peak_kib: u64,
 }
 
-/// Reaps a child attached with [`seize_for_exit`], resuming it through every ptrace stop
-/// (signals are re-injected, so Go's preemption signals behave as usual). Returns its exit
-/// and its own peak RSS in KiB, read from `/proc/<pid>/status` at the exit stop, when the
-/// memory map still exists.
+/// Every process of a traced call, in the order they exited (the root last).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tree {
+    /// The processes (thread-group leaders only).
+    pub procs: Vec<Proc>,
+    /// The root process's own peak RSS in KiB.
+    pub root_peak_kib: Option<u64>,
+}
+
+impl Tree {
+    /// Largest own peak RSS of any process of the tree, in KiB.
+    pub fn max_peak_kib(&self) -> u64 {
+        self.procs.iter().map(|p| p.peak_kib).max().unwrap_or(0)
+    }
+}
+
+/// `(Name, Tgid, VmHWM KiB)` of `/proc/<tid>/status`.
+fn proc_status(tid: libc::pid_t) -> Option<(String, i32, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_owned())
+    };
+    let name = field("Name:")?;
+    let tgid = field("Tgid:")?.parse().ok()?;
+    let hwm = field("VmHWM:")
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    Some((name, tgid, hwm))
+}
+
+/// Reaps a child attached with [`seize_tree`], resuming every traced task through its
+/// ptrace stops (signals are re-injected, so Go's preemption signals behave as usual).
+/// At each exit stop of a thread-group leader, its name and own peak RSS are recorded
+/// while its memory map still exists. Returns the root's exit and the tree.
+///
+/// Only one traced call may run at a time: this waits for any traced task.
 ///
 /// # Errors
 /// The `wait4` error.
-pub fn wait_traced(pid: u32) -> io::Result<(Exit, Option<u64>)> {
-    let pid = to_pid(pid)?;
-    let mut own_peak = None;
+pub fn wait_traced(pid: u32) -> io::Result<(Exit, Tree)> {
+    let root = to_pid(pid)?;
+    let mut tree = Tree::default();
     loop {
-        let (status, ru) = wait4_raw(pid, libc::__WALL)?;
+        let (tid, status, ru) = wait_any()?;
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-            return Ok((exit_from(status, &ru), own_peak));
+            if tid == root {
+                drain();
+                return Ok((exit_from(status, &ru), tree));
+            }
+            continue;
+        }
+        if !libc::WIFSTOPPED(status) {
+            continue;
+        }
+        let sig = libc::WSTOPSIG(status);
+        let event = (status >> 16) & 0xff;
+        if sig == libc::SIGTRAP && event == libc::PTRACE_EVENT_EXIT {
+            if let Some((name, tgid, peak_kib)) = proc_status(tid)
+                && tgid == tid
+            {
+                if tid == root {
+                    tree.root_peak_kib = Some(peak_kib);
+                }
+                tree.procs.push(Proc {
+                    pid: tid,
+                    name,
+                    peak_kib,
+                });
+            }
+            ptrace_cont(tid, 0);
+        } else if event != 0 {
+            // fork/vfork/clone/exec events and PTRACE_EVENT_STOP: just resume.
+            ptrace_cont(tid, 0);
+        } else {
+            // Signal-delivery stop: deliver the signal as if untraced.
+            ptrace_cont(tid, sig);
+        }
+    }
+}
+
+/// `wait4(-1, __WALL)`, retried on `EINTR`: the next event of any child or traced task.
+fn wait_any() -> io::Result<(libc::pid_t, libc::c_int, libc::rusage)> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: `rusage` is a plain C struct of integers and timevals; all-zero is valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `status` and `ru` are live, exclusively borrowed locals of the right
+        // types; the kernel writes only within them.
+        let r = unsafe { libc::wait4(-1, &raw mut status, libc::__WALL, &raw mut ru) };
+        if r > 0 {
+            return Ok((r, status, ru));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Resumes traced tasks still stopped after the root exited (a daemonized grandchild),
+/// without blocking.
+fn drain() {
+    for _ in 0..1000 {
+        let mut status: libc::c_int = 0;
+        // SAFETY: `status` is a live local; a null rusage pointer is allowed.
+        let r = unsafe {
+            libc::wait4(
+                -1,
+                &raw mut status,
+                libc::__WALL | libc::WNOHANG,
+                std::ptr::null_mut(),
+            )
+        };
+        if r <= 0 {
+            return;
         }
         if libc::WIFSTOPPED(status) {
-            let sig = libc::WSTOPSIG(status);
-            let event = (status >> 16) & 0xff;
-            if sig == libc::SIGTRAP && event == libc::PTRACE_EVENT_EXIT {
-                own_peak = vm_hwm_kib(pid).or(own_peak);
-                ptrace_cont(pid, 0);
-            } else if event != 0 {
-                // PTRACE_EVENT_STOP (group stop under SEIZE) or another event: resume.
-                ptrace_cont(pid, 0);
-            } else {
-                // Signal-delivery stop: deliver the signal as if untraced.
-                ptrace_cont(pid, sig);
-            }
+            ptrace_cont(r, 0);
         }
     }
 }

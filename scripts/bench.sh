@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: our release plugins vs the Go reference plugins (Debian's
+# containernetworking-plugins in /usr/lib/cni), interleaved in one run (issue #7).
+#
+#   scripts/bench.sh <our-release-dir> [cni-bench options]     (make bench does this)
+#
+# Extra options also come from $BENCH_ARGS, e.g. `make bench BENCH_ARGS=--quick`.
+# Results: target/bench/results.json, results.md, table.txt (override with $BENCH_OUT).
+# Needs root: everything happens in private network namespaces that are removed again.
+set -euo pipefail
+
+if [ $# -lt 1 ]; then
+    echo "usage: $0 <our-release-dir> [cni-bench options]" >&2
+    exit 2
+fi
+ours=$(cd "$1" && pwd)
+shift
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${BENCH_OUT:-$root/target/bench}
+cargo=${CARGO:-cargo}
+refdir=/usr/lib/cni
+
+for p in bridge host-local portmap; do
+    if [ ! -x "$ours/$p" ]; then
+        echo "bench: $ours/$p is missing: run make release first" >&2
+        exit 1
+    fi
+done
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "bench: needs root (it creates network namespaces); try: sudo make bench" >&2
+    exit 1
+fi
+
+# The reference plugins, from the distribution.
+if [ ! -x $refdir/bridge ] || [ ! -x $refdir/host-local ] || [ ! -x $refdir/portmap ]; then
+    echo "bench: installing the reference plugins (containernetworking-plugins)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y containernetworking-plugins >&2 ||
+        { apt-get update >&2 && apt-get install -y containernetworking-plugins >&2; }
+fi
+for tool in ip iptables iptables-save iptables-restore nft; do
+    command -v $tool >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
+done
+
+# The benchmark driver itself (not one of the measured binaries).
+(cd "$root" && $cargo build --release --quiet -p cni-tests --bin cni-bench)
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+bench=$target_dir/release/cni-bench
+
+# Remove leftovers of killed earlier runs (namespaces of running ones are kept).
+"$bench" --cleanup
+
+mkdir -p "$out"
+# shellcheck disable=SC2086 # BENCH_ARGS is a list of options
+"$bench" "$ours" --reference $refdir \
+    --json "$out/results.json" --markdown "$out/results.md" ${BENCH_ARGS:-} "$@" |
+    tee "$out/table.txt"
+status=${PIPESTATUS[0]}
+echo "bench: results in $out/results.json, $out/results.md, $out/table.txt" >&2
+exit "$status"
