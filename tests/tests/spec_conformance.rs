@@ -15,6 +15,11 @@ fn conf(version: &str) -> String {
     format!(r#"{{"cniVersion":"{version}","name":"conformance","type":"x"}}"#)
 }
 
+/// A call with `CNI_PATH` set, so only the property under test is wrong.
+fn call(command: &str, stdin: impl Into<Vec<u8>>) -> PluginCall {
+    PluginCall::new(command, stdin).cni_path(vec!["/nonexistent/cni/bin".into()])
+}
+
 /// Runs without any namespace: these calls must fail before touching anything.
 fn run(plugin: &str, call: &PluginCall) -> cni_tests::PluginOutput {
     call.run_here(&plugin_bin(plugin))
@@ -84,7 +89,7 @@ fn missing_env_is_code_4_naming_vars() {
 #[test]
 fn invalid_env_values_are_code_4() {
     for p in PLUGINS {
-        let base = PluginCall::new("ADD", conf("1.0.0")).netns("/nonexistent/ns");
+        let base = call("ADD", conf("1.0.0")).netns("/nonexistent/ns");
         let out = run(p, &base.clone().container_id("bad/id"));
         assert_error(p, &out, 4, "invalid characters in containerID");
         let out = run(p, &base.clone().ifname("0123456789abcdef"));
@@ -99,7 +104,7 @@ fn invalid_env_values_are_code_4() {
 #[test]
 fn bad_json_is_code_6_and_bad_names_code_7() {
     for p in PLUGINS {
-        let base = PluginCall::new("DEL", "").netns("/nonexistent/ns");
+        let base = call("DEL", "").netns("/nonexistent/ns");
         assert_error(p, &run(p, &base.clone().stdin("{not json")), 6, "");
         assert_error(p, &run(p, &base.clone().stdin("")), 6, "");
         let nameless = r#"{"cniVersion":"1.0.0","type":"x"}"#;
@@ -122,7 +127,7 @@ fn bad_json_is_code_6_and_bad_names_code_7() {
 #[test]
 fn version_gates_are_code_1() {
     for p in PLUGINS {
-        let base = PluginCall::new("ADD", "").netns("/nonexistent/ns");
+        let base = call("ADD", "").netns("/nonexistent/ns");
         assert_error(
             p,
             &run(p, &base.clone().stdin(conf("2.0.0"))),
