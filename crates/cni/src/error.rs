@@ -50,6 +50,24 @@ impl Code {
 /// The first code a plugin may use for its own documented conditions.
 pub const FIRST_PLUGIN_CODE: u32 = 100;
 
+/// The plugin-specific codes (100+) this suite uses, the same in every plugin
+/// so a runtime or an operator can act on them. The reference plugins report
+/// all of these as 999.
+pub mod codes {
+    /// ADD: a range set has no free address. Not 11 (it lasts until a
+    /// container is deleted, so a runtime retrying on 11 would spin) and not
+    /// 50 (reserved for STATUS).
+    pub const ADDRESS_POOL_EXHAUSTED: u32 = 100;
+    /// ADD: a requested address is reserved by another attachment (or is the
+    /// gateway).
+    pub const ADDRESS_UNAVAILABLE: u32 = 101;
+    /// ADD: the attachment already holds an address in the range set.
+    pub const DUPLICATE_ALLOCATION: u32 = 102;
+    /// CHECK: what the attachment's `prevResult` describes is missing or
+    /// differs from what exists (addresses, links, routes, rules).
+    pub const CHECK_MISMATCH: u32 = 103;
+}
+
 /// A CNI error: what a plugin prints on stdout when a command fails.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Error {
