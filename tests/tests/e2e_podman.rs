@@ -1,0 +1,417 @@
+//! podman (Debian's podman 4, CNI backend) runs containers on our plugins.
+//!
+//! Everything is private to the test: podman runs with its own `--root`,
+//! `--runroot`, `--tmpdir`, containers.conf (`CONTAINERS_CONF`), network
+//! config dir with one conflist, a runc wrapper keeping runc's state in the
+//! test directory, a private cgroup parent, and an image imported from a
+//! rootfs made of Debian's busybox-static (no registry needed). podman and
+//! therefore the plugins run in a private "host" network namespace (the
+//! podman process is spawned from a thread that entered it), so the real
+//! host's links and netfilter are never touched; container namespaces are
+//! made by podman.
+//!
+//! Asserted: both containers get an address in the subnet, they ping each
+//! other and talk HTTP (busybox httpd / nc), the published host port serves
+//! the container's page from the host namespace, and after `podman rm` no
+//! veth, IP reservation, DNAT or masquerade rule is left.
+//!
+//! Needs: podman, runc, conmon, busybox-static (skips without them, unless
+//! `CI=true`).
+
+#[path = "../e2e/common.rs"]
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use cni_tests::{Netns, bin_dir, require_root, unique_name};
+use common::{mentions_ip, netfilter_dump, reservations, veths};
+
+const SUBNET_PREFIX: &str = "10.89.";
+const HOST_IP: &str = "192.0.2.1";
+const HOST_PORT: u16 = 18080;
+
+/// Builds a rootfs tarball from busybox-static: `/bin/<applet>` links and a
+/// web page in `/www`.
+fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["bin", "www", "tmp", "etc", "proc", "sys", "dev"] {
+        std::fs::create_dir_all(root.join(d)).expect("mkdir rootfs");
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy busybox");
+    for applet in [
+        "sh", "httpd", "nc", "ping", "ip", "sleep", "cat", "printf", "hostname",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))
+            .expect("symlink applet");
+    }
+    std::fs::write(root.join("www/index.html"), "hello from podman c1\n").expect("index.html");
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").expect("passwd");
+    let tar = dir.join("rootfs.tar");
+    let out = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .output()
+        .expect("spawn tar");
+    assert!(
+        out.status.success(),
+        "tar: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tar
+}
+
+/// A private podman installation; `Drop` removes its containers, storage
+/// and cgroups, also when the test fails.
+struct Podman<'a> {
+    host: &'a Netns,
+    dir: tempfile::TempDir,
+    cgroup_parent: String,
+}
+
+impl<'a> Podman<'a> {
+    fn new(host: &'a Netns, net_conf: &serde_json::Value) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path();
+        for d in ["net.d", "root", "runroot", "tmp", "runc"] {
+            std::fs::create_dir_all(p.join(d)).expect("mkdir");
+        }
+        std::fs::write(p.join("net.d/10-e2e.conflist"), net_conf.to_string()).expect("conflist");
+        let wrapper = p.join("runc-wrapper");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nexec runc --root {} \"$@\"\n",
+                p.join("runc").display()
+            ),
+        )
+        .expect("runc wrapper");
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let hard_nofile = hard_nofile_limit();
+        std::fs::write(
+            p.join("containers.conf"),
+            format!(
+                r#"[containers]
+default_ulimits = ["nofile={hard_nofile}:{hard_nofile}", "nproc=32768:32768"]
+log_driver = "k8s-file"
+
+[network]
+network_backend = "cni"
+cni_plugin_dirs = ["{bin}"]
+network_config_dir = "{netd}"
+default_network = "unused-default"
+
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "{events}"
+lock_type = "file"
+tmp_dir = "{tmp}"
+runtime = "e2e-runc"
+
+[engine.runtimes]
+e2e-runc = ["{wrapper}"]
+"#,
+                bin = bin_dir().display(),
+                netd = p.join("net.d").display(),
+                events = p.join("events.log").display(),
+                tmp = p.join("tmp").display(),
+                wrapper = wrapper.display(),
+            ),
+        )
+        .expect("containers.conf");
+        Self {
+            host,
+            dir,
+            cgroup_parent: format!("/{}", unique_name("cnie2e-")),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let p = self.dir.path();
+        let mut cmd = Command::new("podman");
+        cmd.env("CONTAINERS_CONF", p.join("containers.conf"))
+            .env("CONTAINERS_REGISTRIES_CONF", p.join("registries.conf"))
+            .arg("--root")
+            .arg(p.join("root"))
+            .arg("--runroot")
+            .arg(p.join("runroot"))
+            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
+            .arg("--network-config-dir")
+            .arg(p.join("net.d"))
+            .arg("--tmpdir")
+            .arg(p.join("tmp"))
+            .args(args);
+        // Spawned from a thread inside the host namespace: podman and the
+        // plugins it runs live there.
+        self.host.run_in(|| cmd.output().expect("spawn podman"))
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "podman {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Podman<'_> {
+    fn drop(&mut self) {
+        let out = self.run(&["rm", "--all", "--force", "--time", "0"]);
+        if !out.status.success() {
+            eprintln!(
+                "warning: podman rm --all: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let _ = self.run(&["system", "reset", "--force"]);
+        // The private cgroup parent (with conmon's child) in every v1
+        // hierarchy, or the unified one.
+        let name = self.cgroup_parent.trim_start_matches('/');
+        let mut dirs = vec![Path::new("/sys/fs/cgroup").join(name)];
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            dirs.extend(
+                hierarchies
+                    .filter_map(|h| h.ok())
+                    .map(|h| h.path().join(name)),
+            );
+        }
+        for d in dirs.iter().filter(|d| d.is_dir()) {
+            remove_cgroup(d);
+        }
+    }
+}
+
+/// `rmdir` a cgroup and its children, deepest first (a cgroup directory's
+/// files go with it).
+fn remove_cgroup(dir: &Path) {
+    if let Ok(children) = std::fs::read_dir(dir) {
+        for c in children.filter_map(|c| c.ok()) {
+            if c.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&c.path());
+            }
+        }
+    }
+    if let Err(e) = std::fs::remove_dir(dir) {
+        eprintln!("warning: rmdir {}: {e}", dir.display());
+    }
+}
+
+/// The hard `RLIMIT_NOFILE` of this process (from `/proc/self/limits`).
+fn hard_nofile_limit() -> String {
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("read /proc/self/limits");
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .expect("Max open files line")
+        .to_owned()
+}
+
+fn http_get(host: &Netns, addr: &str) -> String {
+    host.run_in(|| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let attempt = (|| -> std::io::Result<String> {
+                let mut s = TcpStream::connect_timeout(
+                    &addr.parse().expect("addr"),
+                    Duration::from_secs(2),
+                )?;
+                s.set_read_timeout(Some(Duration::from_secs(3)))?;
+                s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+                let mut body = String::new();
+                s.read_to_string(&mut body)?;
+                Ok(body)
+            })();
+            match attempt {
+                Ok(b) if b.contains("hello") => return b,
+                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(300)),
+                other => panic!("GET http://{addr}/ from {}: {other:?}", host.name()),
+            }
+        }
+    })
+}
+
+#[test]
+fn e2e_podman_cni_backend() {
+    if !require_root() {
+        return;
+    }
+    for (prog, pkg) in [
+        ("podman", "podman"),
+        ("runc", "runc"),
+        ("conmon", "conmon"),
+        ("busybox", "busybox-static"),
+    ] {
+        if !common::require_program(prog, pkg) {
+            return;
+        }
+    }
+    let started = Instant::now();
+    let host = Netns::new();
+    // The host's own address, on a veth to an "outside" namespace.
+    let outside = Netns::new();
+    let out = Command::new("ip")
+        .args([
+            "link",
+            "add",
+            "uplink0",
+            "netns",
+            host.name(),
+            "type",
+            "veth",
+        ])
+        .args(["peer", "name", "eth0", "netns", outside.name()])
+        .output()
+        .expect("spawn ip link add");
+    assert!(
+        out.status.success(),
+        "uplink: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    host.exec_ok(
+        "ip",
+        &["addr", "add", &format!("{HOST_IP}/24"), "dev", "uplink0"],
+    );
+    host.exec_ok("ip", &["link", "set", "uplink0", "up"]);
+    outside.exec_ok("ip", &["addr", "add", "192.0.2.2/24", "dev", "eth0"]);
+    outside.exec_ok("ip", &["link", "set", "eth0", "up"]);
+
+    let net = unique_name("cnie2e-");
+    let data = tempfile::tempdir().expect("tempdir");
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": net,
+        "plugins": [
+            {"type": "bridge", "bridge": "cnie2e0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": format!("{SUBNET_PREFIX}0.0/24")}]],
+                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": data.path()}},
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]
+    });
+    let podman = Podman::new(&host, &conf);
+    let tar = busybox_rootfs(podman.dir.path());
+    let image = "localhost/cnie2e-busybox:latest";
+    podman.ok(&[
+        "import",
+        "--change",
+        "CMD=/bin/sh",
+        &tar.to_string_lossy(),
+        image,
+    ]);
+
+    let run_common = |name: &str| {
+        vec![
+            "run".to_owned(),
+            "-d".to_owned(),
+            "--name".to_owned(),
+            name.to_owned(),
+            "--network".to_owned(),
+            net.clone(),
+            "--cgroup-parent".to_owned(),
+            podman.cgroup_parent.clone(),
+            "--cap-add".to_owned(),
+            "NET_RAW".to_owned(),
+        ]
+    };
+    let (n1, n2) = (unique_name("c1-"), unique_name("c2-"));
+    let mut a1 = run_common(&n1);
+    a1.extend(
+        [
+            "-p",
+            &format!("{HOST_PORT}:80"),
+            image,
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        ]
+        .map(str::to_owned),
+    );
+    let mut a2 = run_common(&n2);
+    a2.extend([image, "sleep", "600"].map(str::to_owned));
+    let id1 = podman.ok(&a1.iter().map(String::as_str).collect::<Vec<_>>());
+    let id2 = podman.ok(&a2.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let ip_of = |name: &str| {
+        podman.ok(&[
+            "inspect",
+            "--format",
+            &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
+            name,
+        ])
+    };
+    let (ip1, ip2) = (ip_of(&n1), ip_of(&n2));
+    assert!(
+        ip1.starts_with(SUBNET_PREFIX) && ip2.starts_with(SUBNET_PREFIX),
+        "{ip1} {ip2}"
+    );
+    assert_ne!(ip1, ip2);
+    let eth0 = podman.ok(&["exec", &n2, "ip", "-4", "-o", "addr", "show", "eth0"]);
+    assert!(eth0.contains(&ip2), "{eth0}");
+
+    podman.ok(&["exec", &n2, "ping", "-c", "1", "-W", "2", &ip1]);
+    podman.ok(&["exec", &n1, "ping", "-c", "1", "-W", "2", &ip2]);
+    let page = podman.ok(&[
+        "exec",
+        &n2,
+        "sh",
+        "-c",
+        &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc {ip1} 80"),
+    ]);
+    assert!(
+        page.contains("hello from podman c1"),
+        "HTTP c2 -> c1: {page}"
+    );
+
+    // The published port serves from the host itself and from outside.
+    for client in [&host, &outside] {
+        let page = http_get(client, &format!("{HOST_IP}:{HOST_PORT}"));
+        assert!(page.contains("200 OK"), "{page}");
+    }
+    let rules = netfilter_dump(&host);
+    assert!(
+        mentions_ip(&rules, &ip1) && rules.contains(&id1),
+        "rules for c1 missing:\n{rules}"
+    );
+
+    podman.ok(&["rm", "--force", "--time", "0", &n1, &n2]);
+    let left: Vec<String> = veths(&host)
+        .into_iter()
+        .filter(|v| v != "uplink0")
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "veths left after podman rm");
+    assert_eq!(
+        reservations(data.path(), &net),
+        Vec::<String>::new(),
+        "IP reservations left"
+    );
+    let rules = netfilter_dump(&host);
+    for needle in [&id1, &id2] {
+        assert!(
+            !rules.contains(needle.as_str()),
+            "rule for {needle} left:\n{rules}"
+        );
+    }
+    for ip in [&ip1, &ip2] {
+        assert!(
+            !mentions_ip(&rules, ip),
+            "rule for {ip} left (DNAT/masquerade):\n{rules}"
+        );
+    }
+    eprintln!("podman e2e took {:?}", started.elapsed());
+}
