@@ -247,3 +247,51 @@ pub fn assert_nothing_left(
         );
     }
 }
+
+/// Builds `dir/rootfs` from busybox-static (`/bin/<applet>` links, `page`
+/// as `/www/index.html`) and returns `dir/rootfs.tar` holding it.
+pub fn busybox_rootfs_tar(dir: &Path, page: &str) -> PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["bin", "www", "tmp", "etc", "proc", "sys", "dev"] {
+        std::fs::create_dir_all(root.join(d)).expect("mkdir rootfs");
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy busybox");
+    for applet in [
+        "sh", "httpd", "nc", "ping", "ip", "sleep", "cat", "printf", "hostname",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))
+            .expect("symlink applet");
+    }
+    std::fs::write(root.join("www/index.html"), page).expect("index.html");
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").expect("passwd");
+    let tar = dir.join("rootfs.tar");
+    let out = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .output()
+        .expect("spawn tar");
+    assert!(
+        out.status.success(),
+        "tar: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tar
+}
+
+/// `rmdir` a cgroup and its children, deepest first (a cgroup directory's
+/// files go with it).
+pub fn remove_cgroup(dir: &Path) {
+    if let Ok(children) = std::fs::read_dir(dir) {
+        for c in children.filter_map(|c| c.ok()) {
+            if c.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&c.path());
+            }
+        }
+    }
+    if let Err(e) = std::fs::remove_dir(dir) {
+        eprintln!("warning: rmdir {}: {e}", dir.display());
+    }
+}

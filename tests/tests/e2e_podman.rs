@@ -24,7 +24,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -34,39 +34,6 @@ use common::{mentions_ip, netfilter_dump, reservations, veths};
 const SUBNET_PREFIX: &str = "10.89.";
 const HOST_IP: &str = "192.0.2.1";
 const HOST_PORT: u16 = 18080;
-
-/// Builds a rootfs tarball from busybox-static: `/bin/<applet>` links and a
-/// web page in `/www`.
-fn busybox_rootfs(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    for d in ["bin", "www", "tmp", "etc", "proc", "sys", "dev"] {
-        std::fs::create_dir_all(root.join(d)).expect("mkdir rootfs");
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy busybox");
-    for applet in [
-        "sh", "httpd", "nc", "ping", "ip", "sleep", "cat", "printf", "hostname",
-    ] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))
-            .expect("symlink applet");
-    }
-    std::fs::write(root.join("www/index.html"), "hello from podman c1\n").expect("index.html");
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").expect("passwd");
-    let tar = dir.join("rootfs.tar");
-    let out = Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .output()
-        .expect("spawn tar");
-    assert!(
-        out.status.success(),
-        "tar: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    tar
-}
 
 /// A private podman installation; `Drop` removes its containers, storage
 /// and cgroups, also when the test fails.
@@ -189,23 +156,8 @@ impl Drop for Podman<'_> {
             );
         }
         for d in dirs.iter().filter(|d| d.is_dir()) {
-            remove_cgroup(d);
+            common::remove_cgroup(d);
         }
-    }
-}
-
-/// `rmdir` a cgroup and its children, deepest first (a cgroup directory's
-/// files go with it).
-fn remove_cgroup(dir: &Path) {
-    if let Ok(children) = std::fs::read_dir(dir) {
-        for c in children.filter_map(|c| c.ok()) {
-            if c.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_cgroup(&c.path());
-            }
-        }
-    }
-    if let Err(e) = std::fs::remove_dir(dir) {
-        eprintln!("warning: rmdir {}: {e}", dir.display());
     }
 }
 
@@ -302,7 +254,7 @@ fn e2e_podman_cni_backend() {
         ]
     });
     let podman = Podman::new(&host, &conf);
-    let tar = busybox_rootfs(podman.dir.path());
+    let tar = common::busybox_rootfs_tar(podman.dir.path(), "hello from podman c1\n");
     let image = "localhost/cnie2e-busybox:latest";
     podman.ok(&[
         "import",

@@ -1,0 +1,526 @@
+//! containerd (Debian's containerd 1.6, `ctr run --cni`) runs containers on
+//! our plugins.
+//!
+//! A private containerd (own config, root, state, socket; the CRI plugin is
+//! disabled) and an image built by hand as an OCI layout tarball from
+//! Debian's busybox-static, loaded with `ctr images import`. `ctr` always
+//! reads the first file of `/etc/cni/net.d` and runs plugins from
+//! `/opt/cni/bin`, so every `ctr` runs in a private mount namespace (`ip
+//! netns exec`, which also puts it in the test's "host" network namespace)
+//! with a private directory bind-mounted on `/etc/cni` and another on
+//! `/opt`. The real host's network, `/etc/cni` and `/opt` are never
+//! changed.
+//!
+//! Asserted: both containers get an address in the subnet, they ping each
+//! other and talk HTTP, a container reaches an "outside" namespace through
+//! masquerade, and after the tasks are killed (ctr then DELs with an empty
+//! `CNI_NETNS`) no veth, IP reservation, masquerade rule or cached result
+//! is left.
+//!
+//! Needs: containerd, runc, busybox-static (skips without them, unless
+//! `CI=true`).
+
+#[path = "../e2e/common.rs"]
+mod common;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cni_tests::{Netns, bin_dir, require_root, unique_name};
+use common::{eventually, mentions_ip, netfilter_dump, reservations, veths};
+
+const SUBNET_PREFIX: &str = "10.90.";
+const HOST_IP: &str = "192.0.2.1";
+const OUTSIDE_IP: &str = "192.0.2.2";
+const CTR_NS: &str = "cnie2e";
+
+/// Turns `dir/rootfs.tar` into a one-layer OCI image layout tarball named
+/// `name` (sha256sum computes the digests).
+const OCI_SCRIPT: &str = r#"set -eu
+dir=$1 name=$2 arch=$3
+cd "$dir"
+mkdir -p oci/blobs/sha256
+blob() { s=$(sha256sum "$1" | cut -d' ' -f1); z=$(stat -c %s "$1"); mv "$1" "oci/blobs/sha256/$s"; echo "$s $z"; }
+set -- $(blob rootfs.tar); lsha=$1 lsize=$2
+printf '{"architecture":"%s","os":"linux","config":{"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$arch" "$lsha" >config.json
+set -- $(blob config.json); csha=$1 csize=$2
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' "$csha" "$csize" "$lsha" "$lsize" >manifest.json
+set -- $(blob manifest.json); msha=$1 msize=$2
+printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"latest"}}]}' "$msha" "$msize" "$name" >oci/index.json
+printf '{"imageLayoutVersion":"1.0.0"}' >oci/oci-layout
+tar -C oci -cf image.tar .
+"#;
+
+/// Runs `ctr` in the host network namespace and a private mount namespace
+/// where `$1` is mounted on /etc/cni and `$2` on /opt.
+const CTR_WRAPPER: &str = r#"set -eu
+mount --bind "$1" /etc/cni
+mount --bind "$2" /opt
+shift 2
+exec ctr "$@"
+"#;
+
+/// A private containerd; `Drop` kills its tasks, stops it and removes
+/// cgroups, also when the test fails.
+struct Containerd<'a> {
+    host: &'a Netns,
+    dir: tempfile::TempDir,
+    daemon: Child,
+    cgroup_parent: String,
+    runs: Vec<Child>,
+    /// Directories under /run that containerd/ctr hard-code and that did
+    /// not exist before (removed again when empty).
+    created_run_dirs: Vec<PathBuf>,
+}
+
+/// containerd 1.6 and ctr put shim sockets and FIFOs here whatever the
+/// configuration says.
+const HARD_CODED_RUN_DIRS: [&str; 3] = [
+    "/run/containerd/fifo",
+    "/run/containerd/s",
+    "/run/containerd",
+];
+
+impl<'a> Containerd<'a> {
+    fn start(host: &'a Netns, conflist: &serde_json::Value) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        for sub in ["etc-cni/net.d", "opt/cni/bin", "root", "state", "runc"] {
+            std::fs::create_dir_all(d.join(sub)).expect("mkdir");
+        }
+        std::fs::write(
+            d.join("etc-cni/net.d/10-e2e.conflist"),
+            conflist.to_string(),
+        )
+        .expect("conflist");
+        for p in ["bridge", "host-local", "portmap"] {
+            std::os::unix::fs::symlink(bin_dir().join(p), d.join("opt/cni/bin").join(p))
+                .expect("link plugin");
+        }
+        // ctr also attaches a loopback network (go-cni's WithLoNetwork).
+        if let Some(lo) = cni_tests::reference_bin("loopback") {
+            std::os::unix::fs::symlink(lo, d.join("opt/cni/bin/loopback")).expect("link loopback");
+        }
+        std::fs::write(
+            d.join("config.toml"),
+            format!(
+                r#"version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.internal.v1.opt", "io.containerd.tracing.processor.v1.otlp"]
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+"#,
+                root = d.join("root").display(),
+                state = d.join("state").display(),
+                sock = d.join("c.sock").display(),
+            ),
+        )
+        .expect("config.toml");
+        let log = std::fs::File::create(d.join("containerd.log")).expect("log");
+        let daemon = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn containerd");
+        let me = Self {
+            host,
+            dir,
+            daemon,
+            cgroup_parent: format!("/{}", unique_name("cnie2e-ctr-")),
+            runs: Vec::new(),
+            created_run_dirs: HARD_CODED_RUN_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .filter(|p| !p.exists())
+                .collect(),
+        };
+        let ready = eventually(Duration::from_secs(20), || {
+            me.ctr_plain(&["version"]).status.success()
+        });
+        assert!(ready, "containerd did not start: {}", me.log());
+        me
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    fn ctr_command(&self, args: &[&str]) -> Command {
+        let d = self.dir.path();
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            self.host.name(),
+            "sh",
+            "-c",
+            CTR_WRAPPER,
+            "sh",
+        ])
+        .arg(d.join("etc-cni"))
+        .arg(d.join("opt"))
+        .arg("--address")
+        .arg(d.join("c.sock"))
+        .args(["--namespace", CTR_NS])
+        .args(args)
+        .env("CONTAINERD_SNAPSHOTTER", "native");
+        cmd
+    }
+
+    fn ctr_plain(&self, args: &[&str]) -> Output {
+        self.ctr_command(args).output().expect("spawn ctr")
+    }
+
+    fn ctr(&self, args: &[&str]) -> String {
+        let out = self.ctr_plain(args);
+        assert!(
+            out.status.success(),
+            "ctr {args:?} failed ({}): {}{}\ncontainerd log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// `ctr run --rm --cni` in the background (it DELs when the task ends).
+    fn run(&mut self, image: &str, id: &str, cmd: &[&str]) {
+        let runc_root = self.dir.path().join("runc");
+        let cgroup = format!("{}/{id}", self.cgroup_parent);
+        let mut args = vec![
+            "run",
+            "--rm",
+            "--cni",
+            "--runc-root",
+            runc_root.to_str().expect("utf-8 path"),
+            "--cgroup",
+            &cgroup,
+            image,
+            id,
+        ];
+        args.extend_from_slice(cmd);
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("run-{id}.log"))).expect("log");
+        let child = self
+            .ctr_command(&args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn ctr run");
+        self.runs.push(child);
+    }
+
+    fn run_log(&self, id: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("run-{id}.log"))).unwrap_or_default()
+    }
+
+    /// `ctr task exec` in container `id`.
+    fn exec(&self, id: &str, cmd: &[&str]) -> String {
+        let exec_id = unique_name("x");
+        let mut args = vec!["task", "exec", "--exec-id", exec_id.as_str(), id];
+        args.extend_from_slice(cmd);
+        self.ctr(&args)
+    }
+
+    /// Wait until every `ctr run` has exited (after its DEL).
+    fn wait_runs(&mut self, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        for child in &mut self.runs {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < end => {
+                        std::thread::sleep(Duration::from_millis(100))
+                    }
+                    _ => panic!("ctr run did not exit after its task was killed"),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Containerd<'_> {
+    fn drop(&mut self) {
+        for id in self
+            .ctr_plain(&["task", "ls", "-q"])
+            .stdout
+            .split(|b| *b == b'\n')
+        {
+            let id = String::from_utf8_lossy(id).trim().to_owned();
+            if !id.is_empty() {
+                let _ = self.ctr_plain(&["task", "kill", "-s", "KILL", &id]);
+            }
+        }
+        for child in &mut self.runs {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for id in self
+            .ctr_plain(&["containers", "ls", "-q"])
+            .stdout
+            .split(|b| *b == b'\n')
+        {
+            let id = String::from_utf8_lossy(id).trim().to_owned();
+            if !id.is_empty() {
+                let _ = self.ctr_plain(&["task", "rm", "-f", &id]);
+                let _ = self.ctr_plain(&["containers", "rm", &id]);
+            }
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(self.daemon.id()).unwrap_or(i32::MAX)),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.daemon.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        let name = self.cgroup_parent.trim_start_matches('/');
+        let mut dirs = vec![Path::new("/sys/fs/cgroup").join(name)];
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            dirs.extend(
+                hierarchies
+                    .filter_map(|h| h.ok())
+                    .map(|h| h.path().join(name)),
+            );
+        }
+        for d in dirs.iter().filter(|d| d.is_dir()) {
+            common::remove_cgroup(d);
+        }
+        // Deepest first; only if empty (another containerd may use them).
+        for d in &self.created_run_dirs {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+fn oci_image(dir: &Path, name: &str) -> PathBuf {
+    common::busybox_rootfs_tar(dir, "hello from containerd c1\n");
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let out = Command::new("sh")
+        .args(["-c", OCI_SCRIPT, "sh"])
+        .arg(dir)
+        .args([name, arch])
+        .output()
+        .expect("spawn sh");
+    assert!(
+        out.status.success(),
+        "OCI layout: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join("image.tar")
+}
+
+fn ipv4_of(c: &Containerd<'_>, id: &str) -> String {
+    let out = c.exec(id, &["ip", "-4", "-o", "addr", "show", "eth0"]);
+    out.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no IPv4 on eth0 of {id}: {out}"))
+        .to_owned()
+}
+
+#[test]
+fn e2e_containerd_ctr_run_cni() {
+    if !require_root() {
+        return;
+    }
+    for (prog, pkg) in [
+        ("containerd", "containerd"),
+        ("ctr", "containerd"),
+        ("runc", "runc"),
+        ("busybox", "busybox-static"),
+    ] {
+        if !common::require_program(prog, pkg) {
+            return;
+        }
+    }
+    let started = Instant::now();
+    let host = Netns::new();
+    let outside = Netns::new();
+    let out = Command::new("ip")
+        .args([
+            "link",
+            "add",
+            "uplink0",
+            "netns",
+            host.name(),
+            "type",
+            "veth",
+        ])
+        .args(["peer", "name", "eth0", "netns", outside.name()])
+        .output()
+        .expect("spawn ip link add");
+    assert!(
+        out.status.success(),
+        "uplink: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    host.exec_ok(
+        "ip",
+        &["addr", "add", &format!("{HOST_IP}/24"), "dev", "uplink0"],
+    );
+    host.exec_ok("ip", &["link", "set", "uplink0", "up"]);
+    outside.exec_ok(
+        "ip",
+        &["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "eth0"],
+    );
+    outside.exec_ok("ip", &["link", "set", "eth0", "up"]);
+
+    let net = unique_name("cnie2e-");
+    let data = tempfile::tempdir().expect("tempdir");
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": net,
+        "plugins": [
+            {"type": "bridge", "bridge": "cnie2e1", "isGateway": true, "ipMasq": true,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": format!("{SUBNET_PREFIX}0.0/24")}]],
+                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": data.path()}},
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]
+    });
+    let mut ctrd = Containerd::start(&host, &conf);
+    let image = "localhost/cnie2e-busybox:latest";
+    let tar = oci_image(ctrd.dir.path(), image);
+    ctrd.ctr(&["images", "import", &tar.to_string_lossy()]);
+
+    let (c1, c2) = (unique_name("c1-"), unique_name("c2-"));
+    ctrd.run(image, &c1, &["httpd", "-f", "-p", "80", "-h", "/www"]);
+    ctrd.run(image, &c2, &["sleep", "600"]);
+    for id in [&c1, &c2] {
+        let up = eventually(Duration::from_secs(30), || {
+            ctrd.ctr_plain(&[
+                "task",
+                "exec",
+                "--exec-id",
+                &unique_name("p"),
+                id,
+                "ip",
+                "-4",
+                "-o",
+                "addr",
+                "show",
+                "eth0",
+            ])
+            .stdout
+            .windows(4)
+            .any(|w| w == b"inet")
+        });
+        assert!(
+            up,
+            "{id} has no network: {}\n{}",
+            ctrd.run_log(id),
+            ctrd.log()
+        );
+    }
+    let (ip1, ip2) = (ipv4_of(&ctrd, &c1), ipv4_of(&ctrd, &c2));
+    assert!(
+        ip1.starts_with(SUBNET_PREFIX) && ip2.starts_with(SUBNET_PREFIX),
+        "{ip1} {ip2}"
+    );
+    assert_ne!(ip1, ip2);
+
+    ctrd.exec(&c2, &["ping", "-c", "1", "-W", "2", &ip1]);
+    ctrd.exec(&c1, &["ping", "-c", "1", "-W", "2", &ip2]);
+    let page = ctrd.exec(
+        &c2,
+        &[
+            "sh",
+            "-c",
+            &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc {ip1} 80"),
+        ],
+    );
+    assert!(
+        page.contains("hello from containerd c1"),
+        "HTTP c2 -> c1: {page}"
+    );
+
+    // To the outside through the bridge plugin's masquerade.
+    let listener = outside.run_in(|| TcpListener::bind((OUTSIDE_IP, 9000)).expect("bind"));
+    let accept = std::thread::spawn(move || {
+        let (mut s, peer) = listener.accept().expect("accept");
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf);
+        (peer, buf)
+    });
+    ctrd.exec(
+        &c2,
+        &["sh", "-c", &format!("echo hi | nc {OUTSIDE_IP} 9000")],
+    );
+    let (peer, got) = accept.join().expect("accept thread");
+    assert_eq!(got.trim(), "hi");
+    assert_eq!(
+        peer.ip().to_string(),
+        HOST_IP,
+        "the outside must see the host's address"
+    );
+    let full_id = format!("{CTR_NS}-{c2}");
+    let rules = netfilter_dump(&host);
+    assert!(
+        rules.contains(&full_id),
+        "no masquerade rule for {full_id}:\n{rules}"
+    );
+
+    // Killing the tasks ends `ctr run --rm`, which DELs with CNI_NETNS="".
+    for id in [&c1, &c2] {
+        ctrd.ctr(&["task", "kill", "-s", "KILL", id]);
+    }
+    ctrd.wait_runs(Duration::from_secs(30));
+    for id in [&c1, &c2] {
+        let log = ctrd.run_log(id);
+        assert!(
+            !log.contains("level=error"),
+            "ctr run {id} reported an error: {log}"
+        );
+    }
+    let left: Vec<String> = veths(&host)
+        .into_iter()
+        .filter(|v| v != "uplink0")
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "veths left");
+    assert_eq!(
+        reservations(data.path(), &net),
+        Vec::<String>::new(),
+        "IP reservations left"
+    );
+    let rules = netfilter_dump(&host);
+    for id in [&c1, &c2] {
+        assert!(
+            !rules.contains(&format!("{CTR_NS}-{id}")),
+            "rule for {id} left:\n{rules}"
+        );
+    }
+    for ip in [&ip1, &ip2] {
+        assert!(!mentions_ip(&rules, ip), "rule for {ip} left:\n{rules}");
+    }
+    let cached: Vec<String> = common::cache_entries(Path::new("/var/lib/cni"))
+        .into_iter()
+        .filter(|f| f.starts_with(&net))
+        .collect();
+    assert_eq!(cached, Vec::<String>::new(), "libcni cache entries left");
+    eprintln!("containerd e2e took {:?}", started.elapsed());
+}
