@@ -8,8 +8,16 @@
 //! * [`links`] (host side: bridge, veth, ports, gateway addresses) and [`container`]
 //!   (addresses, routes and sysctls inside `CNI_NETNS`).
 //!
-//! Test hook: `CNI_BRIDGE_FAIL_AFTER=<step>` makes ADD fail right after that step (see
-//! [`rollback::STEPS`]).
+//! Test hooks (fault injection; unset in production, each names one of
+//! [`rollback::STEPS`]: `bridge`, `veth`, `port`, `spoofchk`, `ipam`, `container`,
+//! `gateway`, `masq`, `wait`):
+//! * `CNI_BRIDGE_FAIL_AFTER=<step>`: ADD fails right after that step with an injected
+//!   error (code 999), running the normal rollback;
+//! * `CNI_BRIDGE_ABORT_AFTER=<step>`: the process calls `abort()` right after that step,
+//!   as if killed with `kill -9` there (no rollback; a later DEL must clean up);
+//! * `CNI_BRIDGE_PAUSE_AFTER=<step>` with `CNI_BRIDGE_PAUSE_FILE=<path>`: after that step
+//!   ADD creates `<path>.paused` and waits (at most 30 s) until `<path>` exists, so a
+//!   test can change the world mid-ADD (e.g. delete the netns).
 
 #![forbid(unsafe_code)]
 

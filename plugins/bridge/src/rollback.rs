@@ -18,11 +18,41 @@ pub const STEPS: &[&str] = &[
 /// Environment variable naming the step after which ADD fails (tests only).
 pub const FAIL_AFTER_ENV: &str = "CNI_BRIDGE_FAIL_AFTER";
 
-/// Fails with an injected error when `CNI_BRIDGE_FAIL_AFTER` names `step`.
+/// Environment variable naming the step after which ADD aborts the process (tests only:
+/// simulates `kill -9` at a known point; nothing is rolled back).
+pub const ABORT_AFTER_ENV: &str = "CNI_BRIDGE_ABORT_AFTER";
+
+/// Environment variable naming the step after which ADD pauses (tests only).
+pub const PAUSE_AFTER_ENV: &str = "CNI_BRIDGE_PAUSE_AFTER";
+
+/// With [`PAUSE_AFTER_ENV`]: ADD creates `<file>.paused`, then waits (at most 30 s)
+/// until `<file>` exists before it continues.
+pub const PAUSE_FILE_ENV: &str = "CNI_BRIDGE_PAUSE_FILE";
+
+/// The test hooks at the end of `step`, in this order: pause ([`PAUSE_AFTER_ENV`]),
+/// abort the process ([`ABORT_AFTER_ENV`]), fail with an injected error
+/// ([`FAIL_AFTER_ENV`]). Without these variables this does nothing.
 ///
 /// # Errors
 /// The injected error (code 999).
 pub fn fail_point(step: &str) -> cni::Result<()> {
+    if std::env::var(PAUSE_AFTER_ENV).is_ok_and(|s| s == step)
+        && let Some(file) = std::env::var_os(PAUSE_FILE_ENV)
+    {
+        let file = std::path::PathBuf::from(file);
+        let mut marker = file.clone().into_os_string();
+        marker.push(".paused");
+        if let Err(e) = std::fs::write(&marker, step) {
+            log::warn!("pause hook: cannot create {marker:?}: {e}");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !file.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    if std::env::var(ABORT_AFTER_ENV).is_ok_and(|s| s == step) {
+        std::process::abort();
+    }
     match std::env::var(FAIL_AFTER_ENV) {
         Ok(s) if s == step => Err(Error::internal(format!(
             "injected failure after step {step:?} ({FAIL_AFTER_ENV})"
