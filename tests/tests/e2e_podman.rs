@@ -365,5 +365,10 @@ fn e2e_podman_cni_backend() {
             "rule for {ip} left (DNAT/masquerade):\n{rules}"
         );
     }
+    let cached: Vec<String> = common::cache_entries(Path::new("/var/lib/cni"))
+        .into_iter()
+        .filter(|f| f.starts_with(&net))
+        .collect();
+    assert_eq!(cached, Vec::<String>::new(), "libcni cache entries left");
     eprintln!("podman e2e took {:?}", started.elapsed());
 }
