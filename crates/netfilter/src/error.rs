@@ -66,6 +66,16 @@ pub enum Error {
     /// Input that cannot be turned into rules (e.g. a port of 0).
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// A conntrack request over `NETLINK_NETFILTER` failed (kernel errno, timeout,
+    /// undecodable reply).
+    #[error("conntrack: {op}: {source}")]
+    Conntrack {
+        /// What was being done (family, port or flow).
+        op: String,
+        /// The socket error, the kernel's errno, or what was wrong with the reply.
+        #[source]
+        source: io::Error,
+    },
     /// Several independent failures (teardown keeps going after an error).
     #[error("{}", join(.0))]
     Multiple(Vec<Error>),

@@ -8,12 +8,14 @@
 //!   write per family and operation, with a bounded xtables lock wait;
 //! * [`nft`]: one `nft -j -f -` transaction per operation;
 //! * [`masq`]: bridge `ipMasq`; [`spoofchk`]: bridge `macspoofchk`; [`portmap`]: port
-//!   mappings.
+//!   mappings;
+//! * [`conntrack`]: deleting UDP conntrack entries by port over `NETLINK_NETFILTER`.
 
 mod error;
 mod exec;
 
 pub mod backend;
+pub mod conntrack;
 pub mod iptables;
 pub mod masq;
 pub mod names;
