@@ -3,6 +3,10 @@
 //! Topology (all created here): a "host" namespace with bridge `br0` (10.99.0.1/24,
 //! fd00:99::1/64) and a second bridge `br1` with 10.98.0.1/24; containers attached by veth with
 //! 10.99.0.x. Servers and clients are std TCP/UDP sockets created inside the namespaces.
+//!
+//! Every plugin call runs with a `PATH` whose first directory holds a fake `conntrack`
+//! that only records its arguments: the UDP conntrack flush must work without
+//! conntrack-tools (it is done over NETLINK_NETFILTER).
 
 #![allow(
     clippy::unwrap_used,
@@ -13,6 +17,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use cni_tests::{Netns, PluginOutput, TestEnv, reference_bin, require_root};
@@ -22,6 +27,39 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 struct Topo {
     env: TestEnv,
     containers: Vec<Netns>,
+    no_conntrack_cli: NoConntrackCli,
+}
+
+/// A directory with a fake `conntrack` that appends its arguments to `calls` and exits 0
+/// without touching the conntrack table; put first in the plugins' `PATH`.
+struct NoConntrackCli {
+    dir: tempfile::TempDir,
+}
+
+impl NoConntrackCli {
+    fn new() -> NoConntrackCli {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("conntrack");
+        let calls = dir.path().join("calls");
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho \"$*\" >> '{}'\nexit 0\n", calls.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        NoConntrackCli { dir }
+    }
+
+    /// `PATH` for the plugin: the fake first, then the test's own `PATH`.
+    fn path(&self) -> String {
+        let rest = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+        format!("{}:{rest}", self.dir.path().display())
+    }
+
+    /// Arguments of every `conntrack` exec so far (empty: never run).
+    fn calls(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("calls")).unwrap_or_default()
+    }
 }
 
 impl Topo {
@@ -42,6 +80,7 @@ impl Topo {
         Topo {
             env,
             containers: Vec::new(),
+            no_conntrack_cli: NoConntrackCli::new(),
         }
     }
 
@@ -87,7 +126,8 @@ impl Topo {
             .call(command, conf)
             .container_id(cid)
             .netns(netns.path())
-            .ifname("eth0");
+            .ifname("eth0")
+            .env("PATH", &self.no_conntrack_cli.path());
         self.env.run("portmap", &call)
     }
 
@@ -322,6 +362,11 @@ fn udp_flow_retargeted_after_delete() {
         udp_ask(t.ns(client), "10.99.0.3:40000", "10.99.0.1:8053").unwrap(),
         "C",
         "same UDP flow must reach the new container"
+    );
+    assert_eq!(
+        t.no_conntrack_cli.calls(),
+        "",
+        "the conntrack CLI must not be used"
     );
 }
 

@@ -2,9 +2,9 @@
 //! to the container, and the UDP conntrack flush for mapped host ports.
 
 use std::net::IpAddr;
-use std::process::Command;
 
 use cni::{Error, Result};
+use cni_netfilter::conntrack::{self, Family};
 use cni_netfilter::portmap::{PortMapping, Protocol};
 
 /// Sets `net.ipv4.conf.<iface>.route_localnet=1` on the interface the host routes
@@ -53,15 +53,12 @@ pub(crate) fn enable_route_localnet(container_ip: IpAddr) -> Result<()> {
     Ok(())
 }
 
-/// Deletes UDP conntrack entries whose original destination port is a mapped UDP host
-/// port, so that an existing flow (e.g. to a deleted container) is re-evaluated against
-/// the new DNAT rules. Errors are only logged.
-///
-/// Uses the `conntrack` tool (conntrack-tools): a documented fallback until a netlink
-/// conntrack client exists in the workspace. One exec per UDP port; without the tool the
-/// flush is skipped with a warning.
-pub(crate) fn flush_udp_conntrack(ipv4: bool, mappings: &[PortMapping]) {
-    let family = if ipv4 { "ipv4" } else { "ipv6" };
+/// Deletes the conntrack entries of one family whose original tuple is UDP to a mapped
+/// UDP host port (whatever the addresses), so that an existing flow (e.g. to a deleted
+/// container) is re-evaluated against the current DNAT rules (reference-behaviour 4.7,
+/// plugins #123). Done natively over NETLINK_NETFILTER in the calling namespace; as in
+/// the reference, failures are only logged, with the family and port.
+pub(crate) fn flush_udp_conntrack(family: Family, mappings: &[PortMapping]) {
     let mut ports: Vec<u16> = mappings
         .iter()
         .filter(|m| m.protocol == Protocol::Udp)
@@ -70,27 +67,12 @@ pub(crate) fn flush_udp_conntrack(ipv4: bool, mappings: &[PortMapping]) {
     ports.sort_unstable();
     ports.dedup();
     for port in ports {
-        let out = Command::new("conntrack")
-            .args([
-                "-D",
-                "-f",
-                family,
-                "-p",
-                "udp",
-                "--orig-port-dst",
-                &port.to_string(),
-            ])
-            .output();
-        match out {
-            // Exit 1 with "0 flow entries" just means nothing matched.
-            Ok(o)
-                if o.status.success()
-                    || String::from_utf8_lossy(&o.stderr).contains("0 flow entries") => {}
-            Ok(o) => log::warn!(
-                "conntrack flush of udp port {port} ({family}) failed: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
+        match conntrack::delete_udp_flows_to_port(family, port) {
+            Ok(0) => {}
+            Ok(n) => log::debug!("deleted {n} {family} udp conntrack entries to port {port}"),
+            Err(e) => log::warn!(
+                "unable to delete {family} udp conntrack entries to host port {port}: {e}"
             ),
-            Err(e) => log::warn!("conntrack flush of udp port {port} ({family}) skipped: {e}"),
         }
     }
 }

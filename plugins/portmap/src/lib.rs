@@ -3,7 +3,7 @@
 //!
 //! * `config`: the plugin keys and `runtimeConfig.portMappings`, validated (code 7);
 //! * `addresses`: which container addresses of `prevResult` are mapped;
-//! * `host`: `route_localnet` and the UDP conntrack flush;
+//! * `host`: `route_localnet` and the UDP conntrack flush (native, `cni_netfilter::conntrack`);
 //! * `errors`: netfilter errors to CNI codes (2, 11, 50, 7).
 
 mod addresses;
@@ -12,6 +12,7 @@ mod errors;
 mod host;
 
 use cni::{CmdArgs, Error, NetConf, Plugin, Result, Success};
+use cni_netfilter::conntrack::Family;
 use cni_netfilter::portmap::{self, Owner};
 
 pub use config::PortmapConfig;
@@ -57,8 +58,10 @@ impl Plugin for Portmap {
             &ips,
         )
         .map_err(|e| to_cni(e).context("unable to set up port mappings"))?;
-        for net in &ips {
-            host::flush_udp_conntrack(net.ip().is_ipv4(), &parsed.mappings);
+        for family in Family::ALL {
+            if ips.iter().any(|net| Family::of(net.ip()) == family) {
+                host::flush_udp_conntrack(family, &parsed.mappings);
+            }
         }
         if parsed.options.snat
             && let Some(v4) = ips.iter().find(|n| n.is_ipv4())
@@ -75,8 +78,8 @@ impl Plugin for Portmap {
         portmap::del(&owner(args, conf))
             .map_err(|e| to_cni(e).context("unable to remove port mappings"))?;
         if let Ok(parsed) = config::parse(conf) {
-            for v4 in [true, false] {
-                host::flush_udp_conntrack(v4, &parsed.mappings);
+            for family in Family::ALL {
+                host::flush_udp_conntrack(family, &parsed.mappings);
             }
         }
         Ok(())
