@@ -109,6 +109,7 @@ fn reference_attachments_are_checked_and_deleted_by_ours() {
         let last = ctrs.pop().unwrap();
         drop(last);
         chain.del(&n, Side::Ours, None, "up-1", &results[1]);
+        n.wait_veths_gone();
         n.assert_clean(Some(&ctrs[0]), "up-0");
         n.assert_clean(None, "up-1");
         shared_only(&n);

@@ -198,6 +198,16 @@ impl Node {
         self.env.host.exec_ok("nft", &["list", "ruleset"])
     }
 
+    /// Waits (at most 10 s) until no host veth is left: after `ip netns del` the kernel
+    /// destroys the namespace, and with it the container end and its host peer,
+    /// asynchronously.
+    pub fn wait_veths_gone(&self) {
+        let t0 = std::time::Instant::now();
+        while !self.host_veths().is_empty() && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Nothing of container `id` is left: no host veth, no container interface, no
     /// reservation, no per-container iptables chain, no nft rule or chain naming it.
     #[track_caller]
