@@ -29,6 +29,23 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+/// Deserialize a CIDR that must carry a prefix length (`10.1.0.0/16`);
+/// `ipnetwork` alone would read a bare address as a /32.
+///
+/// # Errors
+/// `invalid CIDR address: X` for anything else.
+pub fn cidr_with_prefix<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<IpNetwork, D::Error> {
+    use serde::de::Error as _;
+    let raw = String::deserialize(d)?;
+    if !raw.contains('/') {
+        return Err(D::Error::custom(format!("invalid CIDR address: {raw}")));
+    }
+    raw.parse()
+        .map_err(|_| D::Error::custom(format!("invalid CIDR address: {raw}")))
+}
+
 /// A plugin configuration with no keys of its own.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct NoPluginConfig {}
@@ -193,7 +210,8 @@ pub struct PortMapping {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RangeConf {
-    /// The subnet (must be the network address).
+    /// The subnet (must be the network address); a prefix length is required.
+    #[serde(deserialize_with = "cidr_with_prefix")]
     pub subnet: IpNetwork,
     /// First address to allocate (inclusive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -291,6 +309,19 @@ mod tests {
         );
         assert_eq!(c.args.cni.ips, ["10.0.0.6"]);
         assert_eq!(c.args.cni.mac.as_deref(), Some("c2:00:00:00:00:01"));
+    }
+
+    #[test]
+    fn range_subnet_needs_a_prefix() {
+        let e = serde_json::from_str::<RangeConf>(r#"{"subnet":"10.9.0.0"}"#).unwrap_err();
+        assert!(
+            e.to_string().contains("invalid CIDR address: 10.9.0.0"),
+            "{e}"
+        );
+        let e = serde_json::from_str::<RangeConf>(r#"{"subnet":"10.9.0.0/99"}"#).unwrap_err();
+        assert!(e.to_string().contains("invalid CIDR address"), "{e}");
+        let r: RangeConf = serde_json::from_str(r#"{"subnet":"fd00::/64"}"#).unwrap();
+        assert_eq!(r.subnet.prefix(), 64);
     }
 
     #[test]

@@ -157,7 +157,32 @@ impl Error {
         self.code == code.value()
     }
 
-    /// The error object as printed on stdout, for config version `cni_version`.
+    /// The error object as printed on stdout (keys in the spec's order:
+    /// `cniVersion, code, msg, details`), for config version `cni_version`.
+    pub fn to_output(&self, cni_version: &str) -> String {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Printed<'a> {
+            cni_version: &'a str,
+            code: u32,
+            msg: &'a str,
+            details: &'a str,
+        }
+        let printed = Printed {
+            cni_version,
+            code: self.code,
+            msg: &self.msg,
+            details: &self.details,
+        };
+        crate::pretty_json(&printed).unwrap_or_else(|_| {
+            format!(
+                r#"{{"cniVersion":"{cni_version}","code":{},"msg":"error","details":""}}"#,
+                self.code
+            )
+        })
+    }
+
+    /// The error object as a JSON value, for config version `cni_version`.
     pub fn to_json(&self, cni_version: &str) -> serde_json::Value {
         serde_json::json!({
             "cniVersion": cni_version,
@@ -230,6 +255,27 @@ mod tests {
         assert_eq!(v["code"], 7);
         assert_eq!(v["msg"], "bad");
         assert_eq!(v["details"], "why");
+    }
+
+    #[test]
+    fn printed_error_keeps_spec_key_order() {
+        let text = Error::try_again("busy")
+            .with_details("lock")
+            .to_output("0.4.0");
+        let pos = |k: &str| text.find(&format!("\"{k}\"")).unwrap();
+        assert!(
+            pos("cniVersion") < pos("code")
+                && pos("code") < pos("msg")
+                && pos("msg") < pos("details"),
+            "{text}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v,
+            Error::try_again("busy")
+                .with_details("lock")
+                .to_json("0.4.0")
+        );
     }
 
     #[test]

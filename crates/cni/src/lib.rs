@@ -24,8 +24,7 @@ pub use version::SpecVersion;
 ///
 /// # Errors
 /// Code 999 if the value cannot be encoded (never for plain JSON values).
-pub fn pretty_json(value: &serde_json::Value) -> Result<String> {
-    use serde::Serialize;
+pub fn pretty_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String> {
     let mut buf = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);

@@ -195,7 +195,7 @@ pub fn run<P: Plugin>(plugin: &P) -> ! {
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let err = Error::internal(format!("internal error: {info}"));
-        let text = crate::pretty_json(&err.to_json(&output_version())).unwrap_or_default();
+        let text = err.to_output(&output_version());
         let mut out = std::io::stdout();
         let _ = out.write_all(text.as_bytes());
         let _ = out.write_all(b"\n");
@@ -232,7 +232,7 @@ pub fn dispatch<P: Plugin>(
         Ok(None) => 0,
         Err(e) => {
             log::debug!("{} failed: {e}", raw_command);
-            let text = crate::pretty_json(&e.to_json(&version_for_errors)).unwrap_or_default();
+            let text = e.to_output(&version_for_errors);
             let _ = stdout.write_all(text.as_bytes());
             let _ = stdout.write_all(b"\n");
             let _ = stdout.flush();
@@ -280,7 +280,9 @@ fn dispatch_inner<P: Plugin>(
         return Err(Error::decode("network config must be a JSON object"));
     };
     let raw_version = match map.get("cniVersion") {
+        // An empty string means 0.1.0, as in the Go skel.
         None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
         Some(Value::String(s)) => Some(s.as_str()),
         Some(other) => {
             return Err(Error::decode(format!(

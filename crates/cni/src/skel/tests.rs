@@ -288,6 +288,13 @@ fn missing_version_means_0_1_0() {
 }
 
 #[test]
+fn empty_version_string_means_0_1_0() {
+    let r = run("ADD", r#"{"cniVersion":"","name":"n"}"#);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(r.json()["cniVersion"], "0.1.0");
+}
+
+#[test]
 fn version_gates_for_check_status_gc() {
     let (code, msg) = run("CHECK", r#"{"cniVersion":"0.3.1","name":"n"}"#).error();
     assert_eq!(

@@ -147,7 +147,7 @@ impl Success {
     /// Code 1 when the result cannot be expressed in that version: 0.1.0 and
     /// 0.2.0 need at least one IP address.
     pub fn to_value(&self, version: SpecVersion) -> Result<serde_json::Value> {
-        wire::to_value(self, version)
+        wire::to_wire(self, version)?.to_value()
     }
 
     /// The result printed as JSON in the layout of `version` (4-space indent
@@ -156,7 +156,7 @@ impl Success {
     /// # Errors
     /// As [`Success::to_value`].
     pub fn to_json(&self, version: SpecVersion) -> Result<String> {
-        crate::pretty_json(&self.to_value(version)?)
+        crate::pretty_json(&wire::to_wire(self, version)?)
     }
 
     /// Parse a result in any supported version's layout. `default_version` is

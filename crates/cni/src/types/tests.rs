@@ -222,3 +222,28 @@ fn bad_results_are_decode_or_version_errors() {
         6
     );
 }
+
+#[test]
+fn printed_results_keep_the_reference_key_order() {
+    let keys_in_order = |text: &str, keys: &[&str]| {
+        let pos: Vec<usize> = keys
+            .iter()
+            .map(|k| {
+                text.find(&format!("\"{k}\""))
+                    .unwrap_or_else(|| panic!("{k} in {text}"))
+            })
+            .collect();
+        assert!(
+            pos.windows(2).all(|w| w[0] < w[1]),
+            "{keys:?} out of order in {text}"
+        );
+    };
+    for v in [V1_0_0, V1_1_0, V0_3_1, V0_4_0] {
+        let text = full().to_json(v).unwrap();
+        keys_in_order(&text, &["cniVersion", "interfaces", "ips", "routes", "dns"]);
+    }
+    let text = full().to_json(V0_4_0).unwrap();
+    keys_in_order(&text, &["version", "interface", "address", "gateway"]);
+    let text = full().to_json(V0_2_0).unwrap();
+    keys_in_order(&text, &["cniVersion", "ip4", "ip6", "dns"]);
+}

@@ -24,7 +24,7 @@ use crate::version::{ResultFamily, SpecVersion, require_supported};
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Result020 {
+pub(super) struct Result020 {
     cni_version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ip4: Option<Ip020>,
@@ -35,7 +35,7 @@ struct Result020 {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Ip020 {
+pub(super) struct Ip020 {
     ip: IpNetwork,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     gateway: Option<IpAddr>,
@@ -48,7 +48,7 @@ struct Ip020 {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Route020 {
+pub(super) struct Route020 {
     dst: IpNetwork,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     gw: Option<IpAddr>,
@@ -56,7 +56,7 @@ struct Route020 {
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Result040 {
+pub(super) struct Result040 {
     cni_version: String,
     #[serde(
         default,
@@ -81,7 +81,7 @@ struct Result040 {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Interface040 {
+pub(super) struct Interface040 {
     name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     mac: Option<String>,
@@ -90,7 +90,7 @@ struct Interface040 {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Ip040 {
+pub(super) struct Ip040 {
     version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     interface: Option<usize>,
@@ -101,7 +101,7 @@ struct Ip040 {
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Result100 {
+pub(super) struct Result100 {
     cni_version: String,
     #[serde(
         default,
@@ -129,11 +129,25 @@ fn family_tag(addr: &IpNetwork) -> &'static str {
     if addr.is_ipv4() { "4" } else { "6" }
 }
 
-fn serialize<T: Serialize>(t: &T) -> Result<Value> {
-    serde_json::to_value(t).map_err(|e| Error::internal(format!("failed to encode result: {e}")))
+/// A result in one version's layout; serializing it keeps the field order of
+/// the layout structs (`cniVersion, interfaces, ips, routes, dns`), as the
+/// reference prints them.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(super) enum Wire {
+    V02(Result020),
+    V04(Result040),
+    V1(Result100),
 }
 
-pub(super) fn to_value(s: &Success, version: SpecVersion) -> Result<Value> {
+impl Wire {
+    pub(super) fn to_value(&self) -> Result<Value> {
+        serde_json::to_value(self)
+            .map_err(|e| Error::internal(format!("failed to encode result: {e}")))
+    }
+}
+
+pub(super) fn to_wire(s: &Success, version: SpecVersion) -> Result<Wire> {
     let cni_version = version.to_string();
     match version.family() {
         ResultFamily::V02 => {
@@ -167,9 +181,9 @@ pub(super) fn to_value(s: &Success, version: SpecVersion) -> Result<Value> {
                     "a CNI {version} result needs at least one IP address; use cniVersion 0.3.0 or later for a result without addresses"
                 )));
             }
-            serialize(&out)
+            Ok(Wire::V02(out))
         }
-        ResultFamily::V04 => serialize(&Result040 {
+        ResultFamily::V04 => Ok(Wire::V04(Result040 {
             cni_version,
             interfaces: s
                 .interfaces
@@ -192,14 +206,14 @@ pub(super) fn to_value(s: &Success, version: SpecVersion) -> Result<Value> {
                 .collect(),
             routes: s.routes.clone(),
             dns: s.dns.clone(),
-        }),
-        ResultFamily::V1 => serialize(&Result100 {
+        })),
+        ResultFamily::V1 => Ok(Wire::V1(Result100 {
             cni_version,
             interfaces: s.interfaces.clone(),
             ips: s.ips.clone(),
             routes: s.routes.clone(),
             dns: s.dns.clone(),
-        }),
+        })),
     }
 }
 
