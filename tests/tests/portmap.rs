@@ -304,9 +304,10 @@ fn traffic(backend: &str) {
         t.ns(server),
         &conf("1.0.0", Some(backend), MAPPINGS, 2),
     );
-    assert!(
-        !failed.success(),
-        "CHECK with the old mappings must fail: {}",
+    assert_eq!(
+        failed.error_code(),
+        Some(103),
+        "CHECK with the old mappings must fail as a mismatch (103): {}",
         failed.describe()
     );
     // DEL without runtimeConfig or prevResult removes everything.

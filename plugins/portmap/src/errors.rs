@@ -4,13 +4,19 @@ use cni::{Code, Error};
 use cni_netfilter::Error as NfError;
 
 /// Unknown backend: 2 (unsupported field); no usable backend: 50; xtables lock timeout:
-/// 11 (try again later); invalid input: 7; everything else: 999 with the full context.
+/// 11 (try again later); invalid input: 7; an expected rule or chain missing (CHECK):
+/// 103 ([`cni::error::codes::CHECK_MISMATCH`]); everything else: 999 with the full context.
 pub(crate) fn to_cni(e: NfError) -> Error {
+    let all_missing = match &e {
+        NfError::Multiple(list) => !list.is_empty() && list.iter().all(NfError::is_missing),
+        other => other.is_missing(),
+    };
     match &e {
         NfError::UnknownBackend(value) => Error::unsupported_field("backend", value),
         NfError::NoBackend { .. } => Error::new(Code::NotAvailable, e.to_string()),
         NfError::Invalid(_) => Error::invalid_config(e.to_string()),
         _ if e.is_lock_timeout() => Error::try_again(e.to_string()),
+        _ if all_missing => Error::plugin(cni::error::codes::CHECK_MISMATCH, e.to_string()),
         _ => Error::internal(e.to_string()),
     }
 }
@@ -41,7 +47,20 @@ mod tests {
         );
         assert_eq!(to_cni(NfError::Invalid("bad".into())).code, 7);
         let e = to_cni(NfError::Missing("chain X".into()));
-        assert_eq!(e.code, 999);
+        assert_eq!(e.code, 103);
         assert!(e.msg.contains("chain X"));
+        let both = NfError::Multiple(vec![
+            NfError::Missing("a".into()),
+            NfError::Missing("b".into()),
+        ]);
+        assert_eq!(to_cni(both).code, 103);
+        let mixed = NfError::Multiple(vec![
+            NfError::Missing("a".into()),
+            NfError::Parse {
+                tool: "nft".into(),
+                detail: "p".into(),
+            },
+        ]);
+        assert_eq!(to_cni(mixed).code, 999);
     }
 }
