@@ -4,12 +4,15 @@
 //! path), the files under `dataDir` and the `iptables-save -t nat` output must be equal.
 //! Every intended difference has its own `difference_*` test showing both behaviours.
 
-#![allow(clippy::unwrap_used, reason = "test helpers panic with the failing value")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers panic with the failing value"
+)]
 
 mod common;
 
-use common::{Node, Side, links, mode, normalise, require_reference};
 use cni_tests::{PluginCall, require_root};
+use common::{Node, Side, links, mode, normalise, require_reference};
 use serde_json::{Value, json};
 
 /// Two nodes with the same network name (same chain names and comments).
@@ -27,7 +30,10 @@ fn node(r: &(Node, Node), side: Side) -> &Node {
 
 /// Store files of a node without the lock (compared separately: both empty).
 fn store(n: &Node) -> Vec<(String, String)> {
-    n.store_files().into_iter().filter(|(k, _)| k != "lock").collect()
+    n.store_files()
+        .into_iter()
+        .filter(|(k, _)| k != "lock")
+        .collect()
 }
 
 #[test]
@@ -54,7 +60,10 @@ fn bridge_results_store_and_nat_equal_the_reference() {
             let ra = n.add(side, "bridge", &conf, &a, "ctr-a");
             let rb = n.add(side, "bridge", &conf, &b, "ctr-b");
             let nat = n.nat();
-            assert!(nat.contains("-A POSTROUTING -s 10.61.0.2/32"), "{side:?}: {nat}");
+            assert!(
+                nat.contains("-A POSTROUTING -s 10.61.0.2/32"),
+                "{side:?}: {nat}"
+            );
             assert!(!store(n).is_empty() && normalise(&ra).to_string().contains("10.61.0.2"));
             results.push((normalise(&ra), normalise(&rb), store(n), nat));
             assert_eq!(n.store_files().get("lock").map(String::as_str), Some(""));
@@ -99,7 +108,8 @@ fn host_local_results_and_store_equal_the_reference_in_every_version() {
                 let mut i = ipam.clone();
                 i["type"] = json!("host-local");
                 i["dataDir"] = json!(data.path());
-                let conf = json!({"cniVersion": version, "name": name, "type": "bridge", "ipam": i});
+                let conf =
+                    json!({"cniVersion": version, "name": name, "type": "bridge", "ipam": i});
                 let mut seen = Vec::new();
                 // Fill the small ranges past their end: exhaustion and wrap-around too.
                 for k in 0..5 {
@@ -165,12 +175,20 @@ fn bridge_portmap_chain_results_and_nat_equal_the_reference() {
         let mut seen = Vec::new();
         for side in [Side::Ref, Side::Ours] {
             let n = node(&p, side);
-            let conf = n.bridge_conf(version, &["10.63.0.0/24"], json!({"isGateway": true, "ipMasq": true}));
+            let conf = n.bridge_conf(
+                version,
+                &["10.63.0.0/24"],
+                json!({"isGateway": true, "ipMasq": true}),
+            );
             let ctr = n.env.add_container();
             let br = n.add(side, "bridge", &conf, &ctr, "ctr-pm");
             let pm = pm_conf(n, version, &br);
             let out = n.add(side, "portmap", &pm, &ctr, "ctr-pm");
-            assert_eq!(normalise(&out), normalise(&br), "{side:?}: portmap passes prevResult through");
+            assert_eq!(
+                normalise(&out),
+                normalise(&br),
+                "{side:?}: portmap passes prevResult through"
+            );
             seen.push((normalise(&out), n.nat()));
             n.del(side, "portmap", &pm, Some(&ctr), "ctr-pm");
             n.del(side, "bridge", &conf, Some(&ctr), "ctr-pm");
@@ -198,23 +216,39 @@ fn difference_error_codes_and_cni_version_in_errors() {
         let bad = n.bridge_conf("1.0.0", &["10.64.0.0/24"], json!({"vlan": 5000}));
         let out = n.exec(side, "bridge", "ADD", &bad, Some(&ctr), "e");
         let v = out.json();
-        assert!(out.error_msg().unwrap().contains("invalid VLAN ID 5000"), "{}", out.describe());
+        assert!(
+            out.error_msg().unwrap().contains("invalid VLAN ID 5000"),
+            "{}",
+            out.describe()
+        );
         // Exhausted range: reference 999, ours 100 (host-local's own code).
         let tiny = n.bridge_conf("1.0.0", &["10.64.1.0/30"], json!({}));
         let c2 = n.env.add_container();
         n.add(side, "bridge", &tiny, &c2, "e1");
         let c3 = n.env.add_container();
         let ex = n.exec(side, "bridge", "ADD", &tiny, Some(&c3), "e2");
-        assert!(ex.error_msg().unwrap().contains("no IP addresses available"), "{}", ex.describe());
+        assert!(
+            ex.error_msg()
+                .unwrap()
+                .contains("no IP addresses available"),
+            "{}",
+            ex.describe()
+        );
         match side {
             Side::Ref => {
                 assert_eq!(out.error_code(), Some(999));
-                assert!(v.get("cniVersion").is_none(), "reference errors carry no cniVersion");
+                assert!(
+                    v.get("cniVersion").is_none(),
+                    "reference errors carry no cniVersion"
+                );
                 assert_eq!(ex.error_code(), Some(999));
             }
             Side::Ours => {
                 assert_eq!(out.error_code(), Some(7));
-                assert_eq!(v["cniVersion"], "1.0.0", "our errors carry the config version");
+                assert_eq!(
+                    v["cniVersion"], "1.0.0",
+                    "our errors carry the config version"
+                );
                 assert_eq!(ex.error_code(), Some(100));
             }
         }
@@ -231,10 +265,18 @@ fn difference_version_command_lists_1_1_0_and_status_gc_work() {
     for side in [Side::Ref, Side::Ours] {
         let n = node(&p, side);
         for plugin in ["bridge", "host-local", "portmap"] {
-            let out = n.run(side, plugin, &PluginCall::new("VERSION", "{}").cni_path(vec![side.cni_path()]));
+            let out = n.run(
+                side,
+                plugin,
+                &PluginCall::new("VERSION", "{}").cni_path(vec![side.cni_path()]),
+            );
             let v = out.json();
             let list = v["supportedVersions"].as_array().unwrap();
-            assert_eq!(list.contains(&json!("1.1.0")), side == Side::Ours, "{plugin}: {v}");
+            assert_eq!(
+                list.contains(&json!("1.1.0")),
+                side == Side::Ours,
+                "{plugin}: {v}"
+            );
             assert!(list.contains(&json!("1.0.0")) && list.contains(&json!("0.1.0")));
         }
         let conf = n.bridge_conf("1.1.0", &["10.65.0.0/24"], json!({}));
@@ -291,9 +333,17 @@ fn difference_state_files_are_0600() {
         let dir = data.path().join("modes");
         let want = if side == Side::Ref { 0o644 } else { 0o600 };
         assert_eq!(mode(&dir.join("10.67.0.2")), want, "{side:?} reservation");
-        assert_eq!(mode(&dir.join("last_reserved_ip.0")), want, "{side:?} cursor");
+        assert_eq!(
+            mode(&dir.join("last_reserved_ip.0")),
+            want,
+            "{side:?} cursor"
+        );
         assert_eq!(mode(&dir), 0o755, "{side:?} network directory");
-        assert_eq!(mode(&dir.join("lock")) & 0o022, 0, "{side:?} lock not group/world-writable");
+        assert_eq!(
+            mode(&dir.join("lock")) & 0o022,
+            0,
+            "{side:?} lock not group/world-writable"
+        );
     }
 }
 
@@ -307,22 +357,35 @@ fn difference_failed_add_rolls_back_the_veth() {
         let n = node(&p, side);
         // The bridge already has another address and forceAddress is off: fails after
         // the container interface was configured.
-        n.env.host.exec_ok("ip", &["link", "add", &n.bridge, "type", "bridge"]);
-        n.env.host.exec_ok("ip", &["addr", "add", "10.68.9.1/16", "dev", &n.bridge]);
+        n.env
+            .host
+            .exec_ok("ip", &["link", "add", &n.bridge, "type", "bridge"]);
+        n.env
+            .host
+            .exec_ok("ip", &["addr", "add", "10.68.9.1/16", "dev", &n.bridge]);
         let conf = n.bridge_conf("1.0.0", &["10.68.0.0/24"], json!({"isGateway": true}));
         let ctr = n.env.add_container();
         let out = n.exec(side, "bridge", "ADD", &conf, Some(&ctr), "rb");
         assert!(!out.success());
         assert!(
-            out.error_msg().unwrap().contains("already has an IP address different from"),
+            out.error_msg()
+                .unwrap()
+                .contains("already has an IP address different from"),
             "{}",
             out.describe()
         );
-        assert_eq!(n.reservations(), Vec::<String>::new(), "{side:?}: IPAM released");
+        assert_eq!(
+            n.reservations(),
+            Vec::<String>::new(),
+            "{side:?}: IPAM released"
+        );
         let leaked = links(&ctr).iter().any(|l| l["ifname"] == "eth0");
         match side {
             Side::Ref => {
-                assert!(leaked, "the reference leaves the container interface (plugins #29)");
+                assert!(
+                    leaked,
+                    "the reference leaves the container interface (plugins #29)"
+                );
                 assert_eq!(n.host_veths().len(), 1);
             }
             Side::Ours => {
@@ -368,7 +431,11 @@ fn difference_check_of_a_layer2_attachment_passes() {
         match side {
             Side::Ref => {
                 assert!(!out.success());
-                assert!(out.error_msg().unwrap().contains("no plugin name provided"), "{}", out.describe());
+                assert!(
+                    out.error_msg().unwrap().contains("no plugin name provided"),
+                    "{}",
+                    out.describe()
+                );
             }
             Side::Ours => {
                 out.assert_success();
@@ -386,14 +453,22 @@ fn difference_ipam_default_route_without_gw_and_is_default_gateway() {
     let p = pair();
     for side in [Side::Ref, Side::Ours] {
         let n = node(&p, side);
-        let mut conf = n.bridge_conf("1.0.0", &["10.70.0.0/24"], json!({"isDefaultGateway": true}));
+        let mut conf = n.bridge_conf(
+            "1.0.0",
+            &["10.70.0.0/24"],
+            json!({"isDefaultGateway": true}),
+        );
         conf["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}]);
         let ctr = n.env.add_container();
         let out = n.exec(side, "bridge", "ADD", &conf, Some(&ctr), "dr");
         match side {
             Side::Ref => {
                 assert!(!out.success());
-                assert!(out.error_msg().unwrap().contains("file exists"), "{}", out.describe());
+                assert!(
+                    out.error_msg().unwrap().contains("file exists"),
+                    "{}",
+                    out.describe()
+                );
             }
             Side::Ours => {
                 out.assert_success();
@@ -410,7 +485,11 @@ fn difference_bridge_passes_ipam_dns_through() {
         return;
     }
     let resolv = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(resolv.path(), "nameserver 192.0.2.53\nsearch example.test\n").unwrap();
+    std::fs::write(
+        resolv.path(),
+        "nameserver 192.0.2.53\nsearch example.test\n",
+    )
+    .unwrap();
     let p = pair();
     for side in [Side::Ref, Side::Ours] {
         let n = node(&p, side);
@@ -441,7 +520,11 @@ fn difference_ipv6_keeps_addresses_on_link_down() {
         let ctr = n.env.add_container();
         n.add(side, "bridge", &conf, &ctr, "v6");
         let v = ctr.exec_ok("cat", &["/proc/sys/net/ipv6/conf/eth0/keep_addr_on_down"]);
-        assert_eq!(v.trim(), if side == Side::Ref { "0" } else { "1" }, "{side:?}");
+        assert_eq!(
+            v.trim(),
+            if side == Side::Ref { "0" } else { "1" },
+            "{side:?}"
+        );
         n.del(side, "bridge", &conf, Some(&ctr), "v6");
     }
 }
@@ -462,7 +545,12 @@ fn difference_portmap_check_and_del_without_mappings() {
         // CHECK of an IPv4 container with working ip6tables: the reference also looks
         // for the IPv4 rules in ip6tables and fails (fixed upstream in v1.3.0).
         let chk = n.check(side, "portmap", &pm, &r, &ctr, "pmd");
-        assert_eq!(chk.success(), side == Side::Ours, "{side:?}: {}", chk.describe());
+        assert_eq!(
+            chk.success(),
+            side == Side::Ours,
+            "{side:?}: {}",
+            chk.describe()
+        );
         // DEL without runtimeConfig.portMappings: the reference leaves the rules.
         let mut bare = pm.clone();
         bare.as_object_mut().unwrap().remove("runtimeConfig");

@@ -3,14 +3,17 @@
 //! are DELeted by the reference with nothing left, and a node where both implementations
 //! allocate from one store never hands out an address twice.
 
-#![allow(clippy::unwrap_used, reason = "test helpers panic with the failing value")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers panic with the failing value"
+)]
 
 mod common;
 
 use std::collections::BTreeSet;
 
-use common::{Node, Side, first_ip, require_reference};
 use cni_tests::{Netns, require_root};
+use common::{Node, Side, first_ip, require_reference};
 use serde_json::{Value, json};
 
 /// The full chain: bridge (dual-stack, default gateway, masquerade, spoof check) then
@@ -99,7 +102,8 @@ fn reference_attachments_are_checked_and_deleted_by_ours() {
         for (i, (c, r)) in ctrs.iter().zip(&results).enumerate() {
             let id = format!("up-{i}");
             // Our CHECK accepts what the reference built (bridge, then portmap).
-            n.check(Side::Ours, "bridge", &chain.bridge, r, c, &id).assert_success();
+            n.check(Side::Ours, "bridge", &chain.bridge, r, c, &id)
+                .assert_success();
             n.check(Side::Ours, "portmap", &chain.portmap(&n, None), r, c, &id)
                 .assert_success();
         }
@@ -116,7 +120,11 @@ fn reference_attachments_are_checked_and_deleted_by_ours() {
         // Our ADD continues on the reference's store.
         let c = n.env.add_container();
         let r = chain.add(&n, Side::Ours, &c, "after");
-        assert_eq!(first_ip(&r), "10.81.0.4", "round robin continues after the reference's cursor");
+        assert_eq!(
+            first_ip(&r),
+            "10.81.0.4",
+            "round robin continues after the reference's cursor"
+        );
         chain.del(&n, Side::Ours, Some(&c), "after", &r);
         n.assert_clean(Some(&c), "after");
     }
@@ -163,7 +171,11 @@ fn mixed_node_never_allocates_an_address_twice() {
     // Three rounds: add 5 alternating sides, then delete 3 with the other side.
     for round in 0..3 {
         for j in 0..5 {
-            let side = if (round + j) % 2 == 0 { Side::Ref } else { Side::Ours };
+            let side = if (round + j) % 2 == 0 {
+                Side::Ref
+            } else {
+                Side::Ours
+            };
             let c = n.env.add_container();
             let id = format!("mx-{k}");
             k += 1;
@@ -173,7 +185,10 @@ fn mixed_node_never_allocates_an_address_twice() {
         let mut seen = BTreeSet::new();
         for (_, _, r) in &live {
             for ip in r["ips"].as_array().unwrap() {
-                assert!(seen.insert(ip["address"].as_str().unwrap().to_string()), "duplicate {ip}");
+                assert!(
+                    seen.insert(ip["address"].as_str().unwrap().to_string()),
+                    "duplicate {ip}"
+                );
             }
         }
         let files: BTreeSet<String> = n.reservations().into_iter().collect();
@@ -184,7 +199,11 @@ fn mixed_node_never_allocates_an_address_twice() {
         assert_eq!(files, want, "store == live attachments");
         for j in 0..3 {
             let (id, c, _) = live.remove(0);
-            let side = if (round + j) % 2 == 0 { Side::Ours } else { Side::Ref };
+            let side = if (round + j) % 2 == 0 {
+                Side::Ours
+            } else {
+                Side::Ref
+            };
             n.del(side, "bridge", &conf, Some(&c), &id);
         }
     }

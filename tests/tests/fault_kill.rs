@@ -6,7 +6,10 @@
 //! rollback, like SIGKILL there); bridge and portmap are also SIGKILLed after random
 //! delays (which lands inside netlink, IPAM delegation and netfilter programming).
 
-#![allow(clippy::unwrap_used, reason = "test helpers panic with the failing value")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers panic with the failing value"
+)]
 
 mod common;
 
@@ -15,12 +18,20 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Node, Side};
 use cni_tests::{PluginCall, require_root};
+use common::{Node, Side};
 use serde_json::{Value, json};
 
 const STEPS: &[&str] = &[
-    "bridge", "veth", "port", "spoofchk", "ipam", "container", "gateway", "masq", "wait",
+    "bridge",
+    "veth",
+    "port",
+    "spoofchk",
+    "ipam",
+    "container",
+    "gateway",
+    "masq",
+    "wait",
 ];
 
 /// A bounded IPAM lock wait so that a lock left held would fail the next ADD quickly.
@@ -112,7 +123,12 @@ fn bridge_sigkilled_at_random_points_of_add_and_del() {
         let ctr = n.env.add_container();
         let id = format!("rk-{i}");
         let add = n.call(Side::Ours, "ADD", &conf, Some(&ctr), &id);
-        killed += u32::from(run_and_kill(&n, "bridge", &add, Duration::from_millis(3 * i * i)));
+        killed += u32::from(run_and_kill(
+            &n,
+            "bridge",
+            &add,
+            Duration::from_millis(3 * i * i),
+        ));
         // Kill a DEL too, half of the time, before the DEL that must clean up.
         if i % 2 == 0 {
             let del = n.call(Side::Ours, "DEL", &conf, Some(&ctr), &id);
@@ -124,7 +140,10 @@ fn bridge_sigkilled_at_random_points_of_add_and_del() {
         n.assert_clean(Some(&ctr), &id);
     }
     eprintln!("{killed} of 16 ADDs were killed while running");
-    assert!(killed > 0, "no ADD was interrupted: the delays are too long");
+    assert!(
+        killed > 0,
+        "no ADD was interrupted: the delays are too long"
+    );
     let ctr = n.env.add_container();
     let call = n
         .call(Side::Ours, "ADD", &conf, Some(&ctr), "rk-after")
@@ -141,7 +160,11 @@ fn portmap_sigkilled_at_random_points_then_del_removes_every_rule() {
     }
     for backend in ["iptables", "nftables"] {
         let n = Node::new();
-        let bconf = n.bridge_conf("1.0.0", &["10.92.0.0/24", "fd00:92::/64"], json!({"isGateway": true}));
+        let bconf = n.bridge_conf(
+            "1.0.0",
+            &["10.92.0.0/24", "fd00:92::/64"],
+            json!({"isGateway": true}),
+        );
         let ctr = n.env.add_container();
         let br = n.add(Side::Ours, "bridge", &bconf, &ctr, "pk");
         let pm = json!({
@@ -155,7 +178,12 @@ fn portmap_sigkilled_at_random_points_then_del_removes_every_rule() {
         let mut killed = 0;
         for i in 0..10u64 {
             let add = n.call(Side::Ours, "ADD", &pm, Some(&ctr), "pk");
-            killed += u32::from(run_and_kill(&n, "portmap", &add, Duration::from_millis(2 * i * i)));
+            killed += u32::from(run_and_kill(
+                &n,
+                "portmap",
+                &add,
+                Duration::from_millis(2 * i * i),
+            ));
             n.del(Side::Ours, "portmap", &pm, Some(&ctr), "pk");
             let nat = n.nat();
             assert!(!nat.contains(":CNI-DN-"), "{backend} #{i}: {nat}");
@@ -165,7 +193,8 @@ fn portmap_sigkilled_at_random_points_then_del_removes_every_rule() {
         eprintln!("{backend}: {killed} of 10 portmap ADDs were killed while running");
         // The next ADD and CHECK work.
         let r = n.add(Side::Ours, "portmap", &pm, &ctr, "pk");
-        n.check(Side::Ours, "portmap", &pm, &r, &ctr, "pk").assert_success();
+        n.check(Side::Ours, "portmap", &pm, &r, &ctr, "pk")
+            .assert_success();
         n.del(Side::Ours, "portmap", &pm, Some(&ctr), "pk");
         n.del(Side::Ours, "bridge", &bconf, Some(&ctr), "pk");
         n.assert_clean(Some(&ctr), "pk");

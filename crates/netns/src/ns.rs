@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -22,8 +22,9 @@ pub struct NetNs {
 }
 
 impl NetNs {
-    /// Opens the namespace at `path` and verifies that it is a namespace file (filesystem
-    /// magic `NSFS` or, for `/proc/<pid>/ns/net` on old kernels, `PROC`).
+    /// Opens the namespace at `path` and verifies that it is a network namespace file
+    /// (filesystem magic `NSFS` or, for `/proc/<pid>/ns/net` on old kernels, `PROC`, and
+    /// the open file is a `net:[...]` namespace).
     ///
     /// # Errors
     /// [`Error::Open`] when the path cannot be opened, [`Error::NotNetns`] when it is
@@ -40,6 +41,26 @@ impl NetNs {
         })?;
         let fs_type = st.filesystem_type();
         if fs_type != NSFS_MAGIC && fs_type != PROC_SUPER_MAGIC {
+            return Err(Error::NotNetns {
+                path,
+                #[allow(clippy::unnecessary_cast, reason = "fs_type_t width differs by libc")]
+                fs_type: fs_type.0 as i64,
+            });
+        }
+        // Any proc file (`/proc/self/status`) passes the PROC magic check, and a namespace
+        // of another type (`/proc/self/ns/mnt`) the NSFS one. Opened through `/proc`, the
+        // fd's link names the namespace type (`net:[4026531840]`); opened through a bind
+        // mount (`/run/netns/x`) it is that path, and the kernel checks the type on setns.
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let names_a_type = link.ends_with(']') && link.contains(":[") && !link.starts_with('/');
+        let wrong = if names_a_type {
+            !link.starts_with("net:[")
+        } else {
+            fs_type != NSFS_MAGIC
+        };
+        if wrong {
             return Err(Error::NotNetns {
                 path,
                 #[allow(clippy::unnecessary_cast, reason = "fs_type_t width differs by libc")]

@@ -1,6 +1,7 @@
 //! ADD: validate, pre-check, then apply steps with rollback.
 //!
-//! Nothing is changed before the configuration, the netfilter backend, `CNI_NETNS` and
+//! Nothing is changed before the configuration, the netfilter backend (probed: code 50
+//! when unusable), `CNI_NETNS` and
 //! the absence of `CNI_IFNAME` in it have been checked. Every later change that belongs
 //! to this attachment alone (veth pair, spoof-check rules, IPAM reservation, masquerade
 //! rules) is recorded and undone in reverse order if any later step fails. Shared state
@@ -33,9 +34,12 @@ pub fn add(args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<Success> {
     let s = Settings::new(conf, Some(args))?;
     let ipam = conf.ipam_type().map(str::to_string);
     let backend = match (&ipam, s.ip_masq) {
-        (Some(_), true) => Some(Backend::select(s.ip_masq_backend.as_deref()).ctx("ipMasq")?),
+        (Some(_), true) => Some(crate::maint::usable_backend(s.ip_masq_backend.as_deref())?),
         _ => None,
     };
+    if s.mac_spoof_chk {
+        crate::maint::spoofchk_usable()?;
+    }
     let ctr_ns = open_container_ns(args)?;
     let mut host = Handle::new().ctx("open netlink socket in host netns")?;
     let mut ctr = Handle::new_in(&ctr_ns).ctx(format!(

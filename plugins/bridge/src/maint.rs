@@ -7,35 +7,61 @@ use cni_netfilter::masq;
 use crate::config::{BridgeConf, Settings};
 use crate::errors::{Context, collect};
 
-/// STATUS: code 50 when the netfilter backend `ipMasq` needs is unusable; otherwise the
-/// IPAM plugin's STATUS.
+/// STATUS: code 50 when the netfilter backend `ipMasq` needs (or nftables for
+/// `macspoofchk`) is unusable; otherwise the IPAM plugin's STATUS.
 ///
 /// # Errors
 /// Code 50, code 2 for an unknown backend, or the IPAM plugin's error.
 pub fn status(args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<()> {
     let s = Settings::new(conf, None)?;
     if s.ip_masq && conf.ipam_type().is_some() {
-        let backend = match Backend::select(s.ip_masq_backend.as_deref()) {
-            Ok(b) => b,
-            Err(e @ cni_netfilter::Error::UnknownBackend(_)) => return Err(e).ctx("ipMasq"),
-            Err(e) => {
-                return Err(Error::new(
-                    Code::NotAvailable,
-                    format!("ipMasq: no usable netfilter backend: {e}"),
-                ));
-            }
-        };
-        backend.probe().map_err(|e| {
-            Error::new(
-                Code::NotAvailable,
-                format!("ipMasq: netfilter backend {backend} is not usable: {e}"),
-            )
-        })?;
+        usable_backend(s.ip_masq_backend.as_deref())?;
+    }
+    if s.mac_spoof_chk {
+        spoofchk_usable()?;
     }
     if let Some(ipam) = conf.ipam_type() {
         cni::invoke::delegate(ipam, Command::Status, args)?;
     }
     Ok(())
+}
+
+/// The netfilter backend for `ipMasq` (`requested` or auto-detected), probed.
+///
+/// # Errors
+/// Code 2 for an unknown backend name, code 50 when no (or not the requested) backend
+/// is usable.
+pub fn usable_backend(requested: Option<&str>) -> cni::Result<Backend> {
+    let backend = match Backend::select(requested) {
+        Ok(b) => b,
+        Err(e @ cni_netfilter::Error::UnknownBackend(_)) => return Err(e).ctx("ipMasq"),
+        Err(e) => {
+            return Err(Error::new(
+                Code::NotAvailable,
+                format!("ipMasq: no usable netfilter backend: {e}"),
+            ));
+        }
+    };
+    backend.probe().map_err(|e| {
+        Error::new(
+            Code::NotAvailable,
+            format!("ipMasq: netfilter backend {backend} is not usable: {e}"),
+        )
+    })?;
+    Ok(backend)
+}
+
+/// `macspoofchk` needs nftables.
+///
+/// # Errors
+/// Code 50 when nftables is not usable.
+pub fn spoofchk_usable() -> cni::Result<()> {
+    Backend::Nftables.probe().map_err(|e| {
+        Error::new(
+            Code::NotAvailable,
+            format!("macspoofchk: nftables is not usable: {e}"),
+        )
+    })
 }
 
 /// GC: forwards GC to IPAM and removes masquerade (and, with `macspoofchk`, spoof-check)

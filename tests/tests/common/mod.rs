@@ -110,7 +110,14 @@ impl Node {
     }
 
     /// A call of `command` with `conf`, container `id`, ifname `eth0`, the netns of `ctr`.
-    pub fn call(&self, side: Side, command: &str, conf: &Value, ctr: Option<&Netns>, id: &str) -> PluginCall {
+    pub fn call(
+        &self,
+        side: Side,
+        command: &str,
+        conf: &Value,
+        ctr: Option<&Netns>,
+        id: &str,
+    ) -> PluginCall {
         let mut c = PluginCall::new(command, serde_json::to_vec(conf).unwrap())
             .container_id(id)
             .cni_path(vec![side.cni_path()])
@@ -127,7 +134,15 @@ impl Node {
     }
 
     /// Runs `command` of `plugin` and returns its output.
-    pub fn exec(&self, side: Side, plugin: &str, command: &str, conf: &Value, ctr: Option<&Netns>, id: &str) -> PluginOutput {
+    pub fn exec(
+        &self,
+        side: Side,
+        plugin: &str,
+        command: &str,
+        conf: &Value,
+        ctr: Option<&Netns>,
+        id: &str,
+    ) -> PluginOutput {
         self.run(side, plugin, &self.call(side, command, conf, ctr, id))
     }
 
@@ -142,11 +157,20 @@ impl Node {
     /// DEL that must succeed.
     #[track_caller]
     pub fn del(&self, side: Side, plugin: &str, conf: &Value, ctr: Option<&Netns>, id: &str) {
-        self.exec(side, plugin, "DEL", conf, ctr, id).assert_success();
+        self.exec(side, plugin, "DEL", conf, ctr, id)
+            .assert_success();
     }
 
     /// CHECK with `prev` as `prevResult`.
-    pub fn check(&self, side: Side, plugin: &str, conf: &Value, prev: &Value, ctr: &Netns, id: &str) -> PluginOutput {
+    pub fn check(
+        &self,
+        side: Side,
+        plugin: &str,
+        conf: &Value,
+        prev: &Value,
+        ctr: &Netns,
+        id: &str,
+    ) -> PluginOutput {
         let mut c = conf.clone();
         c["prevResult"] = prev.clone();
         self.exec(side, plugin, "CHECK", &c, Some(ctr), id)
@@ -212,22 +236,39 @@ impl Node {
     /// reservation, no per-container iptables chain, no nft rule or chain naming it.
     #[track_caller]
     pub fn assert_clean(&self, ctr: Option<&Netns>, id: &str) {
-        assert_eq!(self.host_veths(), Vec::<String>::new(), "host veth left behind");
+        assert_eq!(
+            self.host_veths(),
+            Vec::<String>::new(),
+            "host veth left behind"
+        );
         if let Some(c) = ctr {
             assert!(
                 links(c).iter().all(|l| l["ifname"] != "eth0"),
                 "container interface left behind"
             );
         }
-        assert_eq!(self.reservations(), Vec::<String>::new(), "reservation left behind");
+        assert_eq!(
+            self.reservations(),
+            Vec::<String>::new(),
+            "reservation left behind"
+        );
         let nat = self.nat();
         for line in nat.lines() {
             let per_container = line.starts_with(":CNI-") && !line.starts_with(":CNI-HOSTPORT-");
-            assert!(!per_container, "per-container chain left behind: {line}\n{nat}");
-            assert!(!line.contains(&format!("id: \\\"{id}\\\"")), "rule left behind: {line}");
+            assert!(
+                !per_container,
+                "per-container chain left behind: {line}\n{nat}"
+            );
+            assert!(
+                !line.contains(&format!("id: \\\"{id}\\\"")),
+                "rule left behind: {line}"
+            );
         }
         let nft = self.nft();
-        assert!(!nft.contains("cni-br-iface"), "spoof-check chain left behind: {nft}");
+        assert!(
+            !nft.contains("cni-br-iface"),
+            "spoof-check chain left behind: {nft}"
+        );
         assert!(
             !nft.contains(&format!("id: {id}")) && !nft.contains(&format!("comment \"{id}\"")),
             "nft rule of {id} left behind: {nft}"
@@ -285,7 +326,9 @@ pub fn normalise(result: &Value) -> Value {
             }
         }
     }
-    if r.get("dns").is_some_and(|d| d.as_object().is_some_and(serde_json::Map::is_empty)) {
+    if r.get("dns")
+        .is_some_and(|d| d.as_object().is_some_and(serde_json::Map::is_empty))
+    {
         r.as_object_mut().unwrap().remove("dns");
     }
     r
