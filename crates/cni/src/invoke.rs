@@ -2,6 +2,7 @@
 //! `CNI_PATH` and run it with the caller's configuration and environment,
 //! only `CNI_COMMAND` changed. A delegate's CNI error is passed on unchanged.
 
+use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
@@ -61,22 +62,73 @@ pub fn delegate(plugin: &str, command: Command, args: &CmdArgs) -> Result<()> {
     exec(plugin, command, args).map(|_| ())
 }
 
-fn exec(plugin: &str, command: Command, args: &CmdArgs) -> Result<Vec<u8>> {
-    let path = find_in_path(plugin, &args.path)?;
-    let output = spawn_with_retry(&path, command, args)?;
-    if output.status.success() {
-        if !output.stderr.is_empty() {
-            let _ = std::io::stderr().write_all(&output.stderr);
-        }
-        return Ok(output.stdout);
-    }
-    Err(delegate_error(plugin, &output))
+/// The `CNI_*` parameters of one plugin run (besides `CNI_COMMAND`). Empty
+/// strings are passed as empty variables, as libcni does for GC and STATUS.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExecParams<'a> {
+    /// `CNI_CONTAINERID`.
+    pub container_id: &'a str,
+    /// `CNI_NETNS`.
+    pub netns: &'a OsStr,
+    /// `CNI_IFNAME`.
+    pub ifname: &'a str,
+    /// `CNI_ARGS`, already joined as `K=V;K2=V2`.
+    pub cni_args: &'a str,
+    /// `CNI_PATH`, already joined with `:`.
+    pub path: &'a OsStr,
 }
 
-fn spawn_with_retry(path: &Path, command: Command, args: &CmdArgs) -> Result<std::process::Output> {
+fn exec(plugin: &str, command: Command, args: &CmdArgs) -> Result<Vec<u8>> {
+    let bin = find_in_path(plugin, &args.path)?;
+    let path = std::env::join_paths(&args.path)
+        .map_err(|e| Error::invalid_env(format!("invalid CNI_PATH entry: {e}")))?;
+    let params = ExecParams {
+        container_id: &args.container_id,
+        netns: args
+            .netns
+            .as_deref()
+            .map(Path::as_os_str)
+            .unwrap_or_default(),
+        ifname: &args.ifname,
+        cni_args: &args.args,
+        path: &path,
+    };
+    exec_plugin(&bin, command, &params, &args.stdin)
+}
+
+/// Run the plugin binary `bin` the way libcni does: this process's
+/// environment plus the `CNI_*` variables, `stdin` on its stdin. Its stderr is
+/// passed on to ours; `text file busy` is retried.
+///
+/// # Errors
+/// The CNI error the plugin printed, unchanged; when it printed none, code 999
+/// naming the exit status with its stderr/stdout as details; code 5 when it
+/// cannot be started.
+pub fn exec_plugin(
+    bin: &Path,
+    command: Command,
+    params: &ExecParams<'_>,
+    stdin: &[u8],
+) -> Result<Vec<u8>> {
+    let output = spawn_with_retry(bin, command, params, stdin)?;
+    if !output.stderr.is_empty() {
+        let _ = std::io::stderr().write_all(&output.stderr);
+    }
+    if output.status.success() {
+        return Ok(output.stdout);
+    }
+    Err(plugin_error(bin, &output))
+}
+
+fn spawn_with_retry(
+    bin: &Path,
+    command: Command,
+    params: &ExecParams<'_>,
+    stdin: &[u8],
+) -> Result<std::process::Output> {
     let mut attempt = 0;
     loop {
-        match spawn(path, command, args) {
+        match spawn(bin, command, params, stdin) {
             Err(e)
                 if e.kind() == std::io::ErrorKind::ExecutableFileBusy
                     && attempt < TEXT_BUSY_RETRIES =>
@@ -87,7 +139,7 @@ fn spawn_with_retry(path: &Path, command: Command, args: &CmdArgs) -> Result<std
             Err(e) => {
                 return Err(Error::new(
                     Code::Io,
-                    format!("failed to run plugin {}: {e}", path.display()),
+                    format!("failed to run plugin {}: {e}", bin.display()),
                 ));
             }
             Ok(out) => return Ok(out),
@@ -95,30 +147,30 @@ fn spawn_with_retry(path: &Path, command: Command, args: &CmdArgs) -> Result<std
     }
 }
 
-fn spawn(path: &Path, command: Command, args: &CmdArgs) -> std::io::Result<std::process::Output> {
-    let netns = args
-        .netns
-        .as_deref()
-        .map(|p| p.as_os_str().to_owned())
-        .unwrap_or_default();
-    let cni_path = std::env::join_paths(&args.path).unwrap_or_default();
-    let mut child = Process::new(path)
+fn spawn(
+    bin: &Path,
+    command: Command,
+    params: &ExecParams<'_>,
+    stdin: &[u8],
+) -> std::io::Result<std::process::Output> {
+    let mut child = Process::new(bin)
         .env("CNI_COMMAND", command.as_str())
-        .env("CNI_CONTAINERID", &args.container_id)
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", &args.ifname)
-        .env("CNI_ARGS", &args.args)
-        .env("CNI_PATH", cni_path)
+        .env("CNI_CONTAINERID", params.container_id)
+        .env("CNI_NETNS", params.netns)
+        .env("CNI_IFNAME", params.ifname)
+        .env("CNI_ARGS", params.cni_args)
+        .env("CNI_PATH", params.path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    let stdin = child.stdin.take();
-    let bytes = args.stdin.clone();
+    let pipe = child.stdin.take();
+    let bytes = stdin.to_vec();
     let writer = std::thread::spawn(move || {
-        if let Some(mut s) = stdin {
-            // A delegate that exits without reading gives EPIPE: not our error.
-            let _ = s.write_all(&bytes);
+        if let Some(mut p) = pipe {
+            // A plugin that exits without reading stdin gives EPIPE: its exit
+            // status tells the story.
+            let _ = p.write_all(&bytes);
         }
     });
     let out = child.wait_with_output();
@@ -126,7 +178,7 @@ fn spawn(path: &Path, command: Command, args: &CmdArgs) -> std::io::Result<std::
     out
 }
 
-fn delegate_error(plugin: &str, output: &std::process::Output) -> Error {
+fn plugin_error(bin: &Path, output: &std::process::Output) -> Error {
     if let Ok(e) = serde_json::from_slice::<Error>(&output.stdout) {
         return e;
     }
@@ -137,8 +189,12 @@ fn delegate_error(plugin: &str, output: &std::process::Output) -> Error {
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
         .join("\n");
+    let name = bin.file_name().map_or_else(
+        || bin.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     Error::internal(format!(
-        "delegated plugin {plugin} failed ({}) without a CNI error",
+        "plugin {name} failed ({}) without a CNI error",
         output.status
     ))
     .with_details(details)

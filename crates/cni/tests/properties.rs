@@ -5,32 +5,19 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use cni::conf::NoPluginConfig;
 use cni::version::{ALL, ResultFamily};
-use cni::{
-    CmdArgs, CniArgs, Dns, Interface, IpConfig, NetConf, Plugin, Route, SpecVersion, Success,
-};
+use cni::{CniArgs, Dns, Interface, IpConfig, Route, SpecVersion, Success};
 use ipnetwork::IpNetwork;
 use proptest::prelude::*;
 
-/// A plugin that echoes its prevResult (like a chained plugin that changes nothing).
-struct Echo;
+#[allow(
+    dead_code,
+    reason = "only the Echo plugin is used here; the bodies serve the fuzz corpus test"
+)]
+#[path = "common/fuzz_targets.rs"]
+mod fuzz_targets;
 
-impl Plugin for Echo {
-    type Config = NoPluginConfig;
-    fn name(&self) -> &'static str {
-        "echo"
-    }
-    fn add(&self, _: &CmdArgs, c: &NetConf) -> cni::Result<Success> {
-        Ok(c.prev_result()?.unwrap_or_default())
-    }
-    fn del(&self, _: &CmdArgs, c: &NetConf) -> cni::Result<()> {
-        c.prev_result().map(|_| ())
-    }
-    fn check(&self, _: &CmdArgs, c: &NetConf) -> cni::Result<()> {
-        c.prev_result().map(|_| ())
-    }
-}
+use fuzz_targets::Echo;
 
 fn dispatch(env: &HashMap<&str, String>, stdin: &[u8]) -> (i32, String) {
     let lookup = |k: &str| env.get(k).cloned();

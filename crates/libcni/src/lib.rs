@@ -31,7 +31,6 @@
 pub mod cache;
 mod codec;
 pub mod conf;
-mod exec;
 
 use std::path::PathBuf;
 
@@ -487,10 +486,10 @@ impl CniConfig {
         };
         let bin = cni::invoke::find_in_path(plugin_type, &self.path).map_err(ctx)?;
         let stdin = format!(r#"{{"cniVersion":"{}"}}"#, cni::version::LATEST);
-        let out = exec::exec_plugin(
+        let out = cni::invoke::exec_plugin(
             &bin,
             Command::Version,
-            &exec::ExecArgs::default(),
+            &cni::invoke::ExecParams::default(),
             stdin.as_bytes(),
         )
         .map_err(ctx)?;
@@ -562,14 +561,15 @@ impl CniConfig {
         let bin = cni::invoke::find_in_path(&plugin.plugin_type, &self.path)?;
         let path = std::env::join_paths(&self.path)
             .map_err(|e| cni::Error::invalid_config(format!("invalid CNI_PATH entry: {e}")))?;
-        let args = exec::ExecArgs {
+        let cni_args = rt.map(RuntimeConf::cni_args_string).unwrap_or_default();
+        let params = cni::invoke::ExecParams {
             container_id: rt.map(|r| r.container_id.as_str()).unwrap_or_default(),
-            netns: rt.map(|r| r.netns.as_str()).unwrap_or_default(),
+            netns: rt.map(|r| r.netns.as_ref()).unwrap_or_default(),
             ifname: rt.map(|r| r.ifname.as_str()).unwrap_or_default(),
-            cni_args: rt.map(RuntimeConf::cni_args_string).unwrap_or_default(),
-            path: path.to_string_lossy().into_owned(),
+            cni_args: &cni_args,
+            path: &path,
         };
-        exec::exec_plugin(&bin, command, &args, &stdin)
+        cni::invoke::exec_plugin(&bin, command, &params, &stdin)
     }
 }
 

@@ -10,7 +10,7 @@ use cni::version::ALL;
 use cni::{CmdArgs, CniArgs, NetConf, Plugin, Success};
 
 /// A chained plugin that returns its prevResult unchanged.
-struct Echo;
+pub struct Echo;
 
 impl Plugin for Echo {
     type Config = NoPluginConfig;
