@@ -226,8 +226,13 @@ impl Node {
     /// destroys the namespace, and with it the container end and its host peer,
     /// asynchronously.
     pub fn wait_veths_gone(&self) {
+        self.wait_veths_gone_but(0);
+    }
+
+    /// Like [`Node::wait_veths_gone`] until at most `left` host veths remain.
+    pub fn wait_veths_gone_but(&self, left: usize) {
         let t0 = std::time::Instant::now();
-        while !self.host_veths().is_empty() && t0.elapsed() < Duration::from_secs(10) {
+        while self.host_veths().len() > left && t0.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
