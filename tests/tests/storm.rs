@@ -111,7 +111,7 @@ fn storm_of_200_operations_then_gc_matches_the_valid_attachments() {
                     out.assert_success();
                     let result = out.json();
                     // Two of every three attachments are deleted right away.
-                    if i % 3 != 0 {
+                    if !i.is_multiple_of(3) {
                         run_retrying(&n, "DEL", &nets[net].conf, Some(&ctr), &id, &retries)
                             .assert_success();
                         continue;
