@@ -301,7 +301,12 @@ pub fn links(ns: &Netns) -> Vec<Value> {
 
 /// `<tool> -t nat` without comment lines and with counters zeroed.
 pub fn save(ns: &Netns, tool: &str) -> String {
-    ns.exec_ok(tool, &["-t", "nat"])
+    save_table(ns, tool, "nat")
+}
+
+/// `<tool> -t <table>` without comment lines and with counters zeroed.
+pub fn save_table(ns: &Netns, tool: &str, table: &str) -> String {
+    ns.exec_ok(tool, &["-t", table])
         .lines()
         .filter(|l| !l.starts_with('#'))
         .map(|l| match l.rfind(" [") {
