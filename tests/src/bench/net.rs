@@ -394,6 +394,17 @@ impl Impl {
         })
     }
 
+    /// `VERSION` of the bridge plugin: process start-up and exit, no network work.
+    pub fn version(&self, att: &Attachment) -> Outcome {
+        let mut call = self.call("bridge", "VERSION", att);
+        call.stdin = to_bytes(&json!({ "cniVersion": CNI_VERSION }));
+        self.in_host(|| call.run(false))
+            .unwrap_or_else(|e| Outcome {
+                spawn_error: Some(e),
+                ..Outcome::default()
+            })
+    }
+
     /// host-local alone (ADD or DEL) with the bridge configuration, as bridge delegates it.
     pub fn host_local(&self, net: &Net, command: &str, att: &Attachment, trace: bool) -> Outcome {
         let mut call = self.call("host-local", command, att);

@@ -230,6 +230,18 @@ impl Ctx {
         progress(&format!("scenario 1: bridge+host-local ADD/DEL x{reps}"));
         let [add, del] = self.add_del_loop(&SIMPLE, "s1-", reps)?;
         let sc = "1 bridge+host-local";
+        // Start-up floor: the same spawn path with no network work (VERSION).
+        let mut version: [Vec<Duration>; 2] = Default::default();
+        let att = Attachment::new("version".into(), "none", 0);
+        for rep in 0..reps {
+            for i in order(rep) {
+                cleanup::check()?;
+                let o = self.impls[i].version(&att);
+                if o.ok() {
+                    version[i].push(o.wall);
+                }
+            }
+        }
         self.rows.push(
             Row::compare(sc, "ADD", "ms", add.summary(0), add.summary(1), Some(0.25))
                 .note(add.fail_note()),
@@ -248,13 +260,26 @@ impl Ctx {
         ));
         self.rows.push(Row::compare(
             sc,
+            "VERSION (start-up floor)",
+            "ms",
+            Summary::of_ms(&version[0]),
+            Summary::of_ms(&version[1]),
+            None,
+        ));
+        self.rows.push(Row::compare(
+            sc,
             "DEL CPU (user+sys)",
             "ms",
             del.cpu_summary(0),
             del.cpu_summary(1),
             None,
         ));
-        let d = json!({ "reps": reps, "add": add.to_json(self), "del": del.to_json(self) });
+        let d = json!({
+            "reps": reps,
+            "add": add.to_json(self),
+            "del": del.to_json(self),
+            "version_ms": { "ours": ms_list(&version[0]), "reference": ms_list(&version[1]) },
+        });
         self.detail.insert("1_bridge_host_local".into(), d);
         Ok(())
     }
@@ -762,8 +787,10 @@ impl Ctx {
         // largest process of the call (the plugin or a helper it ran).
         let mut own: [BTreeMap<&str, Vec<f64>>; 2] = Default::default();
         let mut tree: [BTreeMap<&str, Vec<f64>>; 2] = Default::default();
-        // procs[impl]["portmap ADD"] = process names of the last such call.
+        // procs[impl]["portmap ADD"] = process names of the last such call; split[impl]
+        // ["bridge ADD"] = (anon, file) RSS of the plugin process at its exit, KiB.
         let mut procs: [BTreeMap<String, Vec<String>>; 2] = Default::default();
+        let mut split: [BTreeMap<String, Value>; 2] = Default::default();
         let mut errors: Vec<String> = Vec::new();
         for rep in 0..reps {
             for i in order(rep) {
@@ -781,6 +808,12 @@ impl Ctx {
                         e.1 = e.1.max(t.max_peak_kib());
                         let list = t.procs.iter().rev().map(|p| p.name.clone()).collect();
                         procs[i].insert(format!("{p} {cmd}"), list);
+                        if let Some(root) = t.procs.last() {
+                            split[i].insert(
+                                format!("{p} {cmd}"),
+                                json!({ "peak_kib": root.peak_kib, "anon_kib": root.anon_kib, "file_kib": root.file_kib }),
+                            );
+                        }
                     }
                 };
                 let hl = imp.host_local(&CHAIN, "ADD", &att, true);
@@ -819,6 +852,23 @@ impl Ctx {
                 get(&own, 0, p),
                 get(&own, 1, p),
                 Some(0.5),
+            ));
+        }
+        for p in plugins {
+            let anon = |i: usize| {
+                let kib = ["ADD", "DEL"]
+                    .iter()
+                    .filter_map(|c| split[i].get(&format!("{p} {c}"))?.get("anon_kib")?.as_u64())
+                    .max()?;
+                Summary::of(&[kib as f64 / 1024.0])
+            };
+            self.rows.push(Row::compare(
+                sc,
+                &format!("{p} anonymous RSS at exit"),
+                "MiB",
+                anon(0),
+                anon(1),
+                None,
             ));
         }
         for p in plugins {
@@ -897,6 +947,7 @@ impl Ctx {
             "own_peak_mib": { "ours": side(&own[0]), "reference": side(&own[1]) },
             "largest_process_mib": { "ours": side(&tree[0]), "reference": side(&tree[1]) },
             "processes": { "ours": procs[0].clone(), "reference": procs[1].clone() },
+            "rss_at_exit_kib": { "ours": split[0].clone(), "reference": split[1].clone() },
             "binaries": bins,
             "errors": errors,
         });

@@ -148,6 +148,10 @@ pub struct Proc {
     pub name: String,
     /// Own peak RSS (`VmHWM`) in KiB, read at its exit.
     pub peak_kib: u64,
+    /// Anonymous (heap, stack, written data) part of the RSS at exit, in KiB.
+    pub anon_kib: u64,
+    /// File-backed (executable and libraries) part of the RSS at exit, in KiB.
+    pub file_kib: u64,
 }
 
 /// Every process of a traced call, in the order they exited (the root last).
@@ -166,8 +170,8 @@ impl Tree {
     }
 }
 
-/// `(Name, Tgid, VmHWM KiB)` of `/proc/<tid>/status`.
-fn proc_status(tid: libc::pid_t) -> Option<(String, i32, u64)> {
+/// `(Name, Tgid, VmHWM, RssAnon, RssFile)` of `/proc/<tid>/status` (sizes in KiB).
+fn proc_status(tid: libc::pid_t) -> Option<(String, i32, u64, u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
     let field = |key: &str| {
         status
@@ -177,10 +181,12 @@ fn proc_status(tid: libc::pid_t) -> Option<(String, i32, u64)> {
     };
     let name = field("Name:")?;
     let tgid = field("Tgid:")?.parse().ok()?;
-    let hwm = field("VmHWM:")
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    Some((name, tgid, hwm))
+    let kib = |key: &str| {
+        field(key)
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    Some((name, tgid, kib("VmHWM:"), kib("RssAnon:"), kib("RssFile:")))
 }
 
 /// Reaps a child attached with [`seize_tree`], resuming every traced task through its
@@ -210,7 +216,7 @@ pub fn wait_traced(pid: u32) -> io::Result<(Exit, Tree)> {
         let sig = libc::WSTOPSIG(status);
         let event = (status >> 16) & 0xff;
         if sig == libc::SIGTRAP && event == libc::PTRACE_EVENT_EXIT {
-            if let Some((name, tgid, peak_kib)) = proc_status(tid)
+            if let Some((name, tgid, peak_kib, anon_kib, file_kib)) = proc_status(tid)
                 && tgid == tid
             {
                 if tid == root {
@@ -220,6 +226,8 @@ pub fn wait_traced(pid: u32) -> io::Result<(Exit, Tree)> {
                     pid: tid,
                     name,
                     peak_kib,
+                    anon_kib,
+                    file_kib,
                 });
             }
             ptrace_cont(tid, 0);
