@@ -19,6 +19,7 @@
 //! * DEL, CHECK, GC and STATUS use [`DiskStore::open_existing`], which never
 //!   creates the network directory.
 
+use std::cell::RefCell;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -113,10 +114,17 @@ pub fn validate_network_name(name: &str) -> Result<(), StoreError> {
 }
 
 /// A network's reservations on disk, locked for as long as the value lives.
+///
+/// Because the lock is held for the store's whole life, nobody else changes
+/// the directory meanwhile: the first [`Store::list`] scans it (reading every
+/// reservation file, as the reference does) and later calls reuse that
+/// listing, kept exact by this store's own `reserve` and `remove`. A
+/// dual-stack ADD thus scans once, not once per range set.
 #[derive(Debug)]
 pub struct DiskStore {
     dir: PathBuf,
     _lock: File,
+    listing: RefCell<Option<Vec<Reservation>>>,
 }
 
 impl DiskStore {
@@ -175,7 +183,11 @@ impl DiskStore {
             return Err(StoreError::NotADirectory { path: dir });
         }
         let lock = lock::acquire(&dir.join(LOCK_FILE), opts.lock_timeout)?;
-        let store = Self { dir, _lock: lock };
+        let store = Self {
+            dir,
+            _lock: lock,
+            listing: RefCell::new(None),
+        };
         store.remove_stale_temp_files();
         Ok(store)
     }
@@ -241,6 +253,33 @@ impl DiskStore {
         self.dir.join(format!("{CURSOR_PREFIX}{set_index}"))
     }
 
+    /// Reads every reservation file of the directory.
+    fn scan(&self) -> Result<Vec<Reservation>, StoreError> {
+        let entries = fs::read_dir(&self.dir).map_err(|e| StoreError::io("list", &self.dir, e))?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io("list", &self.dir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Ok(addr) = name.parse::<IpAddr>() else {
+                continue;
+            };
+            if ip::to_text(addr) != name {
+                continue;
+            }
+            let path = entry.path();
+            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            match fs::read(&path) {
+                Ok(bytes) => out.push(Reservation::parse(addr, &String::from_utf8_lossy(&bytes))),
+                Err(e) => log::warn!("skipping unreadable reservation {}: {e}", path.display()),
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Temporary files are only ever written while the lock is held, so any
     /// found by a new lock holder belong to a process that died.
     fn remove_stale_temp_files(&self) {
@@ -292,7 +331,14 @@ impl Store for DiskStore {
             log::warn!("cannot remove temporary {}: {e}", tmp.display());
         }
         match linked {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                if let Some(listing) = self.listing.get_mut() {
+                    let added = Reservation::parse(ip::canonical(ip), &who.file_content());
+                    let at = listing.binary_search(&added).unwrap_or_else(|i| i);
+                    listing.insert(at, added);
+                }
+                Ok(true)
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(StoreError::io("create reservation", target, e)),
         }
@@ -300,11 +346,16 @@ impl Store for DiskStore {
 
     fn remove(&mut self, ip: IpAddr) -> Result<bool, StoreError> {
         let path = self.ip_path(ip);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(StoreError::io("remove reservation", path, e)),
+        let removed = match fs::remove_file(&path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(StoreError::io("remove reservation", path, e)),
+        };
+        if let Some(listing) = self.listing.get_mut() {
+            let gone = ip::canonical(ip);
+            listing.retain(|r| r.ip != gone);
         }
+        Ok(removed)
     }
 
     fn get(&self, ip: IpAddr) -> Result<Option<Reservation>, StoreError> {
@@ -320,31 +371,15 @@ impl Store for DiskStore {
     }
 
     /// Files whose name is the canonical text of an address; unreadable
-    /// ones are skipped with a warning, like the reference does.
+    /// ones are skipped with a warning, like the reference does. Scanned
+    /// once per store (see [`DiskStore`]).
     fn list(&self) -> Result<Vec<Reservation>, StoreError> {
-        let entries = fs::read_dir(&self.dir).map_err(|e| StoreError::io("list", &self.dir, e))?;
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| StoreError::io("list", &self.dir, e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let Ok(addr) = name.parse::<IpAddr>() else {
-                continue;
-            };
-            if ip::to_text(addr) != name {
-                continue;
-            }
-            let path = entry.path();
-            if !entry.file_type().is_ok_and(|t| t.is_file()) {
-                continue;
-            }
-            match fs::read(&path) {
-                Ok(bytes) => out.push(Reservation::parse(addr, &String::from_utf8_lossy(&bytes))),
-                Err(e) => log::warn!("skipping unreadable reservation {}: {e}", path.display()),
-            }
+        if let Some(listing) = self.listing.borrow().as_ref() {
+            return Ok(listing.clone());
         }
-        out.sort();
-        Ok(out)
+        let scanned = self.scan()?;
+        *self.listing.borrow_mut() = Some(scanned.clone());
+        Ok(scanned)
     }
 
     /// A cursor that does not parse as an address is treated as absent (the
@@ -400,6 +435,31 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn cached_listing_always_equals_a_fresh_scan() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut store = DiskStore::open(data.path(), "net", &opts()).expect("open");
+        let a = Attachment::new("ctr-a", "eth0");
+        let b = Attachment::new("ctr-b", "eth1");
+        assert!(store.reserve(ip("10.0.0.5"), &a).expect("reserve"));
+        assert_eq!(store.list().expect("list"), store.scan().expect("scan"));
+        // Changes after the first listing must show in the cached one.
+        assert!(store.reserve(ip("fd00::5"), &a).expect("reserve"));
+        assert!(store.reserve(ip("10.0.0.3"), &b).expect("reserve"));
+        assert!(!store.reserve(ip("10.0.0.3"), &a).expect("taken"));
+        assert_eq!(store.list().expect("list"), store.scan().expect("scan"));
+        assert_eq!(
+            store.lookup(&a).expect("lookup"),
+            [ip("10.0.0.5"), ip("fd00::5")]
+        );
+        assert!(store.remove(ip("10.0.0.5")).expect("remove"));
+        assert!(!store.remove(ip("10.0.0.5")).expect("already gone"));
+        assert_eq!(store.list().expect("list"), store.scan().expect("scan"));
+        assert_eq!(store.release(&b).expect("release"), [ip("10.0.0.3")]);
+        assert_eq!(store.list().expect("list"), store.scan().expect("scan"));
+        assert_eq!(store.lookup(&a).expect("lookup"), [ip("fd00::5")]);
     }
 
     #[test]
