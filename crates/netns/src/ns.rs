@@ -209,3 +209,27 @@ impl Drop for NsGuard<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_network_namespaces_open() {
+        assert!(NetNs::open("/proc/self/ns/net").is_ok());
+        for p in [
+            "/proc/self/status",
+            "/proc/self/ns/mnt",
+            "/proc/self/ns/uts",
+        ] {
+            match NetNs::open(p) {
+                Err(Error::NotNetns { .. }) => {}
+                other => panic!("{p}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            NetNs::open("/dev/null"),
+            Err(Error::NotNetns { .. })
+        ));
+    }
+}
