@@ -111,6 +111,32 @@ fn run_and_kill(n: &Node, plugin: &str, call: &PluginCall, delay: Duration) -> b
     killed
 }
 
+/// Waits (at most 10 s) until no helper a killed plugin may have left running (the
+/// delegated host-local, iptables-restore, nft) is alive: they finish their work after
+/// the parent died, and a DEL must come after that work to see it.
+fn wait_for_orphans() {
+    let ours = Side::Ours.bin("host-local");
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        let busy = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| {
+                std::fs::read_link(e.path().join("exe")).is_ok_and(|exe| {
+                    exe == ours
+                        || exe.file_name().is_some_and(|n| {
+                            ["xtables-nft-multi", "xtables-legacy-multi", "nft"]
+                                .contains(&n.to_str().unwrap_or(""))
+                        })
+                })
+            });
+        if !busy {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn bridge_sigkilled_at_random_points_of_add_and_del() {
     if !require_root() {
@@ -135,7 +161,7 @@ fn bridge_sigkilled_at_random_points_of_add_and_del() {
             run_and_kill(&n, "bridge", &del, Duration::from_millis(2 * i));
         }
         // A delegated host-local ADD may outlive the killed bridge for a moment.
-        std::thread::sleep(Duration::from_millis(50));
+        wait_for_orphans();
         n.del(Side::Ours, "bridge", &conf, Some(&ctr), &id);
         n.assert_clean(Some(&ctr), &id);
     }
