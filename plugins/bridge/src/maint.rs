@@ -42,12 +42,15 @@ pub fn usable_backend(requested: Option<&str>) -> cni::Result<Backend> {
             ));
         }
     };
-    backend.probe().map_err(|e| {
-        Error::new(
-            Code::NotAvailable,
-            format!("ipMasq: netfilter backend {backend} is not usable: {e}"),
-        )
-    })?;
+    // Auto-detection already probed the backend it picked.
+    if requested.is_some() {
+        backend.probe().map_err(|e| {
+            Error::new(
+                Code::NotAvailable,
+                format!("ipMasq: netfilter backend {backend} is not usable: {e}"),
+            )
+        })?;
+    }
     Ok(backend)
 }
 
