@@ -25,8 +25,14 @@ fn fill(store: &mut dyn Store, n: u32) {
     let ids: Vec<String> = (0..n).map(|i| format!("filler-{i}")).collect();
     for (i, id) in ids.iter().enumerate() {
         let offset = u32::try_from(i).expect("fits") + 2;
-        let ip = IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 128, 0, 0)) + offset));
-        assert!(store.reserve(ip, &Attachment::new(id, "eth0")).expect("reserve"));
+        let ip = IpAddr::V4(Ipv4Addr::from(
+            u32::from(Ipv4Addr::new(10, 128, 0, 0)) + offset,
+        ));
+        assert!(
+            store
+                .reserve(ip, &Attachment::new(id, "eth0"))
+                .expect("reserve")
+        );
     }
 }
 
