@@ -321,7 +321,6 @@ fn portmap_rejects_injection_in_host_ip_protocol_and_conditions() {
 }
 
 #[test]
-#[ignore = "BUG (portmap, reported to the lead): nftables conditionsV4/V6 are pasted into `nft -f` input, so ';' or a newline adds arbitrary nft commands"]
 fn portmap_nft_conditions_cannot_inject_commands() {
     if !require_root() {
         return;

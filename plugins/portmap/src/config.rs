@@ -48,6 +48,32 @@ pub(crate) struct Parsed {
     nftables_only: Vec<&'static str>,
 }
 
+/// Condition tokens become part of an `nft -f` script or an
+/// `iptables-restore` batch, so they must not be able to end the rule they
+/// belong to: no control characters (a newline starts a new command) in any
+/// list, no `;` (command separator) or `#` (comment) in nftables conditions,
+/// no quotes in iptables conditions (the restore format cannot carry them).
+fn validate_condition_tokens(name: &str, list: &[String], nft: bool) -> Result<()> {
+    for token in list {
+        let bad = token.chars().find(|&ch| {
+            ch.is_control()
+                || (nft && matches!(ch, ';' | '#'))
+                || (!nft && matches!(ch, '"' | '\''))
+        });
+        if let Some(ch) = bad {
+            return Err(Error::invalid_config(format!(
+                "{name}: condition {token:?} contains the character {ch:?}, which is not allowed"
+            )));
+        }
+        if token.is_empty() {
+            return Err(Error::invalid_config(format!(
+                "{name}: empty condition token"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A condition list is nftables-flavoured unless its first token looks like an iptables
 /// option (`-m`, `!`).
 fn is_nft_conditions(c: &[String]) -> bool {
@@ -110,7 +136,9 @@ pub(crate) fn parse(conf: &NetConf<PortmapConfig>) -> Result<Parsed> {
         if list.is_empty() {
             continue;
         }
-        if is_nft_conditions(list) {
+        let nft = is_nft_conditions(list);
+        validate_condition_tokens(name, list, nft)?;
+        if nft {
             nftables_only.push(name);
         } else {
             iptables_only.push(name);
@@ -199,6 +227,31 @@ mod tests {
             v[k] = val.clone();
         }
         conf(v)
+    }
+
+    #[test]
+    fn condition_tokens_cannot_end_the_rule() {
+        for (backend, cond) in [
+            ("nftables", "ip saddr 1.2.3.4 counter ; add table ip evil"),
+            ("nftables", "ip saddr 1.2.3.4\nadd table ip evil"),
+            ("nftables", "ip saddr 1.2.3.4 # the rest is a comment"),
+            ("iptables", "-s\n-A"),
+            ("iptables", "\"quoted\""),
+        ] {
+            let first = if backend == "iptables" { "-m" } else { "ip" };
+            let e = parse(&base(
+                serde_json::json!({"backend": backend, "conditionsV4": [first, cond]}),
+            ))
+            .unwrap_err();
+            assert_eq!(e.code, 7, "{backend} {cond:?}: {e}");
+            assert!(e.msg.contains("conditionsV4"), "{e}");
+        }
+        parse(&base(serde_json::json!({"backend": "nftables",
+            "conditionsV4": ["ip", "saddr", "{ 10.0.0.0/8, 192.168.0.0/16 }"]})))
+        .unwrap();
+        parse(&base(serde_json::json!({"backend": "iptables",
+            "conditionsV6": ["!", "-s", "fd00::/8"]})))
+        .unwrap();
     }
 
     #[test]
