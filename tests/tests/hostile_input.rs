@@ -387,7 +387,6 @@ fn data_dir_too_long_or_a_file_path_is_a_clear_error() {
 }
 
 #[test]
-#[ignore = "BUG (host-local, reported to the lead): a relative dataDir, '..' components or control characters are accepted; state is written relative to the runtime's working directory or outside the intended tree"]
 fn data_dir_must_be_a_clean_absolute_path() {
     let root = tempfile::tempdir().unwrap();
     let cwd = root.path().join("cwd");

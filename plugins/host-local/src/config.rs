@@ -100,14 +100,36 @@ fn decode<T: for<'de> Deserialize<'de>>(raw: &Map<String, Value>) -> Result<T> {
         .map_err(|e| Error::invalid_config(format!("invalid ipam config: {e}")))
 }
 
-fn location_from(conf_name: &str, data_dir: Option<&str>) -> StoreLocation {
+/// The state location. `dataDir` must be a clean absolute path: a relative
+/// one would put state wherever the runtime happens to run, and `..` or
+/// control characters would let a configuration aim outside the intended
+/// tree (the reference accepts all three).
+fn location_from(conf_name: &str, data_dir: Option<&str>) -> Result<StoreLocation> {
     let data_dir = data_dir
         .filter(|d| !d.is_empty())
         .unwrap_or(DEFAULT_DATA_DIR);
-    StoreLocation {
-        data_dir: PathBuf::from(data_dir),
-        network: conf_name.to_string(),
+    let path = PathBuf::from(data_dir);
+    let problem = if !path.is_absolute() {
+        Some("it must be an absolute path")
+    } else if path
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        Some("it must not contain '..'")
+    } else if data_dir.chars().any(char::is_control) {
+        Some("it must not contain control characters")
+    } else {
+        None
+    };
+    if let Some(why) = problem {
+        return Err(Error::invalid_config(format!(
+            "invalid ipam dataDir {data_dir:?}: {why}"
+        )));
     }
+    Ok(StoreLocation {
+        data_dir: path,
+        network: conf_name.to_string(),
+    })
 }
 
 /// The state location only (for DEL and GC).
@@ -116,7 +138,7 @@ fn location_from(conf_name: &str, data_dir: Option<&str>) -> StoreLocation {
 /// Code 7 when there is no `ipam` section or it does not decode.
 pub fn load_location<P>(conf: &NetConf<P>) -> Result<StoreLocation> {
     let raw: RawLocation = decode(ipam_section(conf)?)?;
-    Ok(location_from(&conf.name, raw.data_dir.as_deref()))
+    location_from(&conf.name, raw.data_dir.as_deref())
 }
 
 /// Everything, validated (for ADD, CHECK and STATUS).
@@ -159,7 +181,7 @@ pub fn load<P>(conf: &NetConf<P>, cni_args: &str) -> Result<IpamConfig> {
     let range_sets = canonicalize_sets(&specs, conf.version)?;
 
     Ok(IpamConfig {
-        location: location_from(&conf.name, raw.data_dir.as_deref()),
+        location: location_from(&conf.name, raw.data_dir.as_deref())?,
         range_sets,
         routes: raw.routes,
         resolv_conf: raw.resolv_conf.filter(|p| !p.is_empty()).map(PathBuf::from),
@@ -311,6 +333,25 @@ mod tests {
 
     fn sets(c: &IpamConfig) -> Vec<String> {
         c.range_sets.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn data_dir_must_be_a_clean_absolute_path() {
+        for (dir, why) in [
+            ("rel/dir", "absolute"),
+            ("/var/lib/../../etc", "'..'"),
+            ("/var/lib/cni/new\nline", "control characters"),
+        ] {
+            let e = location_from("net", Some(dir)).unwrap_err();
+            assert_eq!(e.code, 7, "{dir:?}");
+            assert!(e.msg.contains(why), "{dir:?}: {e}");
+        }
+        let ok = location_from("net", Some("/run/cni/./ipam")).unwrap();
+        assert_eq!(ok.data_dir, PathBuf::from("/run/cni/./ipam"));
+        assert_eq!(
+            location_from("net", None).unwrap().data_dir,
+            PathBuf::from(DEFAULT_DATA_DIR)
+        );
     }
 
     #[test]

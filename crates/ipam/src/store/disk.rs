@@ -91,7 +91,8 @@ fn parse_timeout(text: &str) -> Option<Duration> {
 }
 
 /// Checks that `name` is one plain directory name: not empty, not `.` or
-/// `..`, without `/` or NUL. (The CNI skel also restricts its characters.)
+/// `..`, without `/` or NUL, and at most 255 bytes (the longest file name
+/// Linux file systems take). (The CNI skel also restricts its characters.)
 ///
 /// # Errors
 /// [`StoreError::InvalidNetworkName`] naming the rule broken.
@@ -104,6 +105,8 @@ pub fn validate_network_name(name: &str) -> Result<(), StoreError> {
         "contains '/'"
     } else if name.contains('\0') {
         "contains NUL"
+    } else if name.len() > 255 {
+        "longer than 255 bytes"
     } else {
         return Ok(());
     };
@@ -471,7 +474,8 @@ mod tests {
                 "{bad:?}"
             );
         }
-        for good in ["net", "my-net.1", "..x", "a..b"] {
+        assert!(validate_network_name(&"n".repeat(256)).is_err());
+        for good in ["net", "my-net.1", "..x", "a..b", &"n".repeat(255)] {
             validate_network_name(good).expect(good);
         }
         let data = tempfile::tempdir().expect("tempdir");
