@@ -165,7 +165,20 @@ impl Range {
                 }
                 end
             }
-            None => default_end(subnet),
+            None => {
+                // A start past the default end (e.g. the IPv4 broadcast
+                // address) would make an inverted range whose walk leaves
+                // the subnet; the reference accepts it and hands out the
+                // broadcast address, then addresses outside the subnet.
+                let end = default_end(subnet);
+                if ip::compare(range_start, end).is_gt() {
+                    return Err(RangeError::StartNotInNetwork {
+                        start: range_start,
+                        subnet,
+                    });
+                }
+                end
+            }
         };
 
         Ok(Self {
