@@ -705,7 +705,7 @@ fn check_fails_after_address_removed_and_passes_for_layer2() {
     let a = r["ips"][0]["address"].as_str().unwrap().to_string();
     ctr.exec_ok("ip", &["addr", "del", &a, "dev", "eth0"]);
     let out = fx.check(&conf, &r, &ctr, "ck");
-    assert!(!out.success());
+    assert_eq!(out.error_code(), Some(103), "{}", out.describe());
     assert!(out.error_msg().unwrap().contains(&a), "{}", out.describe());
     fx.del(&conf, Some(&ctr), "ck");
 
@@ -718,9 +718,9 @@ fn check_fails_after_address_removed_and_passes_for_layer2() {
     );
     fx.check(&l2, &r2, &ctr2, "l2").assert_success();
     fx.del(&l2, Some(&ctr2), "l2");
-    // CHECK after DEL fails.
+    // CHECK after DEL fails as a mismatch.
     let out = fx.check(&l2, &r2, &ctr2, "l2");
-    assert!(!out.success());
+    assert_eq!(out.error_code(), Some(103), "{}", out.describe());
 }
 
 #[test]

@@ -100,9 +100,14 @@ impl Error {
         }
     }
 
-    /// True when CHECK found something missing (as opposed to a tool failure).
+    /// True when CHECK found something missing (as opposed to a tool failure);
+    /// for [`Error::Multiple`], when every error in it is.
     pub fn is_missing(&self) -> bool {
-        matches!(self, Error::Missing(_))
+        match self {
+            Error::Missing(_) => true,
+            Error::Multiple(all) => !all.is_empty() && all.iter().all(Error::is_missing),
+            _ => false,
+        }
     }
 
     /// Folds a list of errors into `Ok(())`, the single error, or [`Error::Multiple`].

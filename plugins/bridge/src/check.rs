@@ -16,8 +16,10 @@ use crate::add::open_container_ns;
 use crate::config::{BridgeConf, Settings};
 use crate::errors::Context;
 
+/// A difference between `prevResult` and what exists: code 103
+/// ([`cni::error::codes::CHECK_MISMATCH`]).
 fn fail(msg: impl Into<String>) -> Error {
-    Error::internal(msg)
+    Error::plugin(cni::error::codes::CHECK_MISMATCH, msg)
 }
 
 fn mac_matches(i: &Interface, l: &Link) -> cni::Result<()> {

@@ -2,7 +2,7 @@
 //!
 //! Kernel and tool failures are code 999 (as in the reference); timeouts (netlink reply,
 //! xtables lock) are code 11 so the runtime retries; an unknown netfilter backend is code
-//! 2 naming `ipMasqBackend`.
+//! 2 naming `ipMasqBackend`; rules CHECK finds missing are code 103.
 
 use cni::{Code, Error};
 
@@ -44,6 +44,9 @@ pub fn netfilter_error(e: &cni_netfilter::Error, what: impl std::fmt::Display) -
     match e {
         cni_netfilter::Error::UnknownBackend(v) => Error::unsupported_field("ipMasqBackend", v),
         e if e.is_lock_timeout() => Error::try_again(format!("{what}: {e}")),
+        e if e.is_missing() => {
+            Error::plugin(cni::error::codes::CHECK_MISMATCH, format!("{what}: {e}"))
+        }
         e => Error::new(Code::Internal, format!("{what}: {e}")),
     }
 }

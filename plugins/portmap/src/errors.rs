@@ -7,16 +7,12 @@ use cni_netfilter::Error as NfError;
 /// 11 (try again later); invalid input: 7; an expected rule or chain missing (CHECK):
 /// 103 ([`cni::error::codes::CHECK_MISMATCH`]); everything else: 999 with the full context.
 pub(crate) fn to_cni(e: NfError) -> Error {
-    let all_missing = match &e {
-        NfError::Multiple(list) => !list.is_empty() && list.iter().all(NfError::is_missing),
-        other => other.is_missing(),
-    };
     match &e {
         NfError::UnknownBackend(value) => Error::unsupported_field("backend", value),
         NfError::NoBackend { .. } => Error::new(Code::NotAvailable, e.to_string()),
         NfError::Invalid(_) => Error::invalid_config(e.to_string()),
         _ if e.is_lock_timeout() => Error::try_again(e.to_string()),
-        _ if all_missing => Error::plugin(cni::error::codes::CHECK_MISMATCH, e.to_string()),
+        _ if e.is_missing() => Error::plugin(cni::error::codes::CHECK_MISMATCH, e.to_string()),
         _ => Error::internal(e.to_string()),
     }
 }
