@@ -1,7 +1,12 @@
 //! `resolvConf`: a resolv.conf file turned into the result's DNS settings,
 //! parsed like the reference (`plugins/ipam/host-local/dns.go`).
 
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+
+/// The largest resolv.conf read; real ones are a few hundred bytes.
+pub const MAX_RESOLV_CONF_BYTES: u64 = 1 << 20;
 
 /// DNS settings from a resolv.conf file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,7 +63,7 @@ impl ResolvConf {
     /// # Errors
     /// [`ResolvError`] when the file cannot be read.
     pub fn load(path: &Path) -> Result<Self, ResolvError> {
-        std::fs::read_to_string(path)
+        read_bounded(path)
             .map(|t| Self::parse(&t))
             .map_err(|source| ResolvError {
                 path: path.to_path_buf(),
@@ -67,9 +72,57 @@ impl ResolvConf {
     }
 }
 
+/// Reads a regular file of at most [`MAX_RESOLV_CONF_BYTES`]. Opened
+/// non-blocking so a FIFO cannot stall the plugin, and refused unless it is a
+/// regular file, so `/dev/zero` cannot exhaust memory.
+fn read_bounded(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(MAX_RESOLV_CONF_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_RESOLV_CONF_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than {MAX_RESOLV_CONF_BYTES} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_refuses_devices_fifos_and_huge_files() {
+        for dev in ["/dev/zero", "/dev/null", "/tmp"] {
+            let e = ResolvConf::load(Path::new(dev)).unwrap_err();
+            assert!(e.to_string().contains(dev), "{e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            // Would block forever on a blocking open with no writer.
+            assert!(ResolvConf::load(&fifo).is_err());
+        }
+        let big = dir.path().join("big");
+        let line = "search example.com\n";
+        let n = usize::try_from(MAX_RESOLV_CONF_BYTES).unwrap() / line.len() + 1;
+        std::fs::write(&big, line.repeat(n)).unwrap();
+        let e = ResolvConf::load(&big).unwrap_err();
+        assert!(format!("{e:?}").contains("larger than"), "{e:?}");
+        let ok = dir.path().join("ok");
+        std::fs::write(&ok, "nameserver 10.0.0.1\n").unwrap();
+        assert_eq!(ResolvConf::load(&ok).unwrap().nameservers, ["10.0.0.1"]);
+    }
 
     #[test]
     fn simple() {
