@@ -66,7 +66,7 @@ bench: release
 # toolchain build them. New corpus entries land in crates/*/fuzz/corpus and
 # are replayed by the ordinary test suite.
 FUZZ_SECONDS ?= 60
-FUZZ_CRATES  := crates/cni
+FUZZ_CRATES  := crates/cni plugins/host-local
 fuzz:
 	for c in $(FUZZ_CRATES); do \
 	  for t in $$(cd $$c && cargo fuzz list); do \
