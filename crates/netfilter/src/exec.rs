@@ -1,6 +1,8 @@
 //! Running the netfilter user-space tools with captured output and contextual errors.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
@@ -54,6 +56,49 @@ pub(crate) fn run(tool: &str, args: &[&str], stdin: Option<&str>, op: &str) -> R
     })
 }
 
+/// The search path `execvp` uses when `PATH` is unset (glibc's default).
+const DEFAULT_PATH: &str = "/bin:/usr/bin";
+
+/// Where `tool` would be found on `PATH` (as [`Command`] searches it): the first
+/// directory holding an executable regular file of that name (symlinks followed). A few
+/// `stat` calls, no process.
+pub(crate) fn find_tool(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH");
+    let path = path.as_deref().unwrap_or(DEFAULT_PATH.as_ref());
+    find_tool_in(tool, path)
+}
+
+fn find_tool_in(tool: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
+    if tool.contains('/') {
+        let p = Path::new(tool);
+        return is_executable(p).then(|| p.to_path_buf());
+    }
+    std::env::split_paths(path)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(tool))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Fails like a spawn of an absent tool ([`Error::Spawn`] with
+/// [`std::io::ErrorKind::NotFound`]) unless `tool` is an executable file on `PATH`.
+pub(crate) fn require_tool(tool: &str, op: &str) -> Result<()> {
+    if find_tool(tool).is_some() {
+        return Ok(());
+    }
+    Err(Error::Spawn {
+        tool: tool.to_owned(),
+        op: op.to_owned(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no executable file of that name on PATH",
+        ),
+    })
+}
+
 /// The wording iptables (legacy and nft variants) uses when `-w <secs>` ran out.
 fn is_lock_message(stderr: &str) -> bool {
     stderr.contains("xtables lock")
@@ -82,6 +127,32 @@ mod tests {
         );
         let err = run("sh", &["-c", "echo 'Another app is currently holding the xtables lock. Stopped waiting after 1s.' >&2; exit 4"], None, "x").unwrap_err();
         assert!(err.is_lock_timeout());
+    }
+
+    #[test]
+    fn tools_are_found_on_path_only_when_executable() {
+        let dir = std::env::temp_dir().join(format!("cni-nf-find-tool-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join("mytool");
+        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+        let path = std::ffi::OsString::from(format!("/nonexistent::{}", dir.display()));
+        assert!(
+            find_tool_in("mytool", &path).is_none(),
+            "not executable yet"
+        );
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(find_tool_in("mytool", &path), Some(exe.clone()));
+        std::fs::create_dir(dir.join("adir")).unwrap();
+        std::fs::set_permissions(dir.join("adir"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(
+            find_tool_in("adir", &path).is_none(),
+            "directories are not tools"
+        );
+        assert!(find_tool_in("other", &path).is_none());
+        assert!(find_tool_in(exe.to_str().unwrap(), "".as_ref()).is_some());
+        assert!(find_tool("sh").is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -22,7 +22,8 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::exec;
 
-const NFT: &str = "nft";
+/// The nftables command-line tool.
+pub(crate) const NFT: &str = "nft";
 
 /// A transaction being built: every command is applied in one `nft -j -f -` run.
 #[derive(Debug)]

@@ -34,11 +34,14 @@ pub fn add(args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<Success> {
     let s = Settings::new(conf, Some(args))?;
     let ipam = conf.ipam_type().map(str::to_string);
     let backend = match (&ipam, s.ip_masq) {
-        (Some(_), true) => Some(crate::maint::usable_backend(s.ip_masq_backend.as_deref())?),
+        (Some(_), true) => Some(crate::maint::usable_backend(
+            s.ip_masq_backend.as_deref(),
+            crate::maint::Check::Installed,
+        )?),
         _ => None,
     };
     if s.mac_spoof_chk {
-        crate::maint::spoofchk_usable()?;
+        crate::maint::spoofchk_usable(crate::maint::Check::Installed)?;
     }
     let ctr_ns = open_container_ns(args)?;
     let mut host = Handle::new().ctx("open netlink socket in host netns")?;

@@ -15,10 +15,10 @@ use crate::errors::{Context, collect};
 pub fn status(args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<()> {
     let s = Settings::new(conf, None)?;
     if s.ip_masq && conf.ipam_type().is_some() {
-        usable_backend(s.ip_masq_backend.as_deref())?;
+        usable_backend(s.ip_masq_backend.as_deref(), Check::Probe)?;
     }
     if s.mac_spoof_chk {
-        spoofchk_usable()?;
+        spoofchk_usable(Check::Probe)?;
     }
     if let Some(ipam) = conf.ipam_type() {
         cni::invoke::delegate(ipam, Command::Status, args)?;
@@ -26,13 +26,37 @@ pub fn status(args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<()> {
     Ok(())
 }
 
-/// The netfilter backend for `ipMasq` (`requested` or auto-detected), probed.
+/// How thoroughly [`usable_backend`] and [`spoofchk_usable`] check a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Its tools are executable files on `PATH` (`stat` only): ADD, where the real
+    /// operation reports a kernel that rejects the backend.
+    Installed,
+    /// A real probe (one process per backend): STATUS, which must be accurate.
+    Probe,
+}
+
+impl Check {
+    fn run(self, backend: Backend) -> cni_netfilter::Result<()> {
+        match self {
+            Check::Installed => backend.installed(),
+            Check::Probe => backend.probe(),
+        }
+    }
+}
+
+/// The netfilter backend for `ipMasq` (`requested` or auto-detected), checked as `how`
+/// says.
 ///
 /// # Errors
 /// Code 2 for an unknown backend name, code 50 when no (or not the requested) backend
 /// is usable.
-pub fn usable_backend(requested: Option<&str>) -> cni::Result<Backend> {
-    let backend = match Backend::select(requested) {
+pub fn usable_backend(requested: Option<&str>, how: Check) -> cni::Result<Backend> {
+    let selected = match how {
+        Check::Installed => Backend::select(requested),
+        Check::Probe => Backend::select_probed(requested),
+    };
+    let backend = match selected {
         Ok(b) => b,
         Err(e @ cni_netfilter::Error::UnknownBackend(_)) => return Err(e).ctx("ipMasq"),
         Err(e) => {
@@ -42,9 +66,9 @@ pub fn usable_backend(requested: Option<&str>) -> cni::Result<Backend> {
             ));
         }
     };
-    // Auto-detection already probed the backend it picked.
+    // Auto-detection already checked the backend it picked.
     if requested.is_some() {
-        backend.probe().map_err(|e| {
+        how.run(backend).map_err(|e| {
             Error::new(
                 Code::NotAvailable,
                 format!("ipMasq: netfilter backend {backend} is not usable: {e}"),
@@ -54,12 +78,12 @@ pub fn usable_backend(requested: Option<&str>) -> cni::Result<Backend> {
     Ok(backend)
 }
 
-/// `macspoofchk` needs nftables.
+/// `macspoofchk` needs nftables (checked as `how` says).
 ///
 /// # Errors
 /// Code 50 when nftables is not usable.
-pub fn spoofchk_usable() -> cni::Result<()> {
-    Backend::Nftables.probe().map_err(|e| {
+pub fn spoofchk_usable(how: Check) -> cni::Result<()> {
+    how.run(Backend::Nftables).map_err(|e| {
         Error::new(
             Code::NotAvailable,
             format!("macspoofchk: nftables is not usable: {e}"),

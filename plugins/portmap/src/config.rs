@@ -198,8 +198,18 @@ impl Parsed {
         }
     }
 
-    /// The backend: requested, implied by backend-specific options, or auto-detected.
+    /// The backend: requested, implied by backend-specific options, or auto-detected
+    /// (by installed tools, see [`Backend::select`]).
     pub(crate) fn backend(&self) -> Result<Backend> {
+        self.backend_with(false)
+    }
+
+    /// [`Parsed::backend`] with auto-detection by real probes (STATUS).
+    pub(crate) fn backend_probed(&self) -> Result<Backend> {
+        self.backend_with(true)
+    }
+
+    fn backend_with(&self, probe: bool) -> Result<Backend> {
         if let Some(name) = self.requested.as_deref() {
             return Backend::parse(name).map_err(to_cni);
         }
@@ -209,7 +219,11 @@ impl Parsed {
         if !self.iptables_only.is_empty() {
             return Ok(Backend::Iptables);
         }
-        Backend::select(None).map_err(to_cni)
+        if probe {
+            Backend::select_probed(None).map_err(to_cni)
+        } else {
+            Backend::select(None).map_err(to_cni)
+        }
     }
 }
 

@@ -107,7 +107,7 @@ impl Plugin for Portmap {
 
     fn status(&self, _args: &CmdArgs, conf: &NetConf<PortmapConfig>) -> Result<()> {
         let parsed = config::parse(conf)?;
-        let backend = parsed.backend()?;
+        let backend = parsed.backend_probed()?;
         backend.probe().map_err(|e| {
             Error::new(
                 cni::Code::NotAvailable,
