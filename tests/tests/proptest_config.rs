@@ -117,7 +117,7 @@ proptest! {
                     prop_assert!(t.windows(2).all(|w| w[0] < w[1]), "trunk not sorted/unique: {t:?}");
                 }
                 prop_assert!(!(s.hairpin && s.promisc));
-                prop_assert!(!(s.is_default_gateway && !s.is_gateway));
+                prop_assert!(s.is_gateway || !s.is_default_gateway, "isDefaultGateway implies isGateway");
             }
             Err(e) => prop_assert!([2, 4, 7].contains(&e.code), "code {} for {}", e.code, e.msg),
         }
