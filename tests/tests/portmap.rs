@@ -455,3 +455,112 @@ fn errors_carry_cni_codes() {
         .run("portmap", &t.env.call("STATUS", status))
         .assert_success();
 }
+
+/// A `PATH` directory holding the fake `conntrack` plus, for each of `tools`, a wrapper
+/// that logs `<tool> <args>` to `tools.log` and runs the real tool. Tools not listed are
+/// absent from that `PATH`.
+fn logging_path(tools: &[&str]) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("tools.log");
+    std::fs::write(dir.path().join("conntrack"), "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(
+        dir.path().join("conntrack"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    for tool in tools {
+        let real = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+            .iter()
+            .map(|d| std::path::Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .unwrap();
+        let path = dir.path().join(tool);
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\necho \"{tool} $*\" >> '{}'\nexec {} \"$@\"\n",
+                log.display(),
+                real.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let p = dir.path().display().to_string();
+    (dir, p)
+}
+
+fn tools_log(dir: &tempfile::TempDir) -> String {
+    std::fs::read_to_string(dir.path().join("tools.log")).unwrap_or_default()
+}
+
+#[test]
+fn del_skips_absent_tools_and_lists_nft_tables_once() {
+    if !require_root() {
+        return;
+    }
+    let mut t = Topo::new();
+    let s = t.container(2);
+    let input = conf("1.0.0", Some("iptables"), MAPPINGS, 2);
+    t.portmap("ADD", "ctrA", t.ns(s), &input).assert_success();
+    let v6 = || t.env.host.exec_ok("ip6tables", &["-t", "nat", "-S"]);
+    assert!(t.nat().contains("CNI-DN-") && v6().contains("CNI-DN-"));
+    let bare = r#"{"cniVersion":"1.0.0","name":"pmnet","type":"portmap"}"#;
+    let del = |path: &str| {
+        let call = t
+            .env
+            .call("DEL", bare)
+            .container_id("ctrA")
+            .netns(t.ns(s).path())
+            .ifname("eth0")
+            .env("PATH", path);
+        t.env.run("portmap", &call)
+    };
+
+    // Only the IPv4 iptables tools: no nft, no ip6tables-*. DEL succeeds, removes the
+    // IPv4 rules and runs nothing else.
+    let (dir, path) = logging_path(&["iptables-save", "iptables-restore"]);
+    del(&path).assert_success();
+    assert!(!t.nat().contains("CNI-DN-"), "{}", t.nat());
+    assert!(v6().contains("CNI-DN-"), "ip6tables absent: IPv6 untouched");
+    let log = tools_log(&dir);
+    assert!(!log.contains("nft") && !log.contains("ip6tables"), "{log}");
+    assert_eq!(log.matches("iptables-save").count(), 1, "{log}");
+
+    // Every tool: IPv6 rules go too; no nft table exists, so nft runs exactly once
+    // (`list tables`), never `list table`.
+    let (dir, path) = logging_path(&[
+        "iptables-save",
+        "iptables-restore",
+        "ip6tables-save",
+        "ip6tables-restore",
+        "nft",
+    ]);
+    del(&path).assert_success();
+    assert!(!v6().contains("CNI-DN-"), "{}", v6());
+    let log = tools_log(&dir);
+    assert_eq!(log.matches("nft ").count(), 1, "{log}");
+    assert!(log.contains("nft -j list tables"), "{log}");
+
+    // With the nftables tables present, only existing tables are listed, and DEL still
+    // removes nftables rules (the other backend's).
+    let nft_input = conf("1.0.0", Some("nftables"), MAPPINGS, 2);
+    t.portmap("ADD", "ctrB", t.ns(s), &nft_input)
+        .assert_success();
+    assert!(t.nft().contains("ctrB"));
+    let call = t
+        .env
+        .call("DEL", bare)
+        .container_id("ctrB")
+        .netns(t.ns(s).path())
+        .ifname("eth0")
+        .env("PATH", &path);
+    std::fs::remove_file(dir.path().join("tools.log")).ok();
+    t.env.run("portmap", &call).assert_success();
+    assert!(!t.nft().contains("ctrB"), "{}", t.nft());
+    let log = tools_log(&dir);
+    assert_eq!(log.matches("nft -j list tables").count(), 1, "{log}");
+    assert_eq!(log.matches("nft -j list table ").count(), 2, "{log}");
+    // Idempotent.
+    t.env.run("portmap", &call).assert_success();
+}

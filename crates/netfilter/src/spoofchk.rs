@@ -101,13 +101,12 @@ pub fn setup(container_id: &str, ifname: &str, host_veth: &str, mac: &str) -> Re
     ))
 }
 
+/// The table for teardown/GC, `None` when absent or when `nft` is not installed (then
+/// nothing is run).
 fn list_if_present() -> Result<Option<ListedTable>> {
-    match nft::list_table(FAMILY, TABLE) {
-        Err(Error::Spawn { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            Ok(None)
-        }
-        other => other,
-    }
+    Ok(nft::list_tables_if_present(&[(FAMILY, TABLE)])?
+        .pop()
+        .and_then(|(_, t)| t))
 }
 
 /// Adds the removal of the given chains (idempotent: add, flush all, then delete all).

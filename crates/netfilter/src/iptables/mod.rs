@@ -136,11 +136,15 @@ pub fn usable() -> Result<()> {
 }
 
 /// Reads `table` for `family`, or `None` when the tool is not installed (so teardown can
-/// skip a backend that does not exist on this host).
+/// skip a backend or family that does not exist on this host). An absent tool is found
+/// by a `stat` on `PATH`, without running anything.
 ///
 /// # Errors
 /// Any failure other than the tool being absent.
 pub fn save_if_present(family: Family, table: &str) -> Result<Option<SavedTable>> {
+    if exec::find_tool(family.save_tool()).is_none() {
+        return Ok(None);
+    }
     match save(family, table) {
         Ok(t) => Ok(Some(t)),
         Err(crate::Error::Spawn { source, .. })

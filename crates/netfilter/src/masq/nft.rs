@@ -127,13 +127,12 @@ fn teardown_tx(table: &ListedTable, keep: impl Fn(&str) -> bool, prefix: &str) -
     tx
 }
 
+/// The table for teardown/GC, `None` when absent or when `nft` is not installed (then
+/// nothing is run).
 fn list_if_present() -> Result<Option<ListedTable>> {
-    match nft::list_table(FAMILY, TABLE) {
-        Err(Error::Spawn { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            Ok(None)
-        }
-        other => other,
-    }
+    Ok(nft::list_tables_if_present(&[(FAMILY, TABLE)])?
+        .pop()
+        .and_then(|(_, t)| t))
 }
 
 pub(super) fn teardown(owner: &MasqOwner<'_>) -> Result<()> {

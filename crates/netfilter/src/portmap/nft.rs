@@ -247,13 +247,11 @@ fn delete_tx(current: &[(NfFamily, Option<ListedTable>)], stale: impl Fn(&str) -
     tx
 }
 
+/// Both tables for DEL/GC: nothing run when `nft` is absent, otherwise one
+/// `nft -j list tables` and a listing of only the tables that exist.
 fn list_all_if_present() -> Result<Vec<(NfFamily, Option<ListedTable>)>> {
-    match list_all() {
-        Err(Error::Spawn { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            Ok(Vec::new())
-        }
-        other => other,
-    }
+    let wanted: Vec<(NfFamily, &str)> = FAMILIES.iter().map(|&f| (f, TABLE)).collect();
+    nft::list_tables_if_present(&wanted)
 }
 
 pub(super) fn del(owner: &Owner<'_>) -> Result<()> {
