@@ -564,3 +564,115 @@ fn del_skips_absent_tools_and_lists_nft_tables_once() {
     // Idempotent.
     t.env.run("portmap", &call).assert_success();
 }
+
+#[test]
+fn add_fast_path_for_new_containers_and_fallback_otherwise() {
+    if !require_root() {
+        return;
+    }
+    let mut t = Topo::new();
+    let s = t.container(2);
+    let (dir, path) = logging_path(&[
+        "iptables-save",
+        "iptables-restore",
+        "ip6tables-save",
+        "ip6tables-restore",
+    ]);
+    let add = |cid: &str, ip_last: u8, mappings: &str| {
+        std::fs::remove_file(dir.path().join("tools.log")).ok();
+        let input = conf("1.0.0", Some("iptables"), mappings, ip_last);
+        let call = t
+            .env
+            .call("ADD", input.as_str())
+            .container_id(cid)
+            .netns(t.ns(s).path())
+            .ifname("eth0")
+            .env("PATH", &path);
+        t.env.run("portmap", &call).assert_success();
+        tools_log(&dir)
+    };
+    // First container: the shared chains are missing, the fast restore is rejected and
+    // the table is read (fallback).
+    let log = add("ctrA", 2, MAPPINGS);
+    assert_eq!(log.matches("iptables-save").count(), 1, "{log}");
+    // A new container: one restore per family, no table read.
+    let log = add("ctrB", 3, MAPPINGS);
+    assert!(!log.contains("-save"), "{log}");
+    assert_eq!(log.matches("-restore").count(), 2, "{log}");
+    let before = t.nat();
+    // Re-ADD (same or other mappings): the chain exists, fallback, no duplicate entry.
+    let log = add("ctrB", 3, MAPPINGS);
+    assert!(log.contains("iptables-save"), "{log}");
+    assert_eq!(t.nat(), before, "re-ADD is a no-op");
+    add(
+        "ctrB",
+        3,
+        r#"[{"hostPort":7070,"containerPort":70,"protocol":"tcp"}]"#,
+    );
+    let nat = t.nat();
+    let ctr_b_entries = nat
+        .lines()
+        .filter(|l| l.starts_with("-A CNI-HOSTPORT-DNAT") && l.contains(r#"id: \"ctrB\""#))
+        .count();
+    assert_eq!(ctr_b_entries, 1, "old entries of ctrB replaced: {nat}");
+    assert_eq!(nat.matches("--dports 7070").count(), 1, "{nat}");
+    // A missing hook rule makes the fast path fall back, and the full path restores it.
+    let hook = [
+        "-m",
+        "addrtype",
+        "--dst-type",
+        "LOCAL",
+        "-j",
+        "CNI-HOSTPORT-DNAT",
+    ];
+    let mut del = vec!["-t", "nat", "-D", "OUTPUT"];
+    del.extend(hook);
+    t.env.host.exec_ok("iptables", &del);
+    let log = add("ctrC", 4, MAPPINGS);
+    assert!(log.contains("iptables-save"), "{log}");
+    let nat = t.nat();
+    assert_eq!(
+        nat.matches("-A OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT")
+            .count(),
+        1,
+        "{nat}"
+    );
+    // Everything goes away with DEL.
+    let bare = r#"{"cniVersion":"1.0.0","name":"pmnet","type":"portmap"}"#;
+    for cid in ["ctrA", "ctrB", "ctrC"] {
+        t.portmap("DEL", cid, t.ns(s), bare).assert_success();
+    }
+    assert!(!t.nat().contains("CNI-DN-"), "{}", t.nat());
+}
+
+#[test]
+fn fast_path_listing_matches_reference_for_several_containers() {
+    if !require_root() {
+        return;
+    }
+    let Some(reference) = reference_bin("portmap") else {
+        println!("skipped: no reference portmap");
+        return;
+    };
+    let mut ours = Topo::new();
+    let s1 = ours.container(2);
+    let mut theirs = Topo::new();
+    let s2 = theirs.container(2);
+    for (cid, last) in [("ctrA", 2), ("ctrB", 3), ("ctrC", 4)] {
+        let input = conf("0.4.0", None, MAPPINGS, last);
+        ours.portmap("ADD", cid, ours.ns(s1), &input)
+            .assert_success();
+        let call = theirs
+            .env
+            .call("ADD", input.as_str())
+            .container_id(cid)
+            .netns(theirs.ns(s2).path())
+            .ifname("eth0");
+        call.run_in(&theirs.env.host, &reference).assert_success();
+    }
+    assert_eq!(ours.nat(), theirs.nat());
+    assert_eq!(
+        ours.env.host.exec_ok("ip6tables", &["-t", "nat", "-S"]),
+        theirs.env.host.exec_ok("ip6tables", &["-t", "nat", "-S"])
+    );
+}

@@ -112,6 +112,25 @@ pub fn restore(family: Family, script: &Script, op: &str) -> Result<()> {
     .map(drop)
 }
 
+/// Applies an optimistic `script` (one whose `-N`/`-C` lines assert what it assumes,
+/// see [`Script::new_chain`] and [`Script::check`]) like [`restore`]. Returns `false`,
+/// with nothing changed (the restore is one atomic commit), when the tool rejected the
+/// script, so that the caller falls back to reading the table.
+///
+/// # Errors
+/// [`crate::Error::LockTimeout`] (not worth a second wait) and failures to run the tool
+/// at all.
+pub fn try_restore(family: Family, script: &Script, op: &str) -> Result<bool> {
+    match restore(family, script, op) {
+        Ok(()) => Ok(true),
+        Err(crate::Error::Tool { stderr, .. }) => {
+            log::debug!("{op}: fast path rejected ({stderr}), reading the table instead");
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Probes one family: the tool exists and listing the nat OUTPUT chain works.
 ///
 /// # Errors

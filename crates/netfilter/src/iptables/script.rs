@@ -93,6 +93,19 @@ impl Script {
         self
     }
 
+    /// `-N chain`: creates `chain`; the whole restore fails if it already exists.
+    pub fn new_chain(&mut self, chain: &str) -> &mut Self {
+        self.commands.push(format!("-N {chain}"));
+        self
+    }
+
+    /// `-C chain args...`: the whole restore fails unless the rule exists.
+    pub fn check<S: AsRef<str>>(&mut self, chain: &str, args: &[S]) -> &mut Self {
+        self.commands
+            .push(format!("-C {chain} {}", render_args(args)));
+        self
+    }
+
     /// `-D chain args...` (the rule must exist, or the whole restore fails).
     pub fn delete<S: AsRef<str>>(&mut self, chain: &str, args: &[S]) -> &mut Self {
         self.commands

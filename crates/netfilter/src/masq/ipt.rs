@@ -110,10 +110,49 @@ pub(super) fn setup_script(
     script
 }
 
+/// The fast-path script: what [`setup_script`] produces for a table without the
+/// container's chain, with `-N` making the restore fail (and change nothing) when the
+/// chain exists after all (re-ADD, leftovers), so no POSTROUTING jump is ever duplicated.
+pub(super) fn fast_setup_script(
+    owner: &MasqOwner<'_>,
+    family: Family,
+    ips: &[IpNetwork],
+) -> Script {
+    let chain = names::masq_chain(owner.network, owner.container_id);
+    let mut script = Script::new(NAT);
+    script.new_chain(&chain);
+    for rule in chain_rules(owner, family, ips) {
+        script.append(&chain, &rule);
+    }
+    let mut jumps: Vec<Vec<String>> = Vec::new();
+    for net in ips {
+        let jump = jump_rule(owner, net.ip());
+        if !jumps.contains(&jump) {
+            jumps.push(jump);
+        }
+    }
+    for jump in &jumps {
+        script.append(POSTROUTING, jump);
+    }
+    script
+}
+
 pub(super) fn setup(owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
     for family in Family::ALL {
         let mine = of_family(ips, family);
         if mine.is_empty() {
+            continue;
+        }
+        // Fast path: one restore, no read of the whole table (whose cost grows with the
+        // number of containers). Falls back to the read-compare-write path below.
+        if iptables::try_restore(
+            family,
+            &fast_setup_script(owner, family, &mine),
+            &format!(
+                "setting up masquerading for new container {} in table nat",
+                owner.container_id
+            ),
+        )? {
             continue;
         }
         let saved = iptables::save(family, NAT)?;
@@ -255,6 +294,20 @@ mod tests {
 -A POSTROUTING -s 10.99.0.3/32 -m comment --comment "name: \"ccnet\" id: \"ctr1\"" -j CNI-fe994aa6f38cd8a2c97f61d7
 COMMIT
 "#
+        );
+    }
+
+    #[test]
+    fn fast_script_equals_full_script_on_table_without_the_chain() {
+        let ips: Vec<IpNetwork> = vec!["10.99.0.3/24".parse().unwrap()];
+        let full = setup_script(&SavedTable::default(), &OWNER, Family::V4, &ips).render();
+        let fast = fast_setup_script(&OWNER, Family::V4, &ips).render();
+        assert_eq!(
+            fast,
+            full.replace(
+                ":CNI-fe994aa6f38cd8a2c97f61d7 - [0:0]\n",
+                "-N CNI-fe994aa6f38cd8a2c97f61d7\n"
+            )
         );
     }
 

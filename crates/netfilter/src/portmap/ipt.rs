@@ -211,6 +211,37 @@ pub(crate) fn add_script(
     s
 }
 
+/// The fast-path script: what [`add_script`] produces for a table that holds every
+/// shared chain and hook rule but not the container's chain. `-C` lines make the restore
+/// fail (changing nothing) when a shared rule or chain is missing, and `-N` when the
+/// container's chain exists (re-ADD, leftovers): then the caller falls back to
+/// [`add_script`], so the entry rules are never duplicated and the hooks always ensured.
+pub(crate) fn fast_add_script(
+    owner: &Owner<'_>,
+    opts: &PortMapOptions,
+    mappings: &[PortMapping],
+    net: &IpNetwork,
+) -> Script {
+    let mut s = Script::new(NAT);
+    let chain = names::portmap_dnat_chain(owner.network, owner.container_id);
+    for hook in ["PREROUTING", "OUTPUT"] {
+        s.check(hook, &hook_rule());
+    }
+    if opts.snat && opts.external_set_mark_chain.is_none() {
+        s.check(SETMARK_CHAIN, &setmark_rule(opts))
+            .check(MASQ_CHAIN, &masq_rule(opts))
+            .check("POSTROUTING", &postrouting_rule());
+    }
+    s.new_chain(&chain);
+    for rule in chain_rules(opts, mappings, net) {
+        s.append(&chain, &rule);
+    }
+    for rule in entry_rules(owner, opts, mappings, net.ip()) {
+        s.append(DNAT_CHAIN, &rule);
+    }
+    s
+}
+
 pub(super) fn add(
     owner: &Owner<'_>,
     opts: &PortMapOptions,
@@ -219,6 +250,19 @@ pub(super) fn add(
 ) -> Result<()> {
     for net in ips {
         let family = Family::of(net.ip());
+        // Fast path: one restore, no read of the whole table (whose cost grows with the
+        // number of containers). Falls back to the read-compare-write path below.
+        if iptables::try_restore(
+            family,
+            &fast_add_script(owner, opts, mappings, net),
+            &format!(
+                "setting up port mappings of new container {} (chain {})",
+                owner.container_id,
+                names::portmap_dnat_chain(owner.network, owner.container_id)
+            ),
+        )? {
+            continue;
+        }
         let saved = iptables::save(family, NAT)?;
         let script = add_script(&saved, owner, opts, mappings, net);
         iptables::restore(
@@ -438,6 +482,41 @@ mod tests {
 -A CNI-HOSTPORT-DNAT -p udp -m comment --comment "dnat name: \"ccnet\" id: \"ctr1\"" -m multiport --dports 8053 -j CNI-DN-fe994aa6f38cd8a2c97f6
 COMMIT
 "#
+        );
+    }
+
+    #[test]
+    fn fast_script_checks_shared_state_and_creates_the_chain() {
+        let net: IpNetwork = "10.99.0.3/24".parse().unwrap();
+        let fast = fast_add_script(&OWNER, &PortMapOptions::default(), &sample(), &net).render();
+        let full = add_script(
+            &SavedTable::default(),
+            &OWNER,
+            &PortMapOptions::default(),
+            &sample(),
+            &net,
+        )
+        .render();
+        // Same container lines as the full path on an empty table.
+        let container_lines = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| l.starts_with("-A CNI-DN-") || l.starts_with("-A CNI-HOSTPORT-DNAT"))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(container_lines(&fast), container_lines(&full));
+        assert!(fast.starts_with(
+            "*nat\n-C PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT\n-C OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT\n-C CNI-HOSTPORT-SETMARK -m comment --comment \"CNI portfwd masquerade mark\" -j MARK --set-xmark 0x2000/0x2000\n-C CNI-HOSTPORT-MASQ -m mark --mark 0x2000/0x2000 -j MASQUERADE\n-C POSTROUTING -m comment --comment \"CNI portfwd requiring masquerade\" -j CNI-HOSTPORT-MASQ\n-N CNI-DN-fe994aa6f38cd8a2c97f6\n-A CNI-DN-"
+        ), "{fast}");
+        assert!(!fast.contains(":CNI-"), "never flushes a chain: {fast}");
+        let ext = PortMapOptions {
+            external_set_mark_chain: Some("EXT".into()),
+            ..PortMapOptions::default()
+        };
+        let fast = fast_add_script(&OWNER, &ext, &sample(), &net).render();
+        assert!(
+            !fast.contains("SETMARK") && !fast.contains("-C POSTROUTING"),
+            "{fast}"
         );
     }
 
