@@ -458,3 +458,43 @@ fn state_files_are_private_whatever_the_umask() {
     }
     n.del(Side::Ours, "bridge", &conf, Some(&ctr), "perm");
 }
+
+/// nftables conditions go into a second (text) transaction; a condition nft rejects must
+/// be a configuration error found before anything is written, not a half-done ADD.
+#[test]
+fn portmap_nft_conditions_nft_rejects_are_code_7_and_change_nothing() {
+    if !require_root() {
+        return;
+    }
+    let n = Node::new();
+    let ctr = n.env.add_container();
+    let mapping = json!({"hostPort": 8135, "containerPort": 80, "protocol": "tcp"});
+    let ruleset = || n.env.host.exec_ok("nft", &["list", "ruleset"]);
+    let before = ruleset();
+    let bad = portmap_conf(
+        &n,
+        json!({"backend": "nftables", "conditionsV4": ["ip", "saddrr", "192.0.2.99"]}),
+        mapping.clone(),
+    );
+    let out = n.exec(Side::Ours, "portmap", "ADD", &bad, Some(&ctr), "badcond");
+    assert_eq!(out.error_code(), Some(7), "{}", out.describe());
+    assert_eq!(
+        ruleset(),
+        before,
+        "a rejected condition changed the ruleset"
+    );
+    let good = portmap_conf(
+        &n,
+        json!({"backend": "nftables", "conditionsV4": ["ip", "saddr", "!=", "192.0.2.99"]}),
+        mapping,
+    );
+    n.exec(Side::Ours, "portmap", "ADD", &good, Some(&ctr), "goodcond")
+        .assert_success();
+    let hook = n.env.host.exec_ok(
+        "nft",
+        &["list", "chain", "ip", "cni_hostport", "prerouting"],
+    );
+    assert!(hook.contains("192.0.2.99"), "{hook}");
+    n.exec(Side::Ours, "portmap", "DEL", &good, Some(&ctr), "goodcond")
+        .assert_success();
+}

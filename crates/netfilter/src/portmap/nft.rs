@@ -212,20 +212,60 @@ pub(super) fn add(
         .into_iter()
         .filter(|(f, _)| families.contains(f))
         .collect();
+    let text = conditions_script(opts, ips);
+    if !text.is_empty() {
+        // nft's JSON input cannot carry free-form conditions, so they go in a
+        // second (text) transaction. Validate them first, changing nothing, so
+        // a condition nft rejects is a configuration error, not a half-done ADD.
+        let check = format!("{}{text}", conditions_prelude(opts, ips));
+        exec::run(
+            "nft",
+            &["-c", "-f", "-"],
+            Some(&check),
+            "checking nftables conditions",
+        )
+        .map_err(|e| Error::Invalid(format!("nftables conditions rejected by nft: {e}")))?;
+    }
     add_tx(&current, owner, opts, mappings, ips).apply(&format!(
         "setting up port mappings of container {} in tables cni_hostport",
         owner.container_id
     ))?;
-    let text = conditions_script(opts, ips);
-    if !text.is_empty() {
-        exec::run(
+    if !text.is_empty()
+        && let Err(e) = exec::run(
             "nft",
             &["-f", "-"],
             Some(&text),
             &format!("applying nftables conditions:\n{text}"),
-        )?;
+        )
+    {
+        // Leave nothing of this container behind.
+        if let Err(undo) = del(owner) {
+            log::warn!(
+                "cannot undo port mappings of {}: {undo}",
+                owner.container_id
+            );
+        }
+        return Err(e);
     }
     Ok(())
+}
+
+/// Declarations that let `nft -c` evaluate [`conditions_script`] on a node
+/// where the tables do not exist yet (check mode commits nothing).
+fn conditions_prelude(opts: &PortMapOptions, ips: &[IpNetwork]) -> String {
+    let mut out = String::new();
+    for net in ips {
+        if opts.conditions(net.ip()).is_empty() {
+            continue;
+        }
+        let fam = word(family_of(net.ip()));
+        out.push_str(&format!(
+            "add table {fam} {TABLE}\nadd chain {fam} {TABLE} {HOSTPORTS_ALL}\n\
+             add chain {fam} {TABLE} {PREROUTING} {{ type nat hook prerouting priority -100; }}\n\
+             add chain {fam} {TABLE} {OUTPUT} {{ type nat hook output priority -100; }}\n"
+        ));
+    }
+    out
 }
 
 /// Deletes, in one transaction, every rule commented with a container ID selected by
