@@ -348,33 +348,13 @@ pub fn list_table(family: NfFamily, name: &str) -> Result<Option<ListedTable>> {
     }
 }
 
-/// Parses `nft -j list tables` output into `(family, name)` pairs.
+/// Lists the `wanted` tables for teardown: nothing is run when `nft` is not installed
+/// (a `stat` on `PATH`; every entry `None`), otherwise one `nft -j list table` per table.
+/// The result is in the order of `wanted`; `None` = absent.
 ///
-/// # Errors
-/// Invalid JSON.
-pub fn parse_tables(json: &str) -> Result<Vec<(String, String)>> {
-    let doc: Value = serde_json::from_str(json).map_err(|e| Error::Parse {
-        tool: NFT.to_owned(),
-        detail: format!("invalid JSON from list tables: {e}"),
-    })?;
-    Ok(doc
-        .get("nftables")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|item| item.get("table"))
-        .filter_map(|t| {
-            let family = t.get("family")?.as_str()?;
-            let name = t.get("name")?.as_str()?;
-            Some((family.to_owned(), name.to_owned()))
-        })
-        .collect())
-}
-
-/// Lists the `wanted` tables for teardown with as few `nft` runs as possible: none when
-/// `nft` is not installed (every entry `None`); for one table, `nft -j list table`
-/// directly; for several, one `nft -j list tables` first, then a listing of only those
-/// that exist. The result is in the order of `wanted`; `None` = absent.
+/// `nft list tables` is deliberately not used to skip absent tables: nft 1.0.6 fetches
+/// the whole ruleset for it (measured 152 ms with 10,000 iptables-nft rules, against
+/// 5-10 ms for listing one absent table), so it does not stay flat as the node fills.
 ///
 /// # Errors
 /// A failure of the tool other than a table being absent, or unparseable output.
@@ -384,31 +364,9 @@ pub fn list_tables_if_present(
     if exec::find_tool(NFT).is_none() {
         return Ok(wanted.iter().map(|&(f, _)| (f, None)).collect());
     }
-    let existing = if wanted.len() > 1 {
-        let out = exec::run(
-            NFT,
-            &["-j", "list", "tables"],
-            None,
-            "listing nftables tables",
-        )?;
-        Some(parse_tables(&out)?)
-    } else {
-        None
-    };
     wanted
         .iter()
-        .map(|&(family, name)| {
-            let exists = existing.as_ref().is_none_or(|all| {
-                all.iter()
-                    .any(|(f, n)| f == family_name(family) && n == name)
-            });
-            let table = if exists {
-                list_table(family, name)?
-            } else {
-                None
-            };
-            Ok((family, table))
-        })
+        .map(|&(family, name)| Ok((family, list_table(family, name)?)))
         .collect()
 }
 
@@ -585,21 +543,5 @@ mod tests {
         assert_eq!((r.handle, r.comment.as_deref()), (4, Some("x")));
         assert!(r.mentions("10.0.0.2") && !r.mentions("10.0.0.3"));
         assert!(ListedTable::parse("{}").is_err());
-    }
-
-    #[test]
-    fn parses_table_list() {
-        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
-          {"table": {"family": "ip", "name": "cni_hostport", "handle": 3}},
-          {"table": {"family": "inet", "name": "cni_plugins_masquerade", "handle": 4}}]}"#;
-        assert_eq!(
-            parse_tables(json).unwrap(),
-            [
-                ("ip".to_owned(), "cni_hostport".to_owned()),
-                ("inet".to_owned(), "cni_plugins_masquerade".to_owned())
-            ]
-        );
-        assert!(parse_tables(r#"{"nftables": []}"#).unwrap().is_empty());
-        assert!(parse_tables("nope").is_err());
     }
 }

@@ -287,8 +287,7 @@ fn delete_tx(current: &[(NfFamily, Option<ListedTable>)], stale: impl Fn(&str) -
     tx
 }
 
-/// Both tables for DEL/GC: nothing run when `nft` is absent, otherwise one
-/// `nft -j list tables` and a listing of only the tables that exist.
+/// Both tables for DEL/GC; nothing is run when `nft` is absent.
 fn list_all_if_present() -> Result<Vec<(NfFamily, Option<ListedTable>)>> {
     let wanted: Vec<(NfFamily, &str)> = FAMILIES.iter().map(|&f| (f, TABLE)).collect();
     nft::list_tables_if_present(&wanted)
