@@ -175,6 +175,31 @@ pub fn save_if_present(family: Family, table: &str) -> Result<Option<SavedTable>
     }
 }
 
+/// Teardown shared by DEL and GC: for every family whose tools are present, reads
+/// `table` once, lets `deletions` build the script from what is there, and applies it in
+/// one restore (nothing when the script is empty). A failing family does not stop the
+/// other; all errors are collected.
+///
+/// # Errors
+/// The collected failures of each family.
+pub fn delete_in_each_family(
+    table: &str,
+    op: &str,
+    deletions: impl Fn(&SavedTable) -> Script,
+) -> Result<()> {
+    let mut errors = Vec::new();
+    for family in Family::ALL {
+        let result = save_if_present(family, table).and_then(|saved| match saved {
+            Some(saved) => restore(family, &deletions(&saved), op),
+            None => Ok(()),
+        });
+        if let Err(e) = result {
+            errors.push(e);
+        }
+    }
+    crate::Error::collect(errors)
+}
+
 /// Adds to `script` what removes `chain` entirely: every rule jumping to it (found in
 /// `saved`, so nothing missing is deleted), its flush and its deletion. Returns whether
 /// anything was scheduled.

@@ -171,23 +171,15 @@ pub(super) fn setup(owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
 
 pub(super) fn teardown(owner: &MasqOwner<'_>) -> Result<()> {
     let chain = names::masq_chain(owner.network, owner.container_id);
-    let mut errors = Vec::new();
-    for family in Family::ALL {
-        let result = iptables::save_if_present(family, NAT).and_then(|saved| {
-            let Some(saved) = saved else { return Ok(()) };
+    iptables::delete_in_each_family(
+        NAT,
+        &format!("removing masquerade chain {chain}"),
+        |saved| {
             let mut script = Script::new(NAT);
-            iptables::remove_chain(&saved, &mut script, &chain);
-            iptables::restore(
-                family,
-                &script,
-                &format!("removing masquerade chain {chain}"),
-            )
-        });
-        if let Err(e) = result {
-            errors.push(e);
-        }
-    }
-    Error::collect(errors)
+            iptables::remove_chain(saved, &mut script, &chain);
+            script
+        },
+    )
 }
 
 pub(super) fn check(owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
@@ -248,27 +240,19 @@ pub(super) fn owned_chains(saved: &SavedTable, network: &str) -> Vec<(String, St
 }
 
 pub(super) fn gc(network: &str, valid: &[(String, String)]) -> Result<()> {
-    let mut errors = Vec::new();
-    for family in Family::ALL {
-        let result = iptables::save_if_present(family, NAT).and_then(|saved| {
-            let Some(saved) = saved else { return Ok(()) };
+    iptables::delete_in_each_family(
+        NAT,
+        &format!("garbage-collecting masquerade chains of network {network}"),
+        |saved| {
             let mut script = Script::new(NAT);
-            for (cid, chain) in owned_chains(&saved, network) {
+            for (cid, chain) in owned_chains(saved, network) {
                 if !valid.iter().any(|(v, _)| *v == cid) {
-                    iptables::remove_chain(&saved, &mut script, &chain);
+                    iptables::remove_chain(saved, &mut script, &chain);
                 }
             }
-            iptables::restore(
-                family,
-                &script,
-                &format!("garbage-collecting masquerade chains of network {network}"),
-            )
-        });
-        if let Err(e) = result {
-            errors.push(e);
-        }
-    }
-    Error::collect(errors)
+            script
+        },
+    )
 }
 
 #[cfg(test)]

@@ -299,24 +299,14 @@ pub(crate) fn del_script(saved: &SavedTable, owner: &Owner<'_>) -> Script {
 
 pub(super) fn del(owner: &Owner<'_>) -> Result<()> {
     let chain = names::portmap_dnat_chain(owner.network, owner.container_id);
-    let mut errors = Vec::new();
-    for family in Family::ALL {
-        let result = iptables::save_if_present(family, NAT).and_then(|saved| match saved {
-            Some(saved) => iptables::restore(
-                family,
-                &del_script(&saved, owner),
-                &format!(
-                    "removing port-mapping chain {chain} of container {}",
-                    owner.container_id
-                ),
-            ),
-            None => Ok(()),
-        });
-        if let Err(e) = result {
-            errors.push(e);
-        }
-    }
-    Error::collect(errors)
+    iptables::delete_in_each_family(
+        NAT,
+        &format!(
+            "removing port-mapping chain {chain} of container {}",
+            owner.container_id
+        ),
+        |saved| del_script(saved, owner),
+    )
 }
 
 /// Loose match of an entry rule whose conditions iptables may have re-ordered.
@@ -397,25 +387,17 @@ pub(crate) fn stale_chains(saved: &SavedTable, network: &str, valid: &[&str]) ->
 }
 
 pub(super) fn gc(network: &str, valid: &[&str]) -> Result<()> {
-    let mut errors = Vec::new();
-    for family in Family::ALL {
-        let result = iptables::save_if_present(family, NAT).and_then(|saved| {
-            let Some(saved) = saved else { return Ok(()) };
+    iptables::delete_in_each_family(
+        NAT,
+        &format!("garbage-collecting port-mapping chains of network {network}"),
+        |saved| {
             let mut s = Script::new(NAT);
-            for chain in stale_chains(&saved, network, valid) {
-                iptables::remove_chain(&saved, &mut s, &chain);
+            for chain in stale_chains(saved, network, valid) {
+                iptables::remove_chain(saved, &mut s, &chain);
             }
-            iptables::restore(
-                family,
-                &s,
-                &format!("garbage-collecting port-mapping chains of network {network}"),
-            )
-        });
-        if let Err(e) = result {
-            errors.push(e);
-        }
-    }
-    Error::collect(errors)
+            s
+        },
+    )
 }
 
 #[cfg(test)]
