@@ -1,6 +1,10 @@
 //! nftables access: one `nft -j -f -` transaction per operation (built with the typed
 //! schema of the `nftables` crate), and `nft -j list table` for reading.
 //!
+//! A transaction holding verbatim nft expression words (a user's match conditions, which
+//! nft's JSON input cannot carry) is written as nft text instead and applied with one
+//! `nft -f -`: the same commands, still one atomic transaction.
+//!
 //! Listings are read into a small [`ListedTable`] (chains, rule handles, comments and the
 //! raw JSON expression) rather than the full typed schema, so that unexpected expressions
 //! written by other tools never make a DEL fail.
@@ -14,9 +18,10 @@ use nftables::expr::{
     Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload, PayloadField,
     Prefix,
 };
-use nftables::schema::{Chain, FlushObject, NfCmd, NfListObject, Rule, Table};
+use nftables::schema::{Chain, FlushObject, NfCmd, NfListObject, NfObject, Rule, Table};
 use nftables::stmt::{JumpTarget, Match, NAT, NATFamily, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -25,11 +30,15 @@ use crate::exec;
 /// The nftables command-line tool.
 pub(crate) const NFT: &str = "nft";
 
-/// A transaction being built: every command is applied in one `nft -j -f -` run.
+/// A transaction being built: every command is applied in one `nft -j -f -` run, or
+/// one `nft -f -` run of its text form when a rule carries verbatim expression words
+/// ([`Tx::add_rule_with_raw`]).
 #[derive(Debug)]
 pub struct Tx {
     batch: Batch<'static>,
     len: usize,
+    /// Verbatim expression words of the rule added by the command at that index.
+    raw: Vec<(usize, String)>,
 }
 
 impl Default for Tx {
@@ -74,6 +83,7 @@ impl Tx {
         Tx {
             batch: Batch::new(),
             len: 0,
+            raw: Vec::new(),
         }
     }
 
@@ -165,6 +175,32 @@ impl Tx {
         self
     }
 
+    /// `add rule` whose statements are preceded by `raw`, nft expression words written
+    /// verbatim (e.g. configured match conditions, joined with spaces). nft's JSON input
+    /// cannot carry them, so a transaction holding such a rule is applied as nft text
+    /// ([`Tx::to_script`]). The caller vouches that the words cannot end the rule (no
+    /// newline, `;` or `#`). With no words this is [`Tx::add_rule`].
+    pub fn add_rule_with_raw(
+        &mut self,
+        family: NfFamily,
+        table: &str,
+        chain: &str,
+        raw: &[String],
+        expr: Vec<Statement<'static>>,
+        comment: Option<&str>,
+    ) -> &mut Self {
+        if !raw.is_empty() {
+            self.raw.push((self.len, raw.join(" ")));
+        }
+        self.add_rule(family, table, chain, expr, comment)
+    }
+
+    /// True when a rule carries verbatim expression words: the transaction is applied
+    /// as nft text, it has no JSON form.
+    pub fn has_raw(&self) -> bool {
+        !self.raw.is_empty()
+    }
+
     /// `delete rule ... handle N`.
     pub fn delete_rule(
         &mut self,
@@ -189,15 +225,47 @@ impl Tx {
     /// The JSON document that [`Tx::apply`] feeds to `nft -j -f -`.
     ///
     /// # Errors
-    /// Serialization failure (not expected for schema types).
+    /// Serialization failure (not expected for schema types); [`Error::Invalid`] when a
+    /// rule carries verbatim words ([`Tx::has_raw`]).
     pub fn to_json(&self) -> Result<String> {
+        if self.has_raw() {
+            return Err(Error::Invalid(
+                "a transaction with verbatim nft expression words has no JSON form".to_owned(),
+            ));
+        }
         serde_json::to_string(&self.batch.clone().to_nftables()).map_err(|e| Error::Parse {
             tool: NFT.to_owned(),
             detail: format!("cannot serialize transaction: {e}"),
         })
     }
 
-    /// Applies the transaction with one `nft -j -f -` (no-op when empty).
+    /// The transaction as an nft script, one command a line, in order: what
+    /// [`Tx::apply`] feeds to `nft -f -` when [`Tx::has_raw`]. It creates the same
+    /// objects as the JSON form (same names, hooks, priorities, policies, statements
+    /// and comments), so `nft list` prints the same either way.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for what this writer does not know how to put in text (it
+    /// covers the commands of [`Tx`] and the statements of [`expr`]), for a table or
+    /// chain name that is not a plain nft identifier, for a string holding `"` or a
+    /// control character, and for a comment over 128 bytes (nft's text limit).
+    pub fn to_script(&self) -> Result<String> {
+        let mut out = String::new();
+        for (i, obj) in self.batch.clone().to_nftables().objects.iter().enumerate() {
+            let raw = self
+                .raw
+                .iter()
+                .find(|(at, _)| *at == i)
+                .map(|(_, w)| w.as_str());
+            script::command(&mut out, obj, raw)?;
+            out.push('\n');
+        }
+        Ok(out)
+    }
+
+    /// Applies the transaction in one run: `nft -j -f -`, or `nft -f -` with
+    /// [`Tx::to_script`] when [`Tx::has_raw`] (no-op when empty). Either way nft commits
+    /// all of it or, on any error, none of it.
     ///
     /// # Errors
     /// The tool's failure with its stderr; `op` names what was attempted.
@@ -205,8 +273,261 @@ impl Tx {
         if self.is_empty() {
             return Ok(());
         }
+        if self.has_raw() {
+            let text = self.to_script()?;
+            return exec::run(NFT, &["-f", "-"], Some(&text), op).map(drop);
+        }
         let json = self.to_json()?;
         exec::run(NFT, &["-j", "-f", "-"], Some(&json), op).map(drop)
+    }
+
+    /// Dry run of [`Tx::to_script`] with `nft -c -f -`: parsed, evaluated and sent to
+    /// the kernel without being committed. Changes nothing.
+    ///
+    /// # Errors
+    /// The tool's failure with its stderr; `op` names what was attempted.
+    pub fn check_script(&self, op: &str) -> Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let text = self.to_script()?;
+        exec::run(NFT, &["-c", "-f", "-"], Some(&text), op).map(drop)
+    }
+}
+
+/// The nft text writer behind [`Tx::to_script`].
+mod script {
+    use std::fmt::Write as _;
+
+    use super::*;
+
+    fn unsupported(what: impl std::fmt::Display) -> Error {
+        Error::Invalid(format!("cannot write {what} as nft text"))
+    }
+
+    /// The serde (= nft keyword) spelling of a unit enum value, e.g. a hook or meta key.
+    fn keyword<T: Serialize + std::fmt::Debug>(v: &T) -> Result<String> {
+        match serde_json::to_value(v) {
+            Ok(Value::String(s)) => Ok(s),
+            _ => Err(unsupported(format_args!("{v:?}"))),
+        }
+    }
+
+    /// A table, chain or payload name: nft's text input takes no quoted identifiers.
+    fn ident(name: &str) -> Result<&str> {
+        let mut chars = name.chars();
+        let ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'));
+        if ok {
+            Ok(name)
+        } else {
+            Err(unsupported(format_args!("the name {name:?}")))
+        }
+    }
+
+    /// A string value in double quotes (nft has no escapes inside them).
+    fn quoted(out: &mut String, v: &str) -> Result<()> {
+        if v.chars().any(|c| c == '"' || c.is_control()) {
+            return Err(unsupported(format_args!("the string {v:?}")));
+        }
+        let _ = write!(out, "\"{v}\"");
+        Ok(())
+    }
+
+    fn family(out: &mut String, f: NfFamily, table: &str) -> Result<()> {
+        let _ = write!(out, "{} {}", family_name(f), ident(table)?);
+        Ok(())
+    }
+
+    fn chain(out: &mut String, verb: &str, c: &Chain<'_>) -> Result<()> {
+        let _ = write!(out, "{verb} chain ");
+        family(out, c.family, &c.table)?;
+        let _ = write!(out, " {}", ident(&c.name)?);
+        match (c._type, c.hook, c.prio) {
+            (None, None, None) if c.policy.is_none() => {}
+            (Some(kind), Some(hook), Some(prio)) if verb == "add" => {
+                let _ = write!(
+                    out,
+                    " {{ type {} hook {} priority {prio};",
+                    keyword(&kind)?,
+                    keyword(&hook)?
+                );
+                if let Some(p) = c.policy {
+                    let _ = write!(out, " policy {};", keyword(&p)?);
+                }
+                out.push_str(" }");
+            }
+            _ => return Err(unsupported(format_args!("{verb} chain {c:?}"))),
+        }
+        if c.dev.is_some() || c.handle.is_some() || c.newname.is_some() {
+            return Err(unsupported(format_args!("{verb} chain {c:?}")));
+        }
+        Ok(())
+    }
+
+    fn rule_head(out: &mut String, verb: &str, r: &Rule<'_>) -> Result<()> {
+        let _ = write!(out, "{verb} rule ");
+        family(out, r.family, &r.table)?;
+        let _ = write!(out, " {}", ident(&r.chain)?);
+        Ok(())
+    }
+
+    /// One command of the batch (without the newline).
+    pub(super) fn command(out: &mut String, obj: &NfObject<'_>, raw: Option<&str>) -> Result<()> {
+        let NfObject::CmdObject(cmd) = obj else {
+            return Err(unsupported(format_args!("{obj:?}")));
+        };
+        match cmd {
+            NfCmd::Add(NfListObject::Table(t)) if t.handle.is_none() => {
+                out.push_str("add table ");
+                family(out, t.family, &t.name)
+            }
+            NfCmd::Add(NfListObject::Chain(c)) => chain(out, "add", c),
+            NfCmd::Flush(FlushObject::Chain(c)) => chain(out, "flush", c),
+            NfCmd::Delete(NfListObject::Chain(c)) => chain(out, "delete", c),
+            NfCmd::Add(NfListObject::Rule(r)) if r.handle.is_none() && r.index.is_none() => {
+                rule_head(out, "add", r)?;
+                if let Some(words) = raw {
+                    let _ = write!(out, " {words}");
+                }
+                for s in r.expr.iter() {
+                    out.push(' ');
+                    statement(out, s)?;
+                }
+                if let Some(c) = &r.comment {
+                    if c.len() > 128 {
+                        return Err(Error::Invalid(format!(
+                            "the rule comment {c:?} is longer than the 128 bytes nft's text input accepts"
+                        )));
+                    }
+                    out.push_str(" comment ");
+                    quoted(out, c)?;
+                }
+                Ok(())
+            }
+            NfCmd::Delete(NfListObject::Rule(r)) if r.expr.is_empty() => {
+                let Some(handle) = r.handle else {
+                    return Err(unsupported("a rule deletion without handle"));
+                };
+                rule_head(out, "delete", r)?;
+                let _ = write!(out, " handle {handle}");
+                Ok(())
+            }
+            other => Err(unsupported(format_args!("{other:?}"))),
+        }
+    }
+
+    fn statement(out: &mut String, s: &Statement<'_>) -> Result<()> {
+        match s {
+            Statement::Match(m) => {
+                expression(out, &m.left)?;
+                match m.op {
+                    Operator::EQ => {}
+                    Operator::NEQ => out.push_str(" !="),
+                    _ => return Err(unsupported(format_args!("the operator {:?}", m.op))),
+                }
+                out.push(' ');
+                expression(out, &m.right)
+            }
+            Statement::Jump(t) => {
+                let _ = write!(out, "jump {}", ident(&t.target)?);
+                Ok(())
+            }
+            Statement::Goto(t) => {
+                let _ = write!(out, "goto {}", ident(&t.target)?);
+                Ok(())
+            }
+            Statement::Accept(None) => {
+                out.push_str("accept");
+                Ok(())
+            }
+            Statement::Drop(None) => {
+                out.push_str("drop");
+                Ok(())
+            }
+            Statement::Return(None) => {
+                out.push_str("return");
+                Ok(())
+            }
+            Statement::Masquerade(None) => {
+                out.push_str("masquerade");
+                Ok(())
+            }
+            Statement::DNAT(Some(NAT {
+                addr: Some(Expression::String(addr)),
+                family,
+                port,
+                flags: None,
+            })) => {
+                let ip: IpAddr = addr
+                    .parse()
+                    .map_err(|_| unsupported(format_args!("dnat to {addr:?}")))?;
+                out.push_str("dnat ");
+                if let Some(f) = family {
+                    let _ = write!(out, "{} ", keyword(f)?);
+                }
+                match (ip, port) {
+                    (IpAddr::V4(a), None) => _ = write!(out, "to {a}"),
+                    (IpAddr::V6(a), None) => _ = write!(out, "to {a}"),
+                    (IpAddr::V4(a), Some(Expression::Number(p))) => _ = write!(out, "to {a}:{p}"),
+                    (IpAddr::V6(a), Some(Expression::Number(p))) => {
+                        _ = write!(out, "to [{a}]:{p}");
+                    }
+                    (_, Some(p)) => return Err(unsupported(format_args!("the dnat port {p:?}"))),
+                }
+                Ok(())
+            }
+            other => Err(unsupported(format_args!("the statement {other:?}"))),
+        }
+    }
+
+    /// nft's order of fib input flags (`fib saddr . iif oif`).
+    fn fib_flag_rank(f: FibFlag) -> u8 {
+        match f {
+            FibFlag::Saddr => 0,
+            FibFlag::Daddr => 1,
+            FibFlag::Mark => 2,
+            FibFlag::Iif => 3,
+            FibFlag::Oif => 4,
+        }
+    }
+
+    fn expression(out: &mut String, e: &Expression<'_>) -> Result<()> {
+        match e {
+            Expression::Number(n) => _ = write!(out, "{n}"),
+            // Addresses bare (nft also takes them quoted, but not inside `addr/len`), any
+            // other string (a symbol such as `local`, an interface or MAC address) quoted,
+            // so that it can never be read as a keyword.
+            Expression::String(v) => match v.parse::<IpAddr>() {
+                Ok(ip) => _ = write!(out, "{ip}"),
+                Err(_) => quoted(out, v)?,
+            },
+            Expression::Named(NamedExpression::Payload(Payload::PayloadField(p))) => {
+                let _ = write!(out, "{} {}", ident(&p.protocol)?, ident(&p.field)?);
+            }
+            Expression::Named(NamedExpression::Meta(m)) => {
+                let _ = write!(out, "meta {}", keyword(&m.key)?);
+            }
+            Expression::Named(NamedExpression::Fib(f)) if !f.flags.is_empty() => {
+                let mut flags: Vec<FibFlag> = f.flags.iter().copied().collect();
+                flags.sort_by_key(|&f| fib_flag_rank(f));
+                let flags: Vec<String> = flags.iter().map(keyword).collect::<Result<_>>()?;
+                let _ = write!(out, "fib {} {}", flags.join(" . "), keyword(&f.result)?);
+            }
+            Expression::Named(NamedExpression::Prefix(p)) => match &*p.addr {
+                Expression::String(a) => {
+                    let ip: IpAddr = a
+                        .parse()
+                        .map_err(|_| unsupported(format_args!("the prefix {a:?}")))?;
+                    let _ = write!(out, "{ip}/{}", p.len);
+                }
+                other => return Err(unsupported(format_args!("the prefix {other:?}"))),
+            },
+            other => return Err(unsupported(format_args!("the expression {other:?}"))),
+        }
+        Ok(())
     }
 }
 
@@ -530,6 +851,211 @@ mod tests {
             {"delete": {"rule": {"family": "ip", "table": "t", "chain": "c", "handle": 7, "expr": []}}}
         ]});
         assert_eq!(v, expected);
+    }
+
+    #[test]
+    fn transaction_script_shape() {
+        let mut tx = Tx::new();
+        tx.add_table(NfFamily::IP, "t")
+            .add_chain(
+                NfFamily::IP,
+                "t",
+                "c",
+                Some(Hook {
+                    kind: NfChainType::NAT,
+                    hook: NfHook::Prerouting,
+                    prio: -100,
+                }),
+            )
+            .remove_chain(NfFamily::IP, "t", "x")
+            .add_rule(
+                NfFamily::IP,
+                "t",
+                "c",
+                vec![
+                    expr::eq(expr::payload("tcp", "dport"), Expression::Number(80)),
+                    expr::jump("x"),
+                ],
+                Some("cid"),
+            )
+            .delete_rule(NfFamily::IP, "t", "c", 7);
+        assert!(!tx.has_raw());
+        assert_eq!(
+            tx.to_script().unwrap(),
+            "add table ip t\n\
+             add chain ip t c { type nat hook prerouting priority -100; policy accept; }\n\
+             add chain ip t x\n\
+             flush chain ip t x\n\
+             delete chain ip t x\n\
+             add rule ip t c tcp dport 80 jump x comment \"cid\"\n\
+             delete rule ip t c handle 7\n"
+        );
+        // Verbatim words go right after the chain, only in the rule they were given for.
+        let raw = ["iifname".to_owned(), "\"eth0\"".to_owned()];
+        tx.add_rule_with_raw(NfFamily::IP, "t", "c", &raw, vec![expr::ret()], None)
+            .add_rule_with_raw(NfFamily::IP, "t", "c", &[], vec![expr::drop()], None);
+        assert!(tx.has_raw());
+        assert_eq!(tx.len(), 9);
+        assert!(matches!(tx.to_json(), Err(Error::Invalid(_))));
+        let text = tx.to_script().unwrap();
+        assert!(
+            text.ends_with(
+                "delete rule ip t c handle 7\nadd rule ip t c iifname \"eth0\" return\nadd rule ip t c drop\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn script_statements_and_expressions() {
+        let mut flags = HashSet::new();
+        flags.insert(FibFlag::Oif);
+        flags.insert(FibFlag::Saddr);
+        let fib = Expression::Named(NamedExpression::Fib(Fib {
+            result: FibResult::Oif,
+            flags,
+        }));
+        let mut tx = Tx::new();
+        tx.add_chain(
+            NfFamily::IP6,
+            "t",
+            "post",
+            Some(Hook {
+                kind: NfChainType::NAT,
+                hook: NfHook::Postrouting,
+                prio: 100,
+            }),
+        )
+        .add_rule(
+            NfFamily::IP6,
+            "t",
+            "post",
+            vec![
+                expr::eq(
+                    expr::payload("ip6", "daddr"),
+                    expr::prefix("ff00::".parse().unwrap(), 8),
+                ),
+                expr::ne(expr::meta(MetaKey::Oifname), expr::string("lo")),
+                expr::eq(fib, expr::string("eth0")),
+                expr::goto("CNI-x.y_z"),
+            ],
+            None,
+        )
+        .add_rule(
+            NfFamily::IP6,
+            "t",
+            "post",
+            vec![
+                expr::eq(
+                    expr::payload("ip6", "saddr"),
+                    expr::addr("fd00::2".parse().unwrap()),
+                ),
+                expr::masquerade(),
+            ],
+            Some("a.b-c_d"),
+        )
+        .add_rule(
+            NfFamily::INet,
+            "t",
+            "pre",
+            vec![
+                expr::dnat("fd00::2".parse().unwrap(), 80, true),
+                expr::dnat("10.0.0.2".parse().unwrap(), 81, true),
+                expr::dnat("10.0.0.3".parse().unwrap(), 82, false),
+            ],
+            None,
+        )
+        .add_rule(
+            NfFamily::Bridge,
+            "nat",
+            "c",
+            vec![
+                expr::eq(
+                    expr::payload("ether", "saddr"),
+                    expr::string("aa:bb:cc:dd:ee:ff"),
+                ),
+                expr::ret(),
+            ],
+            None,
+        );
+        assert_eq!(
+            tx.to_script().unwrap(),
+            "add chain ip6 t post { type nat hook postrouting priority 100; policy accept; }\n\
+             add rule ip6 t post ip6 daddr ff00::/8 meta oifname != \"lo\" fib saddr . oif oif \"eth0\" goto CNI-x.y_z\n\
+             add rule ip6 t post ip6 saddr fd00::2 masquerade comment \"a.b-c_d\"\n\
+             add rule inet t pre dnat ip6 to [fd00::2]:80 dnat ip to 10.0.0.2:81 dnat to 10.0.0.3:82\n\
+             add rule bridge nat c ether saddr \"aa:bb:cc:dd:ee:ff\" return\n"
+        );
+    }
+
+    #[test]
+    fn script_refuses_what_text_cannot_carry() {
+        let refused = |build: &dyn Fn(&mut Tx)| {
+            let mut tx = Tx::new();
+            build(&mut tx);
+            match tx.to_script() {
+                Err(Error::Invalid(msg)) => msg,
+                other => panic!("{other:?}"),
+            }
+        };
+        // nft's text input takes no quoted names.
+        let msg = refused(&|tx| {
+            tx.add_chain(NfFamily::IP, "t", "1chain", None);
+        });
+        assert!(msg.contains("1chain"), "{msg}");
+        refused(&|tx| {
+            tx.add_table(NfFamily::IP, "t x");
+        });
+        refused(&|tx| {
+            tx.add_rule(NfFamily::IP, "t", "c", vec![expr::jump("a;b")], None);
+        });
+        // Strings cannot hold a quote or a newline (no escapes in nft strings).
+        refused(&|tx| {
+            tx.add_rule(
+                NfFamily::IP,
+                "t",
+                "c",
+                vec![expr::drop()],
+                Some("a\" counter"),
+            );
+        });
+        refused(&|tx| {
+            tx.add_rule(
+                NfFamily::IP,
+                "t",
+                "c",
+                vec![expr::eq(
+                    expr::meta(MetaKey::Iifname),
+                    expr::string("a\nflush ruleset"),
+                )],
+                None,
+            );
+        });
+        // Comments: 128 bytes at most in text (JSON takes more).
+        let long = "c".repeat(129);
+        let msg = refused(&|tx| {
+            tx.add_rule(NfFamily::IP, "t", "c", vec![expr::drop()], Some(&long));
+        });
+        assert!(msg.contains("128"), "{msg}");
+        let mut tx = Tx::new();
+        tx.add_rule(
+            NfFamily::IP,
+            "t",
+            "c",
+            vec![expr::drop()],
+            Some(&long[..128]),
+        );
+        assert!(tx.to_script().is_ok());
+        // Statements this writer does not know.
+        refused(&|tx| {
+            tx.add_rule(
+                NfFamily::IP,
+                "t",
+                "c",
+                vec![Statement::Counter(nftables::stmt::Counter::Anonymous(None))],
+                None,
+            );
+        });
     }
 
     #[test]
