@@ -8,7 +8,6 @@ use nftables::types::{NfChainType, NfFamily, NfHook};
 
 use super::{Owner, PortMapOptions, PortMapping};
 use crate::error::{Error, Result};
-use crate::exec;
 use crate::nft::{self, Hook, ListedTable, Tx, expr};
 
 /// Table name (in both the `ip` and the `ip6` family).
@@ -43,9 +42,9 @@ fn nat_hook(hook: NfHook, prio: i32) -> Option<Hook> {
     })
 }
 
-/// The JSON part of ADD for one family. With `conditions`, the `prerouting`/`output`
-/// rules are left to [`conditions_script`] (nft's JSON input cannot carry free-form
-/// expressions).
+/// ADD for one family. The configured conditions go verbatim before the local
+/// destination check of the `prerouting`/`output` rules; they make the transaction an
+/// nft text one (nft's JSON input cannot carry free-form expressions).
 fn add_family(
     tx: &mut Tx,
     current: Option<&ListedTable>,
@@ -56,7 +55,6 @@ fn add_family(
 ) {
     let ip = net.ip();
     let family = family_of(ip);
-    let with_conditions = !opts.conditions(ip).is_empty();
     tx.add_table(family, TABLE)
         .add_chain(family, TABLE, HOSTPORTS, None)
         .add_chain(family, TABLE, HOSTIP_HOSTPORTS, None)
@@ -77,19 +75,19 @@ fn add_family(
             None,
         );
     for (chain, hook) in [(PREROUTING, NfHook::Prerouting), (OUTPUT, NfHook::Output)] {
-        tx.add_chain(family, TABLE, chain, nat_hook(hook, -100));
-        if !with_conditions {
-            tx.flush_chain(family, TABLE, chain).add_rule(
+        tx.add_chain(family, TABLE, chain, nat_hook(hook, -100))
+            .flush_chain(family, TABLE, chain)
+            .add_rule_with_raw(
                 family,
                 TABLE,
                 chain,
+                opts.conditions(ip),
                 vec![
                     expr::eq(expr::fib_daddr_type(), expr::string("local")),
                     expr::jump(HOSTPORTS_ALL),
                 ],
                 None,
             );
-        }
     }
     if opts.snat {
         tx.add_chain(
@@ -174,26 +172,6 @@ pub(crate) fn add_tx(
     tx
 }
 
-/// nft text rewriting the hook chains with the configured conditions (empty when there
-/// are none). Conditions are nft expression words, as in the reference.
-pub(crate) fn conditions_script(opts: &PortMapOptions, ips: &[IpNetwork]) -> String {
-    let mut out = String::new();
-    for net in ips {
-        let conditions = opts.conditions(net.ip());
-        if conditions.is_empty() {
-            continue;
-        }
-        let fam = word(family_of(net.ip()));
-        for chain in [PREROUTING, OUTPUT] {
-            out.push_str(&format!(
-                "flush chain {fam} {TABLE} {chain}\nadd rule {fam} {TABLE} {chain} {} fib daddr type local jump {HOSTPORTS_ALL}\n",
-                conditions.join(" ")
-            ));
-        }
-    }
-    out
-}
-
 fn list_all() -> Result<Vec<(NfFamily, Option<ListedTable>)>> {
     FAMILIES
         .iter()
@@ -201,6 +179,10 @@ fn list_all() -> Result<Vec<(NfFamily, Option<ListedTable>)>> {
         .collect()
 }
 
+/// ADD: one transaction for both families. Without conditions it is nft JSON; with
+/// conditions the same commands are written as nft text (the conditions spliced into the
+/// hook rules) and applied with one `nft -f -`, so a condition nft rejects leaves
+/// everything as it was.
 pub(super) fn add(
     owner: &Owner<'_>,
     opts: &PortMapOptions,
@@ -212,60 +194,48 @@ pub(super) fn add(
         .into_iter()
         .filter(|(f, _)| families.contains(f))
         .collect();
-    let text = conditions_script(opts, ips);
-    if !text.is_empty() {
-        // nft's JSON input cannot carry free-form conditions, so they go in a
-        // second (text) transaction. Validate them first, changing nothing, so
-        // a condition nft rejects is a configuration error, not a half-done ADD.
-        let check = format!("{}{text}", conditions_prelude(opts, ips));
-        exec::run(
-            "nft",
-            &["-c", "-f", "-"],
-            Some(&check),
-            "checking nftables conditions",
-        )
-        .map_err(|e| Error::Invalid(format!("nftables conditions rejected by nft: {e}")))?;
-    }
-    add_tx(&current, owner, opts, mappings, ips).apply(&format!(
+    let tx = add_tx(&current, owner, opts, mappings, ips);
+    match tx.apply(&format!(
         "setting up port mappings of container {} in tables cni_hostport",
         owner.container_id
-    ))?;
-    if !text.is_empty()
-        && let Err(e) = exec::run(
-            "nft",
-            &["-f", "-"],
-            Some(&text),
-            &format!("applying nftables conditions:\n{text}"),
-        )
-    {
-        // Leave nothing of this container behind.
-        if let Err(undo) = del(owner) {
-            log::warn!(
-                "cannot undo port mappings of {}: {undo}",
-                owner.container_id
-            );
+    )) {
+        Err(e @ Error::Tool { .. }) if tx.has_raw() => {
+            Err(blame_conditions(e, &current, owner, opts, mappings, ips))
         }
-        return Err(e);
+        // Nothing was run: the transaction cannot be written as nft text.
+        Err(Error::Invalid(why)) if tx.has_raw() => Err(Error::Invalid(format!(
+            "with nftables conditions the ADD is written as nft text: {why}"
+        ))),
+        other => other,
     }
-    Ok(())
 }
 
-/// Declarations that let `nft -c` evaluate [`conditions_script`] on a node
-/// where the tables do not exist yet (check mode commits nothing).
-fn conditions_prelude(opts: &PortMapOptions, ips: &[IpNetwork]) -> String {
-    let mut out = String::new();
-    for net in ips {
-        if opts.conditions(net.ip()).is_empty() {
-            continue;
+/// Classifies a failed ADD with conditions (nothing was applied): when the same
+/// transaction without the conditions passes `nft -c`, the conditions are what nft
+/// rejected, a configuration error ([`Error::Invalid`]); otherwise the failure is
+/// the node's (a conflicting chain, permissions...) and `failure` is returned as it is.
+/// Costs one more `nft` run, on the failure path only.
+fn blame_conditions(
+    failure: Error,
+    current: &[(NfFamily, Option<ListedTable>)],
+    owner: &Owner<'_>,
+    opts: &PortMapOptions,
+    mappings: &[PortMapping],
+    ips: &[IpNetwork],
+) -> Error {
+    let plain = PortMapOptions {
+        conditions_v4: Vec::new(),
+        conditions_v6: Vec::new(),
+        ..opts.clone()
+    };
+    let without = add_tx(current, owner, &plain, mappings, ips);
+    match without.check_script("checking the port mappings without their nftables conditions") {
+        Ok(()) => Error::Invalid(format!("nftables conditions rejected by nft: {failure}")),
+        Err(e) => {
+            log::debug!("the ADD fails without its conditions too: {e}");
+            failure
         }
-        let fam = word(family_of(net.ip()));
-        out.push_str(&format!(
-            "add table {fam} {TABLE}\nadd chain {fam} {TABLE} {HOSTPORTS_ALL}\n\
-             add chain {fam} {TABLE} {PREROUTING} {{ type nat hook prerouting priority -100; }}\n\
-             add chain {fam} {TABLE} {OUTPUT} {{ type nat hook output priority -100; }}\n"
-        ));
     }
-    out
 }
 
 /// Deletes, in one transaction, every rule commented with a container ID selected by
@@ -448,22 +418,139 @@ mod tests {
             !text.contains(r#"{"dnat":{"addr":"fd00::3","port":90}}"#),
             "IPv4 hostIP skipped for IPv6"
         );
-        assert!(conditions_script(&PortMapOptions::default(), &ips).is_empty());
-        let cond = PortMapOptions {
-            conditions_v4: vec!["iifname".into(), "\"eth0\"".into()],
+        assert!(!tx.has_raw(), "no conditions: the JSON transaction");
+        let all = PortMapOptions {
             masq_all: true,
             ..PortMapOptions::default()
         };
-        assert_eq!(
-            conditions_script(&cond, &ips),
-            "flush chain ip cni_hostport prerouting\nadd rule ip cni_hostport prerouting iifname \"eth0\" fib daddr type local jump hostports_all\nflush chain ip cni_hostport output\nadd rule ip cni_hostport output iifname \"eth0\" fib daddr type local jump hostports_all\n"
-        );
-        let all = add_tx(&[], &owner, &cond, &maps[..1], &ips[..1])
+        let all = add_tx(&[], &owner, &all, &maps[..1], &ips[..1])
             .to_json()
             .unwrap();
         assert!(
             all.contains(r#"{"prefix":{"addr":"0.0.0.0","len":0}}"#) && !all.contains("127.0.0.1"),
             "{all}"
         );
+    }
+
+    fn mapping(
+        host_port: u16,
+        container_port: u16,
+        protocol: Protocol,
+        host_ip: Option<&str>,
+    ) -> PortMapping {
+        PortMapping {
+            host_port,
+            container_port,
+            protocol,
+            host_ip: host_ip.map(|h| h.parse().unwrap()),
+        }
+    }
+
+    /// With conditions the whole ADD is one nft text script: every command of the JSON
+    /// transaction, in the same order, the conditions before the local destination check.
+    #[test]
+    fn golden_script_with_conditions() {
+        let owner = Owner {
+            network: "n",
+            container_id: "ctr1",
+        };
+        let maps = [
+            mapping(8080, 80, Protocol::Tcp, None),
+            mapping(9090, 90, Protocol::Udp, Some("10.0.0.1")),
+            mapping(9091, 91, Protocol::Sctp, Some("fd00::1")),
+        ];
+        let ips: Vec<IpNetwork> = vec![
+            "10.99.0.3/24".parse().unwrap(),
+            "fd00::3/64".parse().unwrap(),
+        ];
+        let old = ListedTable::parse(r#"{"nftables":[{"rule":{"chain":"hostports","handle":11,"comment":"ctr1","expr":[]}},{"rule":{"chain":"masquerading","handle":12,"comment":"ctr1","expr":[]}},{"rule":{"chain":"hostports","handle":13,"comment":"other","expr":[]}}]}"#).unwrap();
+        let current = [(NfFamily::IP, Some(old)), (NfFamily::IP6, None)];
+        let cond = PortMapOptions {
+            conditions_v4: vec!["iifname".into(), "!=".into(), "\"lo\"".into()],
+            ..PortMapOptions::default()
+        };
+        let tx = add_tx(&current, &owner, &cond, &maps, &ips);
+        assert!(tx.has_raw() && tx.to_json().is_err());
+        let expected = "\
+add table ip cni_hostport
+add chain ip cni_hostport hostports
+add chain ip cni_hostport hostip_hostports
+add chain ip cni_hostport hostports_all
+flush chain ip cni_hostport hostports_all
+add rule ip cni_hostport hostports_all jump hostip_hostports
+add rule ip cni_hostport hostports_all jump hostports
+add chain ip cni_hostport prerouting { type nat hook prerouting priority -100; policy accept; }
+flush chain ip cni_hostport prerouting
+add rule ip cni_hostport prerouting iifname != \"lo\" fib daddr type \"local\" jump hostports_all
+add chain ip cni_hostport output { type nat hook output priority -100; policy accept; }
+flush chain ip cni_hostport output
+add rule ip cni_hostport output iifname != \"lo\" fib daddr type \"local\" jump hostports_all
+add chain ip cni_hostport masquerading { type nat hook postrouting priority 100; policy accept; }
+delete rule ip cni_hostport hostports handle 11
+delete rule ip cni_hostport masquerading handle 12
+add rule ip cni_hostport hostports tcp dport 8080 dnat to 10.99.0.3:80 comment \"ctr1\"
+add rule ip cni_hostport hostports ip daddr 10.0.0.1 udp dport 9090 dnat to 10.99.0.3:90 comment \"ctr1\"
+add rule ip cni_hostport masquerading ip saddr 10.99.0.3 ip daddr 10.99.0.3 masquerade comment \"ctr1\"
+add rule ip cni_hostport masquerading ip saddr 127.0.0.1 ip daddr 10.99.0.3 masquerade comment \"ctr1\"
+add table ip6 cni_hostport
+add chain ip6 cni_hostport hostports
+add chain ip6 cni_hostport hostip_hostports
+add chain ip6 cni_hostport hostports_all
+flush chain ip6 cni_hostport hostports_all
+add rule ip6 cni_hostport hostports_all jump hostip_hostports
+add rule ip6 cni_hostport hostports_all jump hostports
+add chain ip6 cni_hostport prerouting { type nat hook prerouting priority -100; policy accept; }
+flush chain ip6 cni_hostport prerouting
+add rule ip6 cni_hostport prerouting fib daddr type \"local\" jump hostports_all
+add chain ip6 cni_hostport output { type nat hook output priority -100; policy accept; }
+flush chain ip6 cni_hostport output
+add rule ip6 cni_hostport output fib daddr type \"local\" jump hostports_all
+add chain ip6 cni_hostport masquerading { type nat hook postrouting priority 100; policy accept; }
+add rule ip6 cni_hostport hostports tcp dport 8080 dnat to [fd00::3]:80 comment \"ctr1\"
+add rule ip6 cni_hostport hostports ip6 daddr fd00::1 sctp dport 9091 dnat to [fd00::3]:91 comment \"ctr1\"
+add rule ip6 cni_hostport masquerading ip6 saddr fd00::3 ip6 daddr fd00::3 masquerade comment \"ctr1\"
+";
+        assert_eq!(tx.to_script().unwrap(), expected);
+
+        // The same transaction without conditions (what a failure is checked against)
+        // differs only by the conditions, and is the JSON transaction of a plain ADD.
+        let plain = add_tx(&current, &owner, &PortMapOptions::default(), &maps, &ips);
+        assert!(!plain.has_raw());
+        assert_eq!(
+            plain.to_script().unwrap(),
+            expected.replace("iifname != \"lo\" ", "")
+        );
+        assert_eq!(plain.len(), tx.len());
+
+        // IPv6 conditions alone also make the whole ADD (both families) text; masqAll
+        // and snat are honoured.
+        let v6 = PortMapOptions {
+            conditions_v6: vec![
+                "ip6".into(),
+                "saddr".into(),
+                "!=".into(),
+                "fd00:dead::1".into(),
+            ],
+            masq_all: true,
+            ..PortMapOptions::default()
+        };
+        let text = add_tx(&[], &owner, &v6, &maps[..1], &ips)
+            .to_script()
+            .unwrap();
+        assert!(
+            text.contains(
+                "add rule ip cni_hostport prerouting fib daddr type \"local\" jump hostports_all\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("add rule ip6 cni_hostport output ip6 saddr != fd00:dead::1 fib daddr type \"local\" jump hostports_all\n"), "{text}");
+        assert!(text.contains("add rule ip cni_hostport masquerading ip saddr 0.0.0.0/0 ip daddr 10.99.0.3 masquerade comment \"ctr1\"\n"), "{text}");
+        assert!(text.contains("add rule ip6 cni_hostport masquerading ip6 saddr ::/0 ip6 daddr fd00::3 masquerade comment \"ctr1\"\n"), "{text}");
+        assert!(!text.contains("127.0.0.1"), "{text}");
+        let no_snat = PortMapOptions { snat: false, ..v6 };
+        let text = add_tx(&[], &owner, &no_snat, &maps[..1], &ips)
+            .to_script()
+            .unwrap();
+        assert!(!text.contains("masquerad"), "{text}");
     }
 }
