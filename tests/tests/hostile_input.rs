@@ -459,8 +459,10 @@ fn state_files_are_private_whatever_the_umask() {
     n.del(Side::Ours, "bridge", &conf, Some(&ctr), "perm");
 }
 
-/// nftables conditions go into a second (text) transaction; a condition nft rejects must
-/// be a configuration error found before anything is written, not a half-done ADD.
+/// With nftables conditions the whole ADD is one nft text transaction: a condition nft
+/// rejects (in its parser, against its cache, or in the kernel) is a configuration error
+/// (code 7) and, the transaction being atomic, changes nothing, not even the rules a
+/// re-ADD would have replaced. A failure the conditions did not cause is not code 7.
 #[test]
 fn portmap_nft_conditions_nft_rejects_are_code_7_and_change_nothing() {
     if !require_root() {
@@ -470,31 +472,98 @@ fn portmap_nft_conditions_nft_rejects_are_code_7_and_change_nothing() {
     let ctr = n.env.add_container();
     let mapping = json!({"hostPort": 8135, "containerPort": 80, "protocol": "tcp"});
     let ruleset = || n.env.host.exec_ok("nft", &["list", "ruleset"]);
+    let rejected: [&[&str]; 3] = [
+        // nft's parser
+        &["ip", "saddrr", "192.0.2.99"],
+        // nft's evaluation against the ruleset (no such set)
+        &["ip", "saddr", "@nosuch"],
+        // the kernel (no TCP MSS route lookup in the prerouting hook)
+        &["rt", "mtu", "1500"],
+    ];
+    let with = |cond: &[&str], mapping: &Value| {
+        portmap_conf(
+            &n,
+            json!({"backend": "nftables", "conditionsV4": cond}),
+            mapping.clone(),
+        )
+    };
     let before = ruleset();
-    let bad = portmap_conf(
-        &n,
-        json!({"backend": "nftables", "conditionsV4": ["ip", "saddrr", "192.0.2.99"]}),
-        mapping.clone(),
-    );
-    let out = n.exec(Side::Ours, "portmap", "ADD", &bad, Some(&ctr), "badcond");
-    assert_eq!(out.error_code(), Some(7), "{}", out.describe());
-    assert_eq!(
-        ruleset(),
-        before,
-        "a rejected condition changed the ruleset"
-    );
-    let good = portmap_conf(
-        &n,
-        json!({"backend": "nftables", "conditionsV4": ["ip", "saddr", "!=", "192.0.2.99"]}),
-        mapping,
-    );
+    for cond in rejected {
+        let out = n.exec(
+            Side::Ours,
+            "portmap",
+            "ADD",
+            &with(cond, &mapping),
+            Some(&ctr),
+            "badcond",
+        );
+        assert_eq!(out.error_code(), Some(7), "{cond:?}: {}", out.describe());
+        assert!(
+            out.error_msg()
+                .unwrap()
+                .contains("nftables conditions rejected by nft"),
+            "{}",
+            out.describe()
+        );
+        assert_eq!(
+            ruleset(),
+            before,
+            "{cond:?}: a rejected condition changed the ruleset"
+        );
+    }
+    let good = with(&["ip", "saddr", "!=", "192.0.2.99"], &mapping);
     n.exec(Side::Ours, "portmap", "ADD", &good, Some(&ctr), "goodcond")
         .assert_success();
     let hook = n.env.host.exec_ok(
         "nft",
         &["list", "chain", "ip", "cni_hostport", "prerouting"],
     );
-    assert!(hook.contains("192.0.2.99"), "{hook}");
+    assert!(
+        hook.contains("ip saddr != 192.0.2.99 fib daddr type local jump hostports_all"),
+        "{hook}"
+    );
+    // A re-ADD with other mappings and a rejected condition keeps the container's rules.
+    let installed = ruleset();
+    assert!(
+        installed.contains("tcp dport 8135 dnat to 10.133.0.2:80"),
+        "{installed}"
+    );
+    let other = json!({"hostPort": 8136, "containerPort": 80, "protocol": "tcp"});
+    for cond in rejected {
+        let out = n.exec(
+            Side::Ours,
+            "portmap",
+            "ADD",
+            &with(cond, &other),
+            Some(&ctr),
+            "goodcond",
+        );
+        assert_eq!(out.error_code(), Some(7), "{cond:?}: {}", out.describe());
+        assert_eq!(
+            ruleset(),
+            installed,
+            "{cond:?}: a failed re-ADD changed the ruleset"
+        );
+    }
     n.exec(Side::Ours, "portmap", "DEL", &good, Some(&ctr), "goodcond")
         .assert_success();
+    // Not the conditions' fault: a foreign `prerouting` filter chain in the table makes
+    // the ADD fail whatever the conditions; that is reported as it is, not as code 7.
+    n.env
+        .host
+        .exec_ok("nft", &["delete", "table", "ip", "cni_hostport"]);
+    n.env.host.exec_ok(
+        "nft",
+        &["add table ip cni_hostport; add chain ip cni_hostport prerouting { type filter hook prerouting priority 0; }"],
+    );
+    let foreign = ruleset();
+    let out = n.exec(Side::Ours, "portmap", "ADD", &good, Some(&ctr), "foreign");
+    assert!(!out.success(), "{}", out.describe());
+    assert_ne!(out.error_code(), Some(7), "{}", out.describe());
+    assert!(
+        !out.error_msg().unwrap().contains("conditions"),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(ruleset(), foreign, "a failed ADD changed the ruleset");
 }

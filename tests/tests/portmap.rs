@@ -675,3 +675,200 @@ fn fast_path_listing_matches_reference_for_several_containers() {
         theirs.env.host.exec_ok("ip6tables", &["-t", "nat", "-S"])
     );
 }
+
+/// A `PATH` directory with the fake `conntrack` and an `nft` wrapper that logs
+/// `nft <args>` to `nft.log`, appends what it is given on stdin for `-f -` to
+/// `nft.stdin`, and runs the real nft.
+fn nft_recorder() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let real = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft", "/bin/nft"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap();
+    for (name, script) in [
+        ("conntrack", "#!/bin/sh\nexit 0\n".to_owned()),
+        (
+            "nft",
+            format!(
+                "#!/bin/sh\necho \"nft $*\" >> '{d}/nft.log'\ncase \"$*\" in\n*'-f -'*) tee -a '{d}/nft.stdin' | exec {real} \"$@\" ;;\n*) exec {real} \"$@\" ;;\nesac\n"
+            ),
+        ),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let p = format!("{d}:{}", std::env::var("PATH").unwrap_or_default());
+    (dir, p)
+}
+
+/// What the recorder saw since the last call (then forgotten): (`nft.log`, `nft.stdin`).
+fn take_recorded(dir: &tempfile::TempDir) -> (String, String) {
+    let read = |f: &str| {
+        let p = dir.path().join(f);
+        let s = std::fs::read_to_string(&p).unwrap_or_default();
+        std::fs::remove_file(&p).ok();
+        s
+    };
+    (read("nft.log"), read("nft.stdin"))
+}
+
+const V4_CONDITION: &str = "ip saddr != 10.99.0.4";
+const V6_CONDITION: &str = "ip6 saddr != fd00:dead::1";
+
+fn conf_with_conditions(mappings: &str) -> String {
+    let c = conf("1.0.0", Some("nftables"), mappings, 2);
+    let words = |s: &str| serde_json::to_string(&s.split(' ').collect::<Vec<_>>()).unwrap();
+    c.replacen(
+        r#""backend":"nftables","#,
+        &format!(
+            r#""backend":"nftables","conditionsV4":{},"conditionsV6":{},"#,
+            words(V4_CONDITION),
+            words(V6_CONDITION)
+        ),
+        1,
+    )
+}
+
+/// The listing of the JSON path (no conditions) with the conditions put where the
+/// conditions path puts them: before the local destination check of each family.
+fn plus_conditions(json_listing: &str) -> String {
+    let hook = "fib daddr type local jump hostports_all";
+    let (v4, v6) = json_listing.split_at(json_listing.find("table ip6 cni_hostport").unwrap());
+    format!(
+        "{}{}",
+        v4.replace(hook, &format!("{V4_CONDITION} {hook}")),
+        v6.replace(hook, &format!("{V6_CONDITION} {hook}"))
+    )
+}
+
+/// With `conditionsV4/V6` the nftables ADD is ONE nft transaction (one `nft -f -` of the
+/// whole ADD as text, no dry run, no second transaction), the ruleset lists exactly as
+/// the JSON path's plus the conditions, the conditions take effect, traffic flows, and
+/// a re-ADD replaces the container's rules, still in one transaction.
+#[test]
+fn nft_conditions_add_is_one_transaction() {
+    if !require_root() {
+        return;
+    }
+    let mut t = Topo::new();
+    let server = t.container(2);
+    let client = t.container(3);
+    let excluded = t.container(4);
+    serve(t.ns(server), "A");
+    // The same topology for the JSON path, without conditions.
+    let mut j = Topo::new();
+    let j_server = j.container(2);
+    let (dir, path) = nft_recorder();
+    let add = |mappings: &str| {
+        let input = conf_with_conditions(mappings);
+        let call = t
+            .env
+            .call("ADD", input.as_str())
+            .container_id("ctrA")
+            .netns(t.ns(server).path())
+            .ifname("eth0")
+            .env("PATH", &path);
+        t.env.run("portmap", &call).assert_success();
+        j.portmap(
+            "ADD",
+            "ctrA",
+            j.ns(j_server),
+            &conf("1.0.0", Some("nftables"), mappings, 2),
+        )
+        .assert_success();
+        take_recorded(&dir)
+    };
+
+    let (log, script) = add(MAPPINGS);
+    // Two table reads and one transaction: no `nft -c`, no JSON batch.
+    assert_eq!(
+        log, "nft -j list table ip cni_hostport\nnft -j list table ip6 cni_hostport\nnft -f -\n",
+        "{script}"
+    );
+    // ... holding the whole ADD of both families, with the conditions.
+    for part in [
+        "add table ip cni_hostport\n",
+        "add table ip6 cni_hostport\n",
+        "add chain ip cni_hostport prerouting { type nat hook prerouting priority -100; policy accept; }\n",
+        "flush chain ip cni_hostport output\n",
+        &format!(
+            "add rule ip cni_hostport prerouting {V4_CONDITION} fib daddr type \"local\" jump hostports_all\n"
+        ),
+        &format!(
+            "add rule ip6 cni_hostport output {V6_CONDITION} fib daddr type \"local\" jump hostports_all\n"
+        ),
+        "add rule ip cni_hostport hostports tcp dport 8080 dnat to 10.99.0.2:80 comment \"ctrA\"\n",
+        "add rule ip6 cni_hostport hostports tcp dport 8086 dnat to [fd00:99::2]:80 comment \"ctrA\"\n",
+        "add rule ip cni_hostport masquerading ip saddr 127.0.0.1 ip daddr 10.99.0.2 masquerade comment \"ctrA\"\n",
+    ] {
+        assert!(script.contains(part), "missing {part:?} in\n{script}");
+    }
+    let listing = t.nft();
+    assert_eq!(listing, plus_conditions(&j.nft()));
+    assert!(
+        listing.contains(&format!(
+            "{V4_CONDITION} fib daddr type local jump hostports_all"
+        )),
+        "{listing}"
+    );
+
+    // Traffic flows, and the conditions are in force (10.99.0.4 is excluded).
+    let host = &t.env.host;
+    assert_eq!(tcp_get(t.ns(client), "10.99.0.1:8080").unwrap(), "A");
+    assert_eq!(
+        udp_ask(t.ns(client), "0.0.0.0:0", "10.99.0.1:8053").unwrap(),
+        "A"
+    );
+    assert_eq!(tcp_get(host, "127.0.0.1:8080").unwrap(), "A");
+    assert_eq!(tcp_get(host, "[fd00:99::1]:8086").unwrap(), "A");
+    assert_eq!(
+        tcp_get(t.ns(server), "10.99.0.1:8080").unwrap(),
+        "A",
+        "hairpin"
+    );
+    assert!(
+        tcp_get(t.ns(excluded), "10.99.0.1:8080").is_err(),
+        "the condition excludes 10.99.0.4"
+    );
+    t.portmap(
+        "CHECK",
+        "ctrA",
+        t.ns(server),
+        &conf_with_conditions(MAPPINGS),
+    )
+    .assert_success();
+
+    // Re-ADD with other mappings: the old rules are deleted in the same transaction.
+    let re = r#"[{"hostPort":7070,"containerPort":80,"protocol":"tcp"}]"#;
+    let (log, script) = add(re);
+    assert_eq!(log.matches("nft -f -").count(), 1, "{log}");
+    assert!(!log.contains("-c") && !log.contains("-j -f"), "{log}");
+    assert!(
+        script.contains("delete rule ip cni_hostport hostports handle "),
+        "{script}"
+    );
+    let listing = t.nft();
+    assert_eq!(listing, plus_conditions(&j.nft()));
+    assert!(
+        !listing.contains("8080") && listing.contains("7070"),
+        "{listing}"
+    );
+    assert_eq!(
+        listing.matches("\"ctrA\"").count(),
+        5,
+        "no stale rule: {listing}"
+    );
+    assert!(
+        tcp_get(t.ns(client), "10.99.0.1:8080").is_err(),
+        "stale mapping"
+    );
+    assert_eq!(tcp_get(t.ns(client), "10.99.0.1:7070").unwrap(), "A");
+
+    let bare = r#"{"cniVersion":"1.0.0","name":"pmnet","type":"portmap"}"#;
+    t.portmap("DEL", "ctrA", t.ns(server), bare)
+        .assert_success();
+    assert!(!t.nft().contains("\"ctrA\""), "{}", t.nft());
+    assert!(tcp_get(t.ns(client), "10.99.0.1:7070").is_err());
+}
