@@ -981,3 +981,54 @@ fn reference_add_is_checked_and_deleted_by_ours() {
     assert_clean(&fx, &ctr);
     let _: PathBuf = plugin_bin("bridge");
 }
+
+/// Processes whose environment holds `CNI_CONTAINERID=<id>` (the plugin and anything
+/// it forked).
+fn processes_of_container(id: &str) -> Vec<u32> {
+    let needle = format!("CNI_CONTAINERID={id}");
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+        })
+        .collect()
+}
+
+/// DEL hands the kernel's final wait for the veth pair's release to a detached helper
+/// (cni_netlink::detach): when DEL returns (and its output pipe reaches end-of-file) the
+/// pair must already be gone from both namespaces, and the helper must end by itself.
+#[test]
+fn del_returns_with_the_pair_gone_and_its_helper_ends() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fx::new();
+    let ctr = fx.env.add_container();
+    let conf = fx.conf("1.0.0", &["10.1.9.0/24"], json!({}));
+    let id = format!("detach-{}", cni_tests::random_hex(8));
+    fx.add(&conf, &ctr, &id);
+    assert_eq!(host_veths(&fx).len(), 1);
+    fx.del(&conf, Some(&ctr), &id);
+    assert!(
+        host_veths(&fx).is_empty(),
+        "host end still listed after DEL"
+    );
+    assert!(
+        link(&ctr, "eth0").is_none(),
+        "container end still listed after DEL"
+    );
+    assert!(fx.reservations().is_empty());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut left = processes_of_container(&id);
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        left = processes_of_container(&id);
+    }
+    assert!(left.is_empty(), "DEL left processes behind: {left:?}");
+    // Idempotent: the interface is gone, DEL still succeeds.
+    fx.del(&conf, Some(&ctr), &id);
+}

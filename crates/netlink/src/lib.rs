@@ -13,10 +13,15 @@
 //! Request construction lives in pure functions (`msg` submodules of [`link`], [`addr`],
 //! [`route`], [`bridge`]) so it is unit-tested without privileges.
 
-#![forbid(unsafe_code)]
+// Unsafe code is denied (workspace lint) everywhere but in `detach`, which forks.
 
 pub mod addr;
 pub mod bridge;
+#[allow(
+    unsafe_code,
+    reason = "fork, dup2 and _exit for the detached deletion helper"
+)]
+pub mod detach;
 mod error;
 mod handle;
 pub mod link;
@@ -26,6 +31,7 @@ mod socket;
 
 pub use addr::{AddrFlags, Address, IpFamily};
 pub use bridge::{PortFlags, VlanEntry};
+pub use detach::{Deleted, delete_link_detached};
 pub use error::{Error, Result};
 pub use handle::Handle;
 pub use link::{BridgeSpec, Link, LinkId, OperState, VethSpec};
