@@ -19,16 +19,16 @@
 //! * DEL, CHECK, GC and STATUS use [`DiskStore::open_existing`], which never
 //!   creates the network directory.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, DirEntryExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{Attachment, Reservation, Store, StoreError, lock};
+use super::{Attachment, Reservation, Store, StoreError, index, lock};
 use crate::ip;
 
 /// Where the reference keeps its state when `dataDir` is not configured.
@@ -119,15 +119,41 @@ pub fn validate_network_name(name: &str) -> Result<(), StoreError> {
 /// A network's reservations on disk, locked for as long as the value lives.
 ///
 /// Because the lock is held for the store's whole life, nobody else changes
-/// the directory meanwhile: the first [`Store::list`] scans it (reading every
-/// reservation file, as the reference does) and later calls reuse that
-/// listing, kept exact by this store's own `reserve` and `remove`. A
-/// dual-stack ADD thus scans once, not once per range set.
+/// the directory meanwhile: the first [`Store::list`] scans it and later
+/// calls reuse that listing, kept exact by this store's own `reserve` and
+/// `remove`. A dual-stack ADD thus scans once, not once per range set.
+///
+/// The scan lists the directory and takes each reservation's owner from the
+/// index (`<dataDir>/.host-local-index.<network>`, see the `index` module)
+/// when the directory is unchanged since the index was written and the file
+/// still has the recorded inode; other files are read. The reference's
+/// layout has no index, so without it every command reads every reservation
+/// file and its cost grows with the number of containers. The index is
+/// rewritten, under the lock, when the store is dropped after a change.
 #[derive(Debug)]
 pub struct DiskStore {
     dir: PathBuf,
-    _lock: File,
     listing: RefCell<Option<Vec<Reservation>>>,
+    /// What the next index file will hold: set by the scan, kept exact by
+    /// `reserve`/`remove`; `None` until a scan happened.
+    index: RefCell<Option<index::Index>>,
+    /// The index file needs rewriting.
+    index_dirty: Cell<bool>,
+    // Declared last: dropped after `Drop::drop` wrote the index.
+    _lock: File,
+}
+
+impl Drop for DiskStore {
+    fn drop(&mut self) {
+        if !self.index_dirty.get() {
+            return;
+        }
+        if let Some(idx) = self.index.borrow().as_ref()
+            && let Err(e) = self.write_index(idx)
+        {
+            log::debug!("cannot update the reservation index: {e}");
+        }
+    }
 }
 
 impl DiskStore {
@@ -188,8 +214,10 @@ impl DiskStore {
         let lock = lock::acquire(&dir.join(LOCK_FILE), opts.lock_timeout)?;
         let store = Self {
             dir,
-            _lock: lock,
             listing: RefCell::new(None),
+            index: RefCell::new(None),
+            index_dirty: Cell::new(false),
+            _lock: lock,
         };
         store.remove_stale_temp_files();
         Ok(store)
@@ -256,10 +284,19 @@ impl DiskStore {
         self.dir.join(format!("{CURSOR_PREFIX}{set_index}"))
     }
 
-    /// Reads every reservation file of the directory.
+    /// Lists the directory and reads the reservation files the index does
+    /// not cover (new or replaced since the index was written).
     fn scan(&self) -> Result<Vec<Reservation>, StoreError> {
         let entries = fs::read_dir(&self.dir).map_err(|e| StoreError::io("list", &self.dir, e))?;
+        let stamp = self.dir_stamp()?;
+        let mut known = self.read_index();
+        if known.stamp != stamp {
+            // Someone else changed the directory since: trust nothing.
+            known = index::Index::default();
+        }
+        let mut fresh = index::Index::default();
         let mut out = Vec::new();
+        let mut read = 0usize;
         for entry in entries {
             let entry = entry.map_err(|e| StoreError::io("list", &self.dir, e))?;
             let name = entry.file_name();
@@ -274,13 +311,89 @@ impl DiskStore {
             if !entry.file_type().is_ok_and(|t| t.is_file()) {
                 continue;
             }
-            match fs::read(&path) {
-                Ok(bytes) => out.push(Reservation::parse(addr, &String::from_utf8_lossy(&bytes))),
-                Err(e) => log::warn!("skipping unreadable reservation {}: {e}", path.display()),
-            }
+            let ino = entry.ino();
+            let content = match known.get(name, ino) {
+                Some(c) => c.to_string(),
+                None => match fs::read(&path) {
+                    Ok(bytes) => {
+                        read += 1;
+                        String::from_utf8_lossy(&bytes).into_owned()
+                    }
+                    Err(e) => {
+                        log::warn!("skipping unreadable reservation {}: {e}", path.display());
+                        continue;
+                    }
+                },
+            };
+            out.push(Reservation::parse(addr, &content));
+            fresh.insert(name.to_string(), ino, content);
         }
+        if read > 0 || fresh.len() != known.len() {
+            self.index_dirty.set(true);
+        }
+        *self.index.borrow_mut() = Some(fresh);
         out.sort();
         Ok(out)
+    }
+
+    fn dir_stamp(&self) -> Result<index::DirStamp, StoreError> {
+        let m = fs::metadata(&self.dir).map_err(|e| StoreError::io("stat", &self.dir, e))?;
+        Ok(index::DirStamp {
+            ino: m.ino(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+        })
+    }
+
+    /// `<dataDir>/.host-local-index.<network>`, beside (not inside) the
+    /// network directory: the reference reads every file inside it.
+    fn index_path(&self) -> Option<PathBuf> {
+        let network = self.dir.file_name()?.to_str()?;
+        Some(
+            self.dir
+                .parent()?
+                .join(format!("{}{network}", index::FILE_PREFIX)),
+        )
+    }
+
+    /// The index as last written; empty when absent or unreadable.
+    fn read_index(&self) -> index::Index {
+        let Some(path) = self.index_path() else {
+            return index::Index::default();
+        };
+        match fs::read_to_string(&path) {
+            Ok(text) => index::Index::parse(&text).unwrap_or_else(|| {
+                log::debug!("ignoring malformed reservation index {}", path.display());
+                index::Index::default()
+            }),
+            Err(_) => index::Index::default(),
+        }
+    }
+
+    /// Replaces the index file, stamped with the directory's current state:
+    /// a temporary file beside it (not in the network directory, whose time
+    /// must not change after the stamp) renamed over it.
+    fn write_index(&self, idx: &index::Index) -> Result<(), StoreError> {
+        let Some(path) = self.index_path() else {
+            return Ok(());
+        };
+        let mut idx = idx.clone();
+        idx.stamp = self.dir_stamp()?;
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut tmp_name = path.clone().into_os_string();
+        tmp_name.push(format!(".tmp.{}.{n}", std::process::id()));
+        let tmp = PathBuf::from(tmp_name);
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(idx.render().as_bytes()))
+            .and_then(|()| fs::rename(&tmp, &path));
+        written.map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            StoreError::io("replace reservation index", path, e)
+        })
     }
 
     /// Temporary files are only ever written while the lock is held, so any
@@ -330,6 +443,8 @@ impl Store for DiskStore {
         let target = self.ip_path(ip);
         let tmp = self.write_temp("reservation", who.file_content().as_bytes())?;
         let linked = fs::hard_link(&tmp, &target);
+        // The link shares the temporary file's inode.
+        let ino = fs::symlink_metadata(&tmp).map(|m| m.ino()).ok();
         if let Err(e) = fs::remove_file(&tmp) {
             log::warn!("cannot remove temporary {}: {e}", tmp.display());
         }
@@ -339,6 +454,16 @@ impl Store for DiskStore {
                     let added = Reservation::parse(ip::canonical(ip), &who.file_content());
                     let at = listing.binary_search(&added).unwrap_or_else(|i| i);
                     listing.insert(at, added);
+                }
+                if let Some(idx) = self.index.get_mut() {
+                    match ino {
+                        Some(ino) => {
+                            idx.insert(ip::to_text(ip), ino, who.file_content());
+                            self.index_dirty.set(true);
+                        }
+                        // Unknown inode: leave the entry out (it is read next time).
+                        None => self.index_dirty.set(true),
+                    }
                 }
                 Ok(true)
             }
@@ -357,6 +482,11 @@ impl Store for DiskStore {
         if let Some(listing) = self.listing.get_mut() {
             let gone = ip::canonical(ip);
             listing.retain(|r| r.ip != gone);
+        }
+        if let Some(idx) = self.index.get_mut()
+            && idx.remove(&ip::to_text(ip))
+        {
+            self.index_dirty.set(true);
         }
         Ok(removed)
     }
@@ -438,6 +568,79 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    /// The index beside the network directory lets a later store skip
+    /// reading files it knows, while changes made by another writer (a file
+    /// removed, added, or replaced with a new owner) are still seen.
+    #[test]
+    fn index_is_used_and_other_writers_changes_are_seen() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let dir = data.path().join("net");
+        let index_file = data.path().join(".host-local-index.net");
+        {
+            let mut store = DiskStore::open(data.path(), "net", &opts()).expect("open");
+            store.list().expect("first scan");
+            for (i, id) in ["a", "b", "c"].iter().enumerate() {
+                let who = Attachment::new(id, "eth0");
+                assert!(
+                    store
+                        .reserve(ip(&format!("10.0.0.{}", i + 2)), &who)
+                        .expect("reserve")
+                );
+            }
+        }
+        let text = fs::read_to_string(&index_file).expect("index written on drop");
+        assert_eq!(text.lines().count(), 4, "{text}");
+        assert_eq!(mode(&index_file), 0o600);
+        assert!(
+            !names(&dir).iter().any(|n| n.starts_with(TEMP_PREFIX)),
+            "no temporary file left"
+        );
+        // Another writer (no index update): removes .2, adds .9, replaces .3
+        // with a new owner (a new inode).
+        fs::remove_file(dir.join("10.0.0.2")).expect("rm");
+        fs::write(dir.join("10.0.0.9"), "z\r\neth0").expect("add");
+        fs::remove_file(dir.join("10.0.0.3")).expect("rm");
+        fs::write(dir.join("10.0.0.3.new"), "y\r\neth0").expect("write");
+        fs::rename(dir.join("10.0.0.3.new"), dir.join("10.0.0.3")).expect("replace");
+        let keep = dir.join("10.0.0.4");
+        let store = DiskStore::open(data.path(), "net", &opts()).expect("open");
+        let owners = |store: &DiskStore| -> Vec<(IpAddr, String)> {
+            store
+                .list()
+                .expect("list")
+                .into_iter()
+                .map(|r| (r.ip, r.container_id))
+                .collect()
+        };
+        // The directory changed under the index: everything is read again
+        // (10.0.0.3 may well have kept its inode number).
+        assert_eq!(
+            owners(&store),
+            [
+                (ip("10.0.0.3"), "y".to_string()),
+                (ip("10.0.0.4"), "c".to_string()),
+                (ip("10.0.0.9"), "z".to_string()),
+            ]
+        );
+        drop(store);
+        // Unchanged directory: known files come from the index, unread. An
+        // in-place rewrite (which no host-local does) proves it.
+        fs::write(&keep, "rewritten\r\neth0").expect("rewrite in place");
+        let store = DiskStore::open(data.path(), "net", &opts()).expect("open");
+        assert_eq!(owners(&store)[1], (ip("10.0.0.4"), "c".to_string()));
+        drop(store);
+        // A corrupt index is ignored (full read), then rewritten.
+        fs::write(&index_file, "garbage").expect("corrupt");
+        let store = DiskStore::open(data.path(), "net", &opts()).expect("open");
+        assert_eq!(store.list().expect("list")[1].container_id, "rewritten");
+        drop(store);
+        assert!(
+            fs::read_to_string(&index_file)
+                .expect("index")
+                .starts_with("host-local-index 1 ")
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 mod disk;
 mod error;
+mod index;
 mod lock;
 mod mem;
 
