@@ -162,13 +162,38 @@ pub trait Plugin {
 /// The version the error object names, remembered for the panic hook.
 static OUTPUT_VERSION: Mutex<Option<String>> = Mutex::new(None);
 
-fn remember_version(v: &str) {
+pub(crate) fn remember_version(v: &str) {
     if let Ok(mut g) = OUTPUT_VERSION.lock() {
         *g = Some(v.to_owned());
     }
 }
 
-fn output_version() -> String {
+/// Run `f` in the state a freshly exec'd plugin named `name` starts in:
+/// no remembered output version (so the panic hook names what the
+/// delegate's would) and log lines prefixed with `name`. Both are restored
+/// afterwards, also when `f` unwinds. For in-process delegation
+/// ([`crate::invoke`]).
+pub(crate) fn as_delegate<T>(name: &'static str, f: impl FnOnce() -> T) -> T {
+    struct Restore {
+        version: Option<String>,
+        log_name: Option<&'static str>,
+    }
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Ok(mut g) = OUTPUT_VERSION.lock() {
+                *g = self.version.take();
+            }
+            LOG_NAME.set(self.log_name);
+        }
+    }
+    let _restore = Restore {
+        version: OUTPUT_VERSION.lock().ok().and_then(|mut g| g.take()),
+        log_name: LOG_NAME.replace(Some(name)),
+    };
+    f()
+}
+
+pub(crate) fn output_version() -> String {
     OUTPUT_VERSION
         .lock()
         .ok()
@@ -538,6 +563,12 @@ struct StderrLogger {
     name: OnceLock<&'static str>,
 }
 
+thread_local! {
+    /// The log prefix of an in-process delegate running on this thread.
+    static LOG_NAME: std::cell::Cell<Option<&'static str>> =
+        const { std::cell::Cell::new(None) };
+}
+
 static LOGGER: StderrLogger = StderrLogger {
     name: OnceLock::new(),
 };
@@ -549,7 +580,10 @@ impl log::Log for StderrLogger {
 
     fn log(&self, record: &log::Record<'_>) {
         if self.enabled(record.metadata()) {
-            let name = self.name.get().copied().unwrap_or("cni");
+            let name = LOG_NAME
+                .get()
+                .or_else(|| self.name.get().copied())
+                .unwrap_or("cni");
             let _ = writeln!(
                 std::io::stderr(),
                 "{name}: {}: {}",
