@@ -9,13 +9,47 @@
 //! each set takes the first requested address (in the order `CNI_ARGS`
 //! `IP=`, `args.cni.ips`, `runtimeConfig.ips`) it contains; any requested
 //! address left over fails the ADD (code 7) before anything is reserved.
+//!
+//! [`BUILTIN`] lets a plugin that links this library (`bridge`) run
+//! host-local in-process instead of exec'ing it, when the `host-local`
+//! binary found in `CNI_PATH` carries the same [`IDENTITY`]
+//! ([`cni::invoke`], "Built-in delegates").
 
 pub mod commands;
 pub mod config;
 pub mod errors;
 
+use std::io::{Read, Write};
+
 use cni::conf::NoPluginConfig;
+use cni::invoke::{Builtin, Identity};
 use cni::{CmdArgs, NetConf, Plugin, Result, Success};
+
+/// Digest of the code and build settings this copy of host-local was built
+/// from (computed by `build.rs`); the `host-local` binary carries it in an
+/// ELF note.
+pub const IDENTITY: Identity = include!(concat!(env!("OUT_DIR"), "/identity.rs"));
+
+/// host-local as a built-in delegate: register it with
+/// [`cni::invoke::register_builtin`] to run it in-process when the binary in
+/// `CNI_PATH` was built from this same code.
+pub const BUILTIN: Builtin = Builtin {
+    name: "host-local",
+    identity: IDENTITY,
+    run: run_in_process,
+};
+
+/// The skel's [`cni::skel::dispatch`] of [`HostLocal`] with injected
+/// environment and stdio: what the binary's `main` does, minus the process
+/// globals.
+pub fn run_in_process(
+    env: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> i32 {
+    cni::skel::dispatch(&HostLocal, env, stdin, stdout, stderr)
+}
 
 /// The host-local plugin.
 #[derive(Debug, Clone, Copy, Default)]
