@@ -1,5 +1,6 @@
 //! The `bridge` CNI plugin executable: all logic lives in the library.
 
 fn main() {
+    bridge::register_builtin_delegates();
     cni::skel::run(&bridge::BridgePlugin)
 }
