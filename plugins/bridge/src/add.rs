@@ -192,11 +192,10 @@ impl AddCtx<'_> {
         }
         fail_point("wait")?;
 
-        // MACs can change when ports join or addresses are set: report current ones.
+        // The bridge's MAC can change when ports join (it takes the lowest port
+        // MAC unless set): report the current one. A port keeps its own MAC.
         let br_now = self.host_link(&br.name)?;
-        let hv_now = self.host_link(&hv.name)?;
         result.interfaces[0].mac = br_now.mac.map(|m| m.to_string());
-        result.interfaces[1].mac = hv_now.mac.map(|m| m.to_string());
         if let Some(dns) = &self.conf.dns
             && !dns.is_empty()
         {

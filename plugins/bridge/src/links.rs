@@ -48,9 +48,11 @@ pub fn ensure_bridge(h: &mut Handle, s: &Settings) -> cni::Result<Link> {
             "{name:?} already exists but is not a bridge"
         )));
     }
+    let mut changed = false;
     if s.promisc && !br.promisc {
         h.set_promisc(br.index, true)
             .ctx(format!("could not set promiscuous mode on {name:?}"))?;
+        changed = true;
     }
     if let Err(e) = sysctl::set(&["net", "ipv6", "conf", name, "accept_ra"], "0") {
         log::debug!("ignoring: {e}");
@@ -58,6 +60,10 @@ pub fn ensure_bridge(h: &mut Handle, s: &Settings) -> cni::Result<Link> {
     if !br.up {
         h.set_up(br.index)
             .ctx(format!("could not set {name:?} up"))?;
+        changed = true;
+    }
+    if !changed {
+        return Ok(br);
     }
     h.link_by_index(br.index)
         .ctx(format!("could not lookup {name:?}"))?
