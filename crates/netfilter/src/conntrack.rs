@@ -9,48 +9,49 @@
 //! packet go through the new rules.
 //!
 //! The procedure mirrors the reference (vishvananda/netlink `ConntrackDeleteFilters`):
-//! dump the conntrack table of one address family (`IPCTNL_MSG_CT_GET` with
-//! `NLM_F_DUMP`), keep the entries whose *original* tuple is UDP with the given
-//! destination port (whatever the addresses), then delete each one by its original tuple
-//! (`IPCTNL_MSG_CT_DELETE` with an ACK). The delete also carries the entry's id and zone,
-//! so the kernel removes exactly the dumped entry and never a newer one that reuses the
-//! tuple. An entry that vanished in between (`ENOENT`) is not an error.
+//! dump the conntrack table (`IPCTNL_MSG_CT_GET` with `NLM_F_DUMP`), keep the entries
+//! whose *original* tuple is UDP with one of the given destination ports (whatever the
+//! addresses), then delete each one by its original tuple (`IPCTNL_MSG_CT_DELETE` with an
+//! ACK). The delete also carries the entry's id and zone, so the kernel removes exactly
+//! the dumped entry and never a newer one that reuses the tuple. An entry that vanished
+//! in between (`ENOENT`) is not an error.
+//!
+//! A dump walks the kernel's whole conntrack hash (shared by all namespaces, 262,144
+//! buckets by default: about 5 ms even when this namespace has no entry), so
+//! [`delete_udp_flows_to_ports`] does it once for all ports and both families (a dump
+//! with `AF_UNSPEC` returns the entries of every family), and not at all when the
+//! namespace has no conntrack entry ([`namespace_is_empty`]).
 //!
 //! The socket is opened in the calling thread's network namespace and has a receive
 //! timeout, so a missing reply cannot hang the caller. No external tool is involved.
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP,
-    NLMSG_OVERRUN, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla,
-};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, Nla};
 use netlink_packet_netfilter::conntrack::{
     ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Protocol, Tuple,
 };
-use netlink_packet_netfilter::{
-    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
-};
-use netlink_sys::protocols::NETLINK_NETFILTER;
+use netlink_packet_netfilter::{NetfilterMessageInner, NetfilterProtoFamily};
 use nix::errno::Errno;
-use nix::sys::socket::{setsockopt, sockopt};
-use nix::sys::time::TimeVal;
 
 use crate::error::{Error, Result};
 pub use crate::iptables::Family;
+pub use crate::nfnl::RECV_TIMEOUT;
+use crate::nfnl::{self, Reply};
 
-/// How long one receive may wait for the kernel before the request fails.
-pub const RECV_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a dump marked inconsistent (`NLM_F_DUMP_INTR`) is restarted.
 pub const DUMP_ATTEMPTS: u32 = 5;
-/// Receive buffer; the kernel sizes dump datagrams up to 32 KiB after a large read.
-const RECV_BUF: usize = 64 * 1024;
 /// At most this many failed deletes are reported one by one (then only counted).
 const MAX_LISTED_ERRORS: usize = 3;
-/// `NFNETLINK_V0`, the only nfnetlink version.
-const NFNETLINK_V0: u8 = 0;
+/// The number of conntrack entries of the reading thread's network namespace.
+const COUNT_SYSCTL: &str = "/proc/sys/net/netfilter/nf_conntrack_count";
+/// Present whenever the `nf_conntrack` module is loaded (it has parameters, so it is
+/// listed even when built in).
+const MODULE_DIR: &str = "/sys/module/nf_conntrack";
+/// Dumps requested by this process, see [`dumps_requested`].
+static DUMPS: AtomicUsize = AtomicUsize::new(0);
 /// `CTA_ID`: the entry's id; the kernel refuses a delete whose id does not match.
 const CTA_ID: u16 = 12;
 /// `CTA_ZONE`: the entry's zone; present in dumps only for non-default zones.
@@ -68,6 +69,73 @@ pub struct UdpFlow {
     key: Vec<ConntrackAttribute>,
 }
 
+impl UdpFlow {
+    /// The entry's address family.
+    pub fn family(&self) -> Family {
+        Family::of(self.src.ip())
+    }
+}
+
+/// Which entries a dump keeps: UDP, of one of `families`, to one of `ports`.
+#[derive(Debug, Clone, Copy)]
+struct Wanted<'a> {
+    families: &'a [Family],
+    ports: &'a [u16],
+}
+
+impl Wanted<'_> {
+    /// The `nfgenmsg` family of the dump: the one family asked for, or `AF_UNSPEC` (every
+    /// family, in one walk of the table) for both.
+    fn dump_family(&self) -> NetfilterProtoFamily {
+        match self.families {
+            [one] => nfproto(*one),
+            _ => NetfilterProtoFamily::Unspec,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let families: Vec<String> = self.families.iter().map(ToString::to_string).collect();
+        let ports: Vec<String> = self.ports.iter().map(ToString::to_string).collect();
+        format!(
+            "dump {} conntrack table for udp port {}",
+            families.join("+"),
+            ports.join(",")
+        )
+    }
+}
+
+/// True when the calling thread's network namespace certainly has no conntrack entry,
+/// so that there is nothing to dump: `nf_conntrack_count` reads 0 (it counts this
+/// namespace's entries, from allocation on, so an entry being set up counts too), or
+/// conntrack is not loaded at all (no `nf_conntrack_count` and no
+/// `/sys/module/nf_conntrack`, with sysfs mounted). Anything else (a non-zero count, an
+/// unreadable count, a count hidden while the module is loaded) is `false`: dump.
+pub fn namespace_is_empty() -> bool {
+    namespace_is_empty_with(
+        |p| std::fs::read_to_string(p),
+        |p| std::path::Path::new(p).exists(),
+    )
+}
+
+fn namespace_is_empty_with(
+    read: impl Fn(&str) -> io::Result<String>,
+    exists: impl Fn(&str) -> bool,
+) -> bool {
+    match read(COUNT_SYSCTL) {
+        Ok(text) => text.trim() == "0",
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            exists("/sys/module") && !exists(MODULE_DIR)
+        }
+        Err(_) => false,
+    }
+}
+
+/// How many conntrack table dumps (walks of the kernel's whole conntrack hash) this
+/// process has asked for so far, retries included. For tests and diagnostics.
+pub fn dumps_requested() -> usize {
+    DUMPS.load(Ordering::Relaxed)
+}
+
 /// Lists the conntrack entries of `family` in the calling thread's network namespace
 /// whose original tuple is UDP with destination port `port`.
 ///
@@ -75,16 +143,32 @@ pub struct UdpFlow {
 /// [`Error::Conntrack`] when the socket cannot be opened, the dump fails or times out,
 /// is still interrupted after [`DUMP_ATTEMPTS`] attempts, or holds undecodable entries.
 pub fn udp_flows_to_port(family: Family, port: u16) -> Result<Vec<UdpFlow>> {
-    let mut conn = Conn::open()?;
-    let dump = conn.dump_udp_flows(family, port)?;
-    dump.problem(family, port)?;
+    let wanted = Wanted {
+        families: &[family],
+        ports: &[port],
+    };
+    let mut conn = open()?;
+    let dump = dump_udp_flows(&mut conn, wanted)?;
+    dump.problem(wanted)?;
     Ok(dump.flows)
 }
 
 /// Deletes every conntrack entry of `family` in the calling thread's network namespace
 /// whose original tuple is UDP with destination port `port`, whatever its addresses.
-/// Returns how many entries this call deleted (entries that disappeared on their own
-/// between the dump and the delete are not counted).
+/// Returns how many entries this call deleted. See [`delete_udp_flows_to_ports`].
+///
+/// # Errors
+/// As [`delete_udp_flows_to_ports`].
+pub fn delete_udp_flows_to_port(family: Family, port: u16) -> Result<usize> {
+    delete_udp_flows_to_ports(&[family], &[port])
+}
+
+/// Deletes every conntrack entry of one of `families` in the calling thread's network
+/// namespace whose original tuple is UDP with one of the destination `ports`, whatever
+/// its addresses, with one dump of the table for all of them. Returns how many entries
+/// this call deleted (entries that disappeared on their own between the dump and the
+/// delete are not counted). Nothing is asked of the kernel when `families` or `ports`
+/// is empty or the namespace has no conntrack entry at all ([`namespace_is_empty`]).
 ///
 /// Every matching entry is attempted even when some fail, unless the kernel stops
 /// answering (a receive timeout ends the run).
@@ -93,14 +177,22 @@ pub fn udp_flows_to_port(family: Family, port: u16) -> Result<Vec<UdpFlow>> {
 /// [`Error::Conntrack`] (or [`Error::Multiple`] of them) naming the step: opening the
 /// socket, dumping the table (failure, timeout, persistent interruption, undecodable
 /// entries: the flows that were found are still deleted) or deleting a flow.
-pub fn delete_udp_flows_to_port(family: Family, port: u16) -> Result<usize> {
-    let mut conn = Conn::open()?;
-    let dump = conn.dump_udp_flows(family, port)?;
+pub fn delete_udp_flows_to_ports(families: &[Family], ports: &[u16]) -> Result<usize> {
+    if families.is_empty() || ports.is_empty() {
+        return Ok(0);
+    }
+    if namespace_is_empty() {
+        log::debug!("no conntrack entry in this namespace: nothing to delete");
+        return Ok(0);
+    }
+    let wanted = Wanted { families, ports };
+    let mut conn = open()?;
+    let dump = dump_udp_flows(&mut conn, wanted)?;
     let mut deleted = 0;
     let mut failed = 0;
     let mut errors = Vec::new();
     for flow in &dump.flows {
-        match conn.delete(family, flow) {
+        match delete(&mut conn, flow) {
             Ok(Deleted::Yes) => deleted += 1,
             Ok(Deleted::AlreadyGone) => {}
             Err(source) => {
@@ -108,7 +200,12 @@ pub fn delete_udp_flows_to_port(family: Family, port: u16) -> Result<usize> {
                 let stop = source.kind() == io::ErrorKind::TimedOut;
                 if errors.len() < MAX_LISTED_ERRORS {
                     errors.push(Error::Conntrack {
-                        op: format!("delete {family} udp flow {} -> {}", flow.src, flow.dst),
+                        op: format!(
+                            "delete {} udp flow {} -> {}",
+                            flow.family(),
+                            flow.src,
+                            flow.dst
+                        ),
                         source,
                     });
                 }
@@ -119,15 +216,16 @@ pub fn delete_udp_flows_to_port(family: Family, port: u16) -> Result<usize> {
         }
     }
     if failed > 0 {
+        let ports: Vec<String> = ports.iter().map(ToString::to_string).collect();
         errors.push(Error::Conntrack {
-            op: format!("delete {family} udp flows to port {port}"),
+            op: format!("delete udp flows to port {}", ports.join(",")),
             source: io::Error::other(format!(
                 "{failed} of {} deletes failed ({deleted} deleted; first errors listed)",
                 dump.flows.len()
             )),
         });
     }
-    if let Err(e) = dump.problem(family, port) {
+    if let Err(e) = dump.problem(wanted) {
         errors.push(e);
     }
     Error::collect(errors)?;
@@ -139,6 +237,10 @@ fn nfproto(family: Family) -> NetfilterProtoFamily {
         Family::V4 => NetfilterProtoFamily::IPv4,
         Family::V6 => NetfilterProtoFamily::IPv6,
     }
+}
+
+fn open() -> Result<nfnl::Conn> {
+    nfnl::Conn::open().map_err(|(op, source)| Error::Conntrack { op, source })
 }
 
 /// Outcome of one delete request.
@@ -161,8 +263,8 @@ struct Dump {
 
 impl Dump {
     /// Turns an incomplete dump into an error (the flows found stay usable).
-    fn problem(&self, family: Family, port: u16) -> Result<()> {
-        let op = format!("dump {family} conntrack table for udp port {port}");
+    fn problem(&self, wanted: Wanted<'_>) -> Result<()> {
+        let op = wanted.describe();
         let mut errors = Vec::new();
         if self.interrupted {
             errors.push(Error::Conntrack {
@@ -190,238 +292,79 @@ impl Dump {
     }
 }
 
-/// What one received message meant for the pending request.
-enum Reply {
-    /// A data message (a dumped entry), already decoded.
-    Entry(Box<ConntrackMessage>),
-    /// A data message that could not be decoded.
-    Undecodable(String),
-    /// `NLMSG_DONE` or an ACK: the request is complete.
-    Finished,
-    /// Something to skip: another request's reply, `NLMSG_NOOP`, other subsystems.
-    Ignore,
-}
-
-/// A bound, connected `NETLINK_NETFILTER` socket with sequence tracking.
-struct Conn {
-    sock: netlink_sys::Socket,
-    seq: u32,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    fn open() -> Result<Conn> {
-        let fail = |step: &str, source: io::Error| Error::Conntrack {
-            op: format!("open NETLINK_NETFILTER socket: {step}"),
-            source,
+/// Dumps the table (one walk for every wanted family) and keeps the wanted UDP entries,
+/// restarting the dump while the kernel marks it interrupted (at most
+/// [`DUMP_ATTEMPTS`] times).
+fn dump_udp_flows(conn: &mut nfnl::Conn, wanted: Wanted<'_>) -> Result<Dump> {
+    let op = wanted.describe();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut dump = Dump {
+            flows: Vec::new(),
+            interrupted: false,
+            undecodable: 0,
+            decode_error: None,
         };
-        let mut sock =
-            netlink_sys::Socket::new(NETLINK_NETFILTER).map_err(|e| fail("socket", e))?;
-        sock.bind_auto().map_err(|e| fail("bind", e))?;
-        sock.connect(&netlink_sys::SocketAddr::new(0, 0))
-            .map_err(|e| fail("connect", e))?;
-        let secs = i64::try_from(RECV_TIMEOUT.as_secs()).unwrap_or(5);
-        setsockopt(&sock, sockopt::ReceiveTimeout, &TimeVal::new(secs, 0))
-            .map_err(|e| fail("set SO_RCVTIMEO", e.into()))?;
-        Ok(Conn {
-            sock,
-            // Distinct per process, so replies to another process's socket never match.
-            seq: std::process::id().wrapping_mul(2_654_435_761),
-            buf: Vec::with_capacity(RECV_BUF),
-        })
-    }
-
-    /// Dumps `family`'s table and keeps the UDP entries to `port`, restarting the dump
-    /// while the kernel marks it interrupted (at most [`DUMP_ATTEMPTS`] times).
-    fn dump_udp_flows(&mut self, family: Family, port: u16) -> Result<Dump> {
-        let op = format!("dump {family} conntrack table for udp port {port}");
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut dump = Dump {
-                flows: Vec::new(),
-                interrupted: false,
-                undecodable: 0,
-                decode_error: None,
-            };
-            let seq = self
-                .send(family, ConntrackMessage::Get(Vec::new()), NLM_F_DUMP)
-                .map_err(|source| Error::Conntrack {
-                    op: op.clone(),
-                    source,
-                })?;
-            let interrupted = self
-                .receive_until_finished(seq, |reply| match reply {
-                    Reply::Entry(msg) => {
-                        if let ConntrackMessage::New(attrs) = *msg
-                            && let Some(flow) = udp_flow(family, port, attrs)
-                        {
-                            dump.flows.push(flow);
-                        }
+        log::debug!("{op}");
+        DUMPS.fetch_add(1, Ordering::Relaxed);
+        let seq = conn
+            .send(
+                wanted.dump_family(),
+                ConntrackMessage::Get(Vec::new()),
+                NLM_F_DUMP,
+            )
+            .map_err(|source| Error::Conntrack {
+                op: op.clone(),
+                source,
+            })?;
+        let interrupted = conn
+            .receive_until_finished(seq, |reply| match reply {
+                Reply::Entry(msg) => {
+                    if let NetfilterMessageInner::Conntrack(ConntrackMessage::New(attrs)) = *msg
+                        && let Some(flow) = udp_flow(wanted, attrs)
+                    {
+                        dump.flows.push(flow);
                     }
-                    Reply::Undecodable(why) => {
-                        dump.undecodable += 1;
-                        dump.decode_error.get_or_insert(why);
-                    }
-                    Reply::Finished | Reply::Ignore => {}
-                })
-                .map_err(|source| Error::Conntrack {
-                    op: op.clone(),
-                    source,
-                })?;
-            if !interrupted {
-                return Ok(dump);
-            }
-            if attempt >= DUMP_ATTEMPTS {
-                dump.interrupted = true;
-                return Ok(dump);
-            }
-            log::debug!("{op}: interrupted by concurrent changes, restarting");
-        }
-    }
-
-    /// Deletes one entry by its key, waiting for the ACK.
-    fn delete(&mut self, family: Family, flow: &UdpFlow) -> io::Result<Deleted> {
-        let seq = self.send(
-            family,
-            ConntrackMessage::Delete(flow.key.clone()),
-            NLM_F_ACK,
-        )?;
-        match self.receive_until_finished(seq, |_| {}) {
-            Ok(_) => Ok(Deleted::Yes),
-            Err(e) if e.raw_os_error() == Some(Errno::ENOENT as i32) => Ok(Deleted::AlreadyGone),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Sends one conntrack request with `NLM_F_REQUEST | flags`; returns its sequence.
-    fn send(&mut self, family: Family, msg: ConntrackMessage, flags: u16) -> io::Result<u32> {
-        self.seq = self.seq.wrapping_add(1);
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | flags;
-        header.sequence_number = self.seq;
-        let nf = NetfilterMessage::new(NetfilterHeader::new(nfproto(family), NFNETLINK_V0, 0), msg);
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(nf));
-        packet.finalize();
-        let mut bytes = vec![0u8; packet.buffer_len()];
-        packet.serialize(&mut bytes);
-        let sent = self.sock.send(&bytes, 0)?;
-        if sent != bytes.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short send: {sent} of {} bytes", bytes.len()),
-            ));
-        }
-        Ok(self.seq)
-    }
-
-    /// Reads datagrams and hands every message of request `seq` to `each` until the
-    /// request is finished (`NLMSG_DONE` or ACK). Returns whether any part was marked
-    /// `NLM_F_DUMP_INTR`. A kernel error becomes an `io::Error` with its errno.
-    fn receive_until_finished(
-        &mut self,
-        seq: u32,
-        mut each: impl FnMut(Reply),
-    ) -> io::Result<bool> {
-        let mut interrupted = false;
-        loop {
-            let n = self.recv()?;
-            let mut off = 0;
-            while off < n {
-                let rest = self.buf.get(off..n).unwrap_or_default();
-                let (len, reply, intr) = parse_one(rest, seq)?;
-                interrupted |= intr;
-                // Messages are 4-byte aligned within a datagram.
-                off += (len + 3) & !3;
-                let finished = matches!(reply, Reply::Finished);
-                each(reply);
-                if finished {
-                    return Ok(interrupted);
                 }
-            }
-        }
-    }
-
-    /// Receives one datagram into `self.buf`; returns its length.
-    fn recv(&mut self) -> io::Result<usize> {
-        loop {
-            self.buf.clear();
-            match self.sock.recv(&mut self.buf, nix::libc::MSG_TRUNC) {
-                Ok(n) if n > self.buf.len() => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("datagram of {n} bytes truncated to {}", self.buf.len()),
-                    ));
+                Reply::Undecodable(why) => {
+                    dump.undecodable += 1;
+                    dump.decode_error.get_or_insert(why);
                 }
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "no reply from the kernel within {} s",
-                            RECV_TIMEOUT.as_secs()
-                        ),
-                    ));
-                }
-                Err(e) => return Err(e),
-            }
+                Reply::Finished | Reply::Ignore => {}
+            })
+            .map_err(|source| Error::Conntrack {
+                op: op.clone(),
+                source,
+            })?;
+        if !interrupted {
+            return Ok(dump);
         }
+        if attempt >= DUMP_ATTEMPTS {
+            dump.interrupted = true;
+            return Ok(dump);
+        }
+        log::debug!("{op}: interrupted by concurrent changes, restarting");
     }
 }
 
-/// Parses the first message of `rest`: returns its length, its meaning for request
-/// `seq`, and whether it carries `NLM_F_DUMP_INTR`.
-fn parse_one(rest: &[u8], seq: u32) -> io::Result<(usize, Reply, bool)> {
-    let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
-    let nb = NetlinkBuffer::new_checked(rest)
-        .map_err(|e| invalid(format!("malformed netlink message: {e}")))?;
-    let len = nb.length() as usize;
-    let msg = rest.get(..len).unwrap_or_default();
-    if nb.sequence_number() != seq {
-        // A late reply to an earlier request that timed out.
-        return Ok((len, Reply::Ignore, false));
+/// Deletes one entry by its key (in its own family), waiting for the ACK.
+fn delete(conn: &mut nfnl::Conn, flow: &UdpFlow) -> io::Result<Deleted> {
+    let seq = conn.send(
+        nfproto(flow.family()),
+        ConntrackMessage::Delete(flow.key.clone()),
+        NLM_F_ACK,
+    )?;
+    match conn.receive_until_finished(seq, |_| {}) {
+        Ok(_) => Ok(Deleted::Yes),
+        Err(e) if e.raw_os_error() == Some(Errno::ENOENT as i32) => Ok(Deleted::AlreadyGone),
+        Err(e) => Err(e),
     }
-    let interrupted = nb.flags() & NLM_F_DUMP_INTR != 0;
-    let reply = match nb.message_type() {
-        NLMSG_NOOP => Reply::Ignore,
-        NLMSG_DONE => Reply::Finished,
-        NLMSG_OVERRUN => return Err(invalid("netlink overrun: data was lost".into())),
-        NLMSG_ERROR => {
-            let parsed = NetlinkMessage::<NetfilterMessage>::deserialize(msg)
-                .map_err(|e| invalid(format!("malformed netlink error message: {e}")))?;
-            match parsed.payload {
-                NetlinkPayload::Error(err) if err.code.is_none() => Reply::Finished,
-                NetlinkPayload::Error(err) => return Err(err.to_io()),
-                other => {
-                    return Err(invalid(format!(
-                        "unexpected payload in NLMSG_ERROR: {other:?}"
-                    )));
-                }
-            }
-        }
-        _ => match NetlinkMessage::<NetfilterMessage>::deserialize(msg) {
-            Ok(NetlinkMessage {
-                payload: NetlinkPayload::InnerMessage(nf),
-                ..
-            }) => match nf.inner {
-                NetfilterMessageInner::Conntrack(ct) => Reply::Entry(Box::new(ct)),
-                _ => Reply::Ignore,
-            },
-            Ok(_) => Reply::Ignore,
-            Err(e) => Reply::Undecodable(e.to_string()),
-        },
-    };
-    Ok((len, reply, interrupted))
 }
 
-/// The entry as a [`UdpFlow`] when its original tuple is UDP of `family` to `port`.
-fn udp_flow(family: Family, port: u16, attrs: Vec<ConntrackAttribute>) -> Option<UdpFlow> {
+/// The entry as a [`UdpFlow`] when its original tuple is UDP of a wanted family to a
+/// wanted port.
+fn udp_flow(wanted: Wanted<'_>, attrs: Vec<ConntrackAttribute>) -> Option<UdpFlow> {
     let mut orig = None;
     let mut extra = Vec::new();
     for attr in attrs {
@@ -459,10 +402,11 @@ fn udp_flow(family: Family, port: u16, attrs: Vec<ConntrackAttribute>) -> Option
             _ => {}
         }
     }
-    let (src_ip, dst_ip) = (src_ip?, dst_ip?);
+    let (src_ip, dst_ip, dport) = (src_ip?, dst_ip?, dport?);
+    let family = Family::of(src_ip);
     if proto? != Protocol::Udp
-        || dport? != port
-        || Family::of(src_ip) != family
+        || !wanted.ports.contains(&dport)
+        || !wanted.families.contains(&family)
         || Family::of(dst_ip) != family
     {
         return None;
@@ -471,7 +415,7 @@ fn udp_flow(family: Family, port: u16, attrs: Vec<ConntrackAttribute>) -> Option
     key.extend(extra);
     Some(UdpFlow {
         src: SocketAddr::new(src_ip, sport?),
-        dst: SocketAddr::new(dst_ip, port),
+        dst: SocketAddr::new(dst_ip, dport),
         key,
     })
 }
@@ -484,7 +428,24 @@ mod tests {
 
     use netlink_packet_core::DefaultNla;
 
+    use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload};
+    use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage};
+
     use super::*;
+    use crate::nfnl::{NFNETLINK_V0, parse_one};
+
+    /// The single-family, single-port filter of [`udp_flows_to_port`].
+    fn one(family: Family, port: u16, attrs: Vec<ConntrackAttribute>) -> Option<UdpFlow> {
+        let families = [family];
+        let ports = [port];
+        udp_flow(
+            Wanted {
+                families: &families,
+                ports: &ports,
+            },
+            attrs,
+        )
+    }
 
     fn entry(
         proto: Protocol,
@@ -521,7 +482,7 @@ mod tests {
 
     #[test]
     fn matches_udp_by_original_destination_port_only() {
-        let flow = udp_flow(
+        let flow = one(
             Family::V4,
             8053,
             entry(Protocol::Udp, "10.0.0.2", "10.0.0.1", 40000, 8053),
@@ -552,10 +513,10 @@ mod tests {
                 entry(Protocol::Udp, "fd00::2", "fd00::1", 40000, 8053),
             ),
         ] {
-            assert!(udp_flow(family, 8053, attrs.clone()).is_none(), "{attrs:?}");
+            assert!(one(family, 8053, attrs.clone()).is_none(), "{attrs:?}");
         }
         assert!(
-            udp_flow(
+            one(
                 Family::V6,
                 8053,
                 entry(Protocol::Udp, "fd00::2", "fd00::1", 1, 8053)
@@ -567,7 +528,7 @@ mod tests {
     #[test]
     fn delete_key_is_original_tuple_with_id_and_zone() {
         let attrs = entry(Protocol::Udp, "10.0.0.2", "10.0.0.1", 40000, 8053);
-        let flow = udp_flow(Family::V4, 8053, attrs.clone()).unwrap();
+        let flow = one(Family::V4, 8053, attrs.clone()).unwrap();
         assert_eq!(flow.key.len(), 3);
         assert_eq!(flow.key[0], attrs[0]);
         let kinds: Vec<u16> = flow.key[1..]
@@ -582,53 +543,12 @@ mod tests {
 
     #[test]
     fn entries_without_an_original_tuple_or_ports_are_skipped() {
-        assert!(udp_flow(Family::V4, 1, vec![ConntrackAttribute::CtaTimeout(3)]).is_none());
+        assert!(one(Family::V4, 1, vec![ConntrackAttribute::CtaTimeout(3)]).is_none());
         let no_ports = vec![ConntrackAttribute::CtaTupleOrig(vec![Tuple::Ip(vec![
             IPTuple::SourceAddress("10.0.0.2".parse().unwrap()),
             IPTuple::DestinationAddress("10.0.0.1".parse().unwrap()),
         ])])];
-        assert!(udp_flow(Family::V4, 1, no_ports).is_none());
-    }
-
-    /// A serialized reply message as the kernel would send it.
-    fn wire(msg_type: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
-        let len = 16 + payload.len();
-        let mut b = Vec::new();
-        b.extend_from_slice(&u32::try_from(len).unwrap().to_ne_bytes());
-        b.extend_from_slice(&msg_type.to_ne_bytes());
-        b.extend_from_slice(&flags.to_ne_bytes());
-        b.extend_from_slice(&seq.to_ne_bytes());
-        b.extend_from_slice(&0u32.to_ne_bytes());
-        b.extend_from_slice(payload);
-        b
-    }
-
-    #[test]
-    fn parse_one_handles_done_ack_errors_and_foreign_sequences() {
-        let done = wire(NLMSG_DONE, NLM_F_DUMP_INTR, 9, &0i32.to_ne_bytes());
-        let (len, reply, intr) = parse_one(&done, 9).unwrap();
-        assert_eq!(len, done.len());
-        assert!(matches!(reply, Reply::Finished));
-        assert!(intr);
-        // Another request's DONE is skipped, whole.
-        let (len, reply, _) = parse_one(&done, 10).unwrap();
-        assert_eq!(len, done.len());
-        assert!(matches!(reply, Reply::Ignore));
-
-        let mut ack = 0i32.to_ne_bytes().to_vec();
-        ack.extend_from_slice(&[0u8; 16]);
-        let (_, reply, _) = parse_one(&wire(NLMSG_ERROR, 0, 9, &ack), 9).unwrap();
-        assert!(matches!(reply, Reply::Finished));
-
-        let mut enoent = (-2i32).to_ne_bytes().to_vec();
-        enoent.extend_from_slice(&[0u8; 16]);
-        let err = match parse_one(&wire(NLMSG_ERROR, 0, 9, &enoent), 9) {
-            Err(e) => e,
-            Ok(_) => panic!("ENOENT must be an error"),
-        };
-        assert_eq!(err.raw_os_error(), Some(Errno::ENOENT as i32));
-
-        assert!(parse_one(&[0u8; 8], 9).is_err(), "short buffer");
+        assert!(one(Family::V4, 1, no_ports).is_none());
     }
 
     #[test]
@@ -648,9 +568,69 @@ mod tests {
         let Reply::Entry(msg) = reply else {
             panic!("not an entry")
         };
-        let ConntrackMessage::New(attrs) = *msg else {
-            panic!("not a New message")
+        let NetfilterMessageInner::Conntrack(ConntrackMessage::New(attrs)) = *msg else {
+            panic!("not a conntrack New message")
         };
-        assert!(udp_flow(Family::V4, 8053, attrs).is_some());
+        assert!(one(Family::V4, 8053, attrs).is_some());
+    }
+
+    #[test]
+    fn one_filter_for_several_ports_and_both_families() {
+        let families = [Family::V4, Family::V6];
+        let ports = [8053, 9053];
+        let both = Wanted {
+            families: &families,
+            ports: &ports,
+        };
+        assert_eq!(both.dump_family(), NetfilterProtoFamily::Unspec);
+        let v4 = udp_flow(
+            both,
+            entry(Protocol::Udp, "10.0.0.2", "10.0.0.1", 40000, 9053),
+        )
+        .unwrap();
+        assert_eq!(v4.family(), Family::V4);
+        let v6 = udp_flow(both, entry(Protocol::Udp, "fd00::2", "fd00::1", 1, 8053)).unwrap();
+        assert_eq!(v6.family(), Family::V6);
+        assert!(udp_flow(both, entry(Protocol::Udp, "fd00::2", "fd00::1", 1, 8054)).is_none());
+        assert!(udp_flow(both, entry(Protocol::Tcp, "fd00::2", "fd00::1", 1, 8053)).is_none());
+        let only_v6 = Wanted {
+            families: &families[1..],
+            ports: &ports,
+        };
+        assert_eq!(only_v6.dump_family(), NetfilterProtoFamily::IPv6);
+        assert!(
+            udp_flow(
+                only_v6,
+                entry(Protocol::Udp, "10.0.0.2", "10.0.0.1", 40000, 9053)
+            )
+            .is_none()
+        );
+        assert_eq!(
+            both.describe(),
+            "dump ipv4+ipv6 conntrack table for udp port 8053,9053"
+        );
+    }
+
+    #[test]
+    fn empty_namespace_is_a_zero_count_or_conntrack_not_loaded() {
+        let not_found = || Err(io::Error::from(io::ErrorKind::NotFound));
+        let count = |c: &'static str| move |_: &str| Ok(c.to_owned());
+        assert!(namespace_is_empty_with(count("0\n"), |_| true));
+        assert!(!namespace_is_empty_with(count("1\n"), |_| true));
+        assert!(!namespace_is_empty_with(count("12"), |_| false));
+        // No count file: empty only when sysfs shows that nf_conntrack is not loaded.
+        assert!(namespace_is_empty_with(
+            |_| not_found(),
+            |p| p == "/sys/module"
+        ));
+        assert!(!namespace_is_empty_with(|_| not_found(), |_| true));
+        assert!(
+            !namespace_is_empty_with(|_| not_found(), |_| false),
+            "no sysfs"
+        );
+        assert!(!namespace_is_empty_with(
+            |_| Err(io::Error::from(io::ErrorKind::PermissionDenied)),
+            |_| false
+        ));
     }
 }

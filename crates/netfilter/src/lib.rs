@@ -9,10 +9,12 @@
 //! * [`nft`]: one `nft -j -f -` transaction per operation;
 //! * [`masq`]: bridge `ipMasq`; [`spoofchk`]: bridge `macspoofchk`; [`portmap`]: port
 //!   mappings;
-//! * [`conntrack`]: deleting UDP conntrack entries by port over `NETLINK_NETFILTER`.
+//! * [`conntrack`]: deleting UDP conntrack entries by port over `NETLINK_NETFILTER`
+//!   (one dump for all ports and families, none in a namespace without entries).
 
 mod error;
 mod exec;
+mod nfnl;
 
 pub mod backend;
 pub mod conntrack;

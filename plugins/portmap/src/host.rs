@@ -53,12 +53,13 @@ pub(crate) fn enable_route_localnet(container_ip: IpAddr) -> Result<()> {
     Ok(())
 }
 
-/// Deletes the conntrack entries of one family whose original tuple is UDP to a mapped
+/// Deletes the conntrack entries of `families` whose original tuple is UDP to a mapped
 /// UDP host port (whatever the addresses), so that an existing flow (e.g. to a deleted
 /// container) is re-evaluated against the current DNAT rules (reference-behaviour 4.7,
-/// plugins #123). Done natively over NETLINK_NETFILTER in the calling namespace; as in
-/// the reference, failures are only logged, with the family and port.
-pub(crate) fn flush_udp_conntrack(family: Family, mappings: &[PortMapping]) {
+/// plugins #123). Done natively over NETLINK_NETFILTER in the calling namespace, with
+/// one dump for every port and family (none when the namespace has no entry); as in
+/// the reference, failures are only logged.
+pub(crate) fn flush_udp_conntrack(families: &[Family], mappings: &[PortMapping]) {
     let mut ports: Vec<u16> = mappings
         .iter()
         .filter(|m| m.protocol == Protocol::Udp)
@@ -66,13 +67,9 @@ pub(crate) fn flush_udp_conntrack(family: Family, mappings: &[PortMapping]) {
         .collect();
     ports.sort_unstable();
     ports.dedup();
-    for port in ports {
-        match conntrack::delete_udp_flows_to_port(family, port) {
-            Ok(0) => {}
-            Ok(n) => log::debug!("deleted {n} {family} udp conntrack entries to port {port}"),
-            Err(e) => log::warn!(
-                "unable to delete {family} udp conntrack entries to host port {port}: {e}"
-            ),
-        }
+    match conntrack::delete_udp_flows_to_ports(families, &ports) {
+        Ok(0) => {}
+        Ok(n) => log::debug!("deleted {n} udp conntrack entries to ports {ports:?}"),
+        Err(e) => log::warn!("unable to delete udp conntrack entries to host ports {ports:?}: {e}"),
     }
 }

@@ -58,11 +58,11 @@ impl Plugin for Portmap {
             &ips,
         )
         .map_err(|e| to_cni(e).context("unable to set up port mappings"))?;
-        for family in Family::ALL {
-            if ips.iter().any(|net| Family::of(net.ip()) == family) {
-                host::flush_udp_conntrack(family, &parsed.mappings);
-            }
-        }
+        let families: Vec<Family> = Family::ALL
+            .into_iter()
+            .filter(|&f| ips.iter().any(|net| Family::of(net.ip()) == f))
+            .collect();
+        host::flush_udp_conntrack(&families, &parsed.mappings);
         if parsed.options.snat
             && let Some(v4) = ips.iter().find(|n| n.is_ipv4())
         {
@@ -78,9 +78,7 @@ impl Plugin for Portmap {
         portmap::del(&owner(args, conf))
             .map_err(|e| to_cni(e).context("unable to remove port mappings"))?;
         if let Ok(parsed) = config::parse(conf) {
-            for family in Family::ALL {
-                host::flush_udp_conntrack(family, &parsed.mappings);
-            }
+            host::flush_udp_conntrack(&Family::ALL, &parsed.mappings);
         }
         Ok(())
     }
