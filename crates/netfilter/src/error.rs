@@ -76,6 +76,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A native nf_tables request over `NETLINK_NETFILTER` failed (not "no such table").
+    #[error("nf_tables: {op}: {source}")]
+    Netlink {
+        /// What was being done (names the table).
+        op: String,
+        /// The socket error, the kernel's errno, or what was wrong with the reply.
+        #[source]
+        source: io::Error,
+    },
     /// Several independent failures (teardown keeps going after an error).
     #[error("{}", join(.0))]
     Multiple(Vec<Error>),

@@ -6,7 +6,8 @@
 //! * [`names`]: the reference's hashed chain names and comments;
 //! * [`iptables`]: one `iptables-save` read and one atomic `iptables-restore --noflush`
 //!   write per family and operation, with a bounded xtables lock wait;
-//! * [`nft`]: one `nft -j -f -` transaction per operation;
+//! * [`nft`]: one `nft -j -f -` transaction per operation; whether a table exists is
+//!   asked natively over nfnetlink, so absent tables cost no process;
 //! * [`masq`]: bridge `ipMasq`; [`spoofchk`]: bridge `macspoofchk`; [`portmap`]: port
 //!   mappings;
 //! * [`conntrack`]: deleting UDP conntrack entries by port over `NETLINK_NETFILTER`

@@ -1,5 +1,6 @@
-//! A `NETLINK_NETFILTER` (nfnetlink) request/reply socket for the native kernel
-//! requests of this crate (conntrack dumps and deletes, [`crate::conntrack`]).
+//! A `NETLINK_NETFILTER` (nfnetlink) request/reply socket shared by the native kernel
+//! requests of this crate: conntrack dumps and deletes ([`crate::conntrack`]) and the
+//! nf_tables table probe ([`crate::nft::table_exists`]).
 //!
 //! Messages are built and parsed with `netlink-packet-core` / `netlink-packet-netfilter`;
 //! this module only adds what those crates leave to the caller: a bound, connected

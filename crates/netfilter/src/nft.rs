@@ -24,6 +24,10 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use serde::Serialize;
 use serde_json::Value;
 
+use netlink_packet_core::NLM_F_ACK;
+use netlink_packet_netfilter::NetfilterProtoFamily;
+use netlink_packet_netfilter::nftables::{NfTablesMessage, TableAttribute, TableMessage};
+
 use crate::error::{Error, Result};
 use crate::exec;
 
@@ -651,12 +655,67 @@ pub fn family_name(family: NfFamily) -> &'static str {
     }
 }
 
-/// Lists one table with `nft -j list table <family> <name>`; `None` when it does not exist.
+/// Whether nf_tables table `<family> <name>` exists in the calling thread's network
+/// namespace, asked natively (one `NFT_MSG_GETTABLE` over `NETLINK_NETFILTER`, no
+/// process, a cost that does not depend on the rules on the node): `ENOENT` = absent.
+///
+/// # Errors
+/// [`Error::Netlink`] for any other answer (no nf_tables in the kernel: `EINVAL` or
+/// `EAFNOSUPPORT`; no permission), a timeout or a socket failure.
+pub fn table_exists(family: NfFamily, name: &str) -> Result<bool> {
+    let fam = family_name(family);
+    let fail = |op: String, source| Error::Netlink { op, source };
+    let op = || format!("asking for table {fam} {name}");
+    let mut conn = crate::nfnl::Conn::open().map_err(|(op, e)| fail(op, e))?;
+    let request = NfTablesMessage::GetTable(TableMessage {
+        attributes: vec![TableAttribute::Name(name.to_owned())],
+    });
+    let seq = conn
+        .send(nfproto(family), request, NLM_F_ACK)
+        .map_err(|e| fail(op(), e))?;
+    // The kernel answers NFT_MSG_NEWTABLE then the ACK, or only an error.
+    match conn.receive_until_finished(seq, |_| {}) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOENT as i32) => Ok(false),
+        Err(e) => Err(fail(op(), e)),
+    }
+}
+
+/// The `nfgenmsg` family of an nftables family.
+fn nfproto(family: NfFamily) -> NetfilterProtoFamily {
+    match family {
+        NfFamily::IP => NetfilterProtoFamily::IPv4,
+        NfFamily::IP6 => NetfilterProtoFamily::IPv6,
+        NfFamily::INet => NetfilterProtoFamily::Inet,
+        NfFamily::ARP => NetfilterProtoFamily::ARP,
+        NfFamily::Bridge => NetfilterProtoFamily::Bridge,
+        NfFamily::NetDev => NetfilterProtoFamily::NetDev,
+    }
+}
+
+/// Whether `<family> <name>` is known to be absent: the native probe says so. When the
+/// probe fails (it is logged), the answer is `false`, so the caller asks `nft` as before.
+pub(crate) fn known_absent(family: NfFamily, name: &str) -> bool {
+    match table_exists(family, name) {
+        Ok(exists) => !exists,
+        Err(e) => {
+            log::debug!("{e}; asking nft instead");
+            false
+        }
+    }
+}
+
+/// Lists one table with `nft -j list table <family> <name>`; `None` when it does not
+/// exist. An absent table is found by [`table_exists`], without running `nft`.
 ///
 /// # Errors
 /// Any other failure of the tool, or unparseable output.
 pub fn list_table(family: NfFamily, name: &str) -> Result<Option<ListedTable>> {
     let fam = family_name(family);
+    if known_absent(family, name) {
+        log::debug!("table {fam} {name} does not exist: nft not run");
+        return Ok(None);
+    }
     match exec::run(
         NFT,
         &["-j", "list", "table", fam, name],
@@ -670,7 +729,8 @@ pub fn list_table(family: NfFamily, name: &str) -> Result<Option<ListedTable>> {
 }
 
 /// Lists the `wanted` tables for teardown: nothing is run when `nft` is not installed
-/// (a `stat` on `PATH`; every entry `None`), otherwise one `nft -j list table` per table.
+/// (a `stat` on `PATH`; every entry `None`), otherwise one `nft -j list table` per table
+/// that exists (absent ones are found natively, see [`list_table`]).
 /// The result is in the order of `wanted`; `None` = absent.
 ///
 /// `nft list tables` is deliberately not used to skip absent tables: nft 1.0.6 fetches

@@ -1,6 +1,8 @@
-//! Privileged tests of work skipped natively: the conntrack dump is skipped in a
-//! namespace without entries and done once for several ports and both families.
-//! Everything runs in private namespaces. In its own test binary, because
+//! Privileged tests of what lets DEL/GC and the conntrack flush skip work natively: the
+//! nf_tables table probe (`nft::table_exists`), "this iptables family has no nat table"
+//! (`iptables::known_empty`), and the conntrack dump being skipped in a namespace
+//! without entries and done once for several ports and both families. Everything runs
+//! in private namespaces. One test per file section, in its own test binary, because
 //! `conntrack::dumps_requested` counts for the whole process.
 
 #![allow(
@@ -16,7 +18,78 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use cni_netfilter::conntrack::{self, Family};
+use cni_netfilter::iptables;
+use cni_netfilter::nft;
 use common::{Ns, require_root};
+use nftables::types::NfFamily;
+
+#[test]
+fn table_probe_and_empty_nat_tables() {
+    if require_root("table_probe_and_empty_nat_tables").is_none() {
+        return;
+    }
+    let ns = Ns::new();
+    let exists = |f: NfFamily, t: &'static str| ns.run(move || nft::table_exists(f, t)).unwrap();
+    for (f, t) in [
+        (NfFamily::IP, "nat"),
+        (NfFamily::IP6, "nat"),
+        (NfFamily::IP, "cni_hostport"),
+        (NfFamily::IP6, "cni_hostport"),
+        (NfFamily::INet, "cni_plugins_masquerade"),
+    ] {
+        assert!(!exists(f, t), "fresh namespace has no table {f:?} {t}");
+    }
+    let nft_variant = iptables::is_nft_variant(Family::V4);
+    println!("iptables is the nf_tables variant: {nft_variant}");
+    // A fresh namespace's nat tables are known to be empty with iptables-nft.
+    for family in Family::ALL {
+        assert_eq!(
+            ns.run(|| iptables::known_empty(family, "nat")),
+            nft_variant,
+            "{family}"
+        );
+    }
+    // Listing an absent table is answered without nft.
+    assert!(
+        ns.run(|| nft::list_table(NfFamily::INet, "cni_plugins_masquerade"))
+            .unwrap()
+            .is_none()
+    );
+
+    ns.sh("nft add table inet cni_plugins_masquerade && nft add table ip6 cni_hostport");
+    assert!(exists(NfFamily::INet, "cni_plugins_masquerade"));
+    assert!(exists(NfFamily::IP6, "cni_hostport"));
+    assert!(
+        !exists(NfFamily::IP, "cni_hostport"),
+        "families are distinct"
+    );
+    assert!(!exists(NfFamily::INet, "cni_hostport"));
+    assert!(
+        ns.run(|| nft::list_table(NfFamily::IP6, "cni_hostport"))
+            .unwrap()
+            .is_some()
+    );
+
+    ns.sh("iptables -t nat -A POSTROUTING -s 10.9.9.9/32 -j ACCEPT");
+    assert_eq!(exists(NfFamily::IP, "nat"), nft_variant);
+    assert!(!ns.run(|| iptables::known_empty(Family::V4, "nat")));
+    assert_eq!(
+        ns.run(|| iptables::known_empty(Family::V6, "nat")),
+        nft_variant,
+        "ip6tables still has no nat table"
+    );
+
+    // Another namespace does not see these tables: the probe asks the caller's.
+    let other = Ns::new();
+    assert!(
+        !other
+            .run(|| nft::table_exists(NfFamily::INet, "cni_plugins_masquerade"))
+            .unwrap()
+    );
+    // A name the kernel rejects is an error (then callers ask nft), not "absent".
+    let long = "x".repeat(300);
+    assert!(ns.run(|| nft::table_exists(NfFamily::IP, &long)).is_err());
+}
 
 /// `a` and `b` joined by a veth with static neighbours; conntrack is enabled in `a`
 /// only when asked (an nftables `ct state` rule).

@@ -175,7 +175,38 @@ pub fn save_if_present(family: Family, table: &str) -> Result<Option<SavedTable>
     }
 }
 
-/// Teardown shared by DEL and GC: for every family whose tools are present, reads
+/// Whether this family's tools are the nf_tables variant (`iptables-nft`), found
+/// without running anything: the save and restore tools on `PATH`, symlinks resolved
+/// (e.g. `/usr/sbin/iptables-save` -> `/etc/alternatives/iptables-save` ->
+/// `/usr/sbin/xtables-nft-multi`), are named with `nft`. Anything else (legacy, a
+/// wrapper script, a tool missing) is `false`.
+pub fn is_nft_variant(family: Family) -> bool {
+    [family.save_tool(), family.restore_tool()]
+        .iter()
+        .all(|tool| exec::find_tool(tool).is_some_and(|p| names_nft_variant(&p)))
+}
+
+fn names_nft_variant(path: &std::path::Path) -> bool {
+    std::fs::canonicalize(path)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().contains("nft")))
+        .unwrap_or(false)
+}
+
+/// True when `table` of `family` certainly holds no rule: the tools are the nf_tables
+/// variant ([`is_nft_variant`]) and nf_tables has no table `ip`/`ip6 <table>`
+/// ([`crate::nft::table_exists`], one netlink request, no process). With the legacy
+/// variant, or when the probe fails, `false`.
+pub fn known_empty(family: Family, table: &str) -> bool {
+    let nf_family = match family {
+        Family::V4 => nftables::types::NfFamily::IP,
+        Family::V6 => nftables::types::NfFamily::IP6,
+    };
+    is_nft_variant(family) && crate::nft::known_absent(nf_family, table)
+}
+
+/// Teardown shared by DEL and GC: for every family whose tools are present and whose
+/// `table` may hold rules (see [`known_empty`]; an empty one costs no process), reads
 /// `table` once, lets `deletions` build the script from what is there, and applies it in
 /// one restore (nothing when the script is empty). A failing family does not stop the
 /// other; all errors are collected.
@@ -189,6 +220,16 @@ pub fn delete_in_each_family(
 ) -> Result<()> {
     let mut errors = Vec::new();
     for family in Family::ALL {
+        if exec::find_tool(family.save_tool()).is_none() {
+            continue;
+        }
+        if known_empty(family, table) {
+            log::debug!(
+                "{op}: no {table} table for {}: nothing to read",
+                family.tool()
+            );
+            continue;
+        }
         let result = save_if_present(family, table).and_then(|saved| match saved {
             Some(saved) => restore(family, &deletions(&saved), op),
             None => Ok(()),
