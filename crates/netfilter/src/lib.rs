@@ -5,7 +5,9 @@
 //! * [`backend`]: choosing iptables or nftables;
 //! * [`names`]: the reference's hashed chain names and comments;
 //! * [`iptables`]: one `iptables-save` read and one atomic `iptables-restore --noflush`
-//!   write per family and operation, with a bounded xtables lock wait;
+//!   write per family and operation, with a bounded xtables lock wait; ADD of a new
+//!   container and DEL with known mappings/addresses are one optimistic restore that
+//!   reads nothing (falling back to read-compare-write when it is rejected);
 //! * [`nft`]: one `nft -j -f -` transaction per operation; whether a table exists is
 //!   asked natively over nfnetlink, so absent tables cost no process;
 //! * [`masq`]: bridge `ipMasq`; [`spoofchk`]: bridge `macspoofchk`; [`portmap`]: port

@@ -6,9 +6,11 @@
 //! by network name, container id and interface name, not by addresses. The bridge stays.
 
 use cni::{CmdArgs, Command, Error, NetConf};
+use cni_netfilter::Backend;
 use cni_netfilter::masq::{self, MasqOwner};
 use cni_netlink::delete_link_detached;
 use cni_netns::NetNs;
+use ipnetwork::IpNetwork;
 
 use crate::config::{BridgeConf, Settings};
 use crate::errors::{Context, collect};
@@ -54,7 +56,18 @@ pub fn del(args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<()> {
             container_id: &args.container_id,
             ifname: &args.ifname,
         };
-        if let Err(e) = masq::teardown(&owner).ctx("failed to remove IP masquerade") {
+        // With prevResult (runtimes pass it on DEL) the iptables rules go without a read.
+        let ips: Vec<IpNetwork> = match conf.prev_result() {
+            Ok(Some(prev)) => prev.ips.iter().map(|i| i.address).collect(),
+            _ => Vec::new(),
+        };
+        let known = Backend::select(s.ip_masq_backend.as_deref())
+            .ok()
+            .filter(|_| !ips.is_empty())
+            .map(|backend| masq::Known { backend, ips: &ips });
+        if let Err(e) =
+            masq::teardown_known(&owner, known.as_ref()).ctx("failed to remove IP masquerade")
+        {
             errors.push(e);
         }
     }

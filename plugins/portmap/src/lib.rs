@@ -73,11 +73,25 @@ impl Plugin for Portmap {
 
     fn del(&self, args: &CmdArgs, conf: &NetConf<PortmapConfig>) -> Result<()> {
         // DEL works without mappings or prevResult: the chain name and the nftables
-        // comment derive from network and container ID. Invalid mappings are not a reason
-        // to leave rules behind, so they only limit the conntrack flush.
-        portmap::del(&owner(args, conf))
+        // comment derive from network and container ID. With them (runtimes pass both)
+        // the iptables rules go without reading the table. Invalid mappings are not a
+        // reason to leave rules behind, so they only limit the conntrack flush.
+        let parsed = config::parse(conf).ok();
+        let ips = match conf.prev_result() {
+            Ok(Some(prev)) => addresses::container_ips(&prev, &args.ifname),
+            _ => Vec::new(),
+        };
+        let known = parsed.as_ref().and_then(|p| {
+            Some(portmap::Known {
+                backend: p.backend().ok()?,
+                options: &p.options,
+                mappings: &p.mappings,
+                ips: &ips,
+            })
+        });
+        portmap::del_known(&owner(args, conf), known.as_ref())
             .map_err(|e| to_cni(e).context("unable to remove port mappings"))?;
-        if let Ok(parsed) = config::parse(conf) {
+        if let Some(parsed) = &parsed {
             host::flush_udp_conntrack(&Family::ALL, &parsed.mappings);
         }
         Ok(())

@@ -205,17 +205,25 @@ pub fn known_empty(family: Family, table: &str) -> bool {
     is_nft_variant(family) && crate::nft::known_absent(nf_family, table)
 }
 
-/// Teardown shared by DEL and GC: for every family whose tools are present and whose
-/// `table` may hold rules (see [`known_empty`]; an empty one costs no process), reads
-/// `table` once, lets `deletions` build the script from what is there, and applies it in
-/// one restore (nothing when the script is empty). A failing family does not stop the
-/// other; all errors are collected.
+/// Teardown shared by DEL and GC, per family whose tools are present and whose `table`
+/// may hold rules (see [`known_empty`]; an empty one costs no process):
+///
+/// 1. when `fast` gives a script for the family (DEL knows exactly which rules it
+///    removes), it is tried alone with [`try_restore`]: one process, nothing read. Its
+///    `-D`/`-X` lines fail unless everything is exactly as expected, and then nothing
+///    changes (one atomic commit);
+/// 2. otherwise, or when the fast script was rejected, `table` is read once, `deletions`
+///    builds the script from what is there, and it is applied in one restore (nothing
+///    when the script is empty).
+///
+/// A failing family does not stop the other; all errors are collected.
 ///
 /// # Errors
 /// The collected failures of each family.
 pub fn delete_in_each_family(
     table: &str,
     op: &str,
+    fast: impl Fn(Family) -> Option<Script>,
     deletions: impl Fn(&SavedTable) -> Script,
 ) -> Result<()> {
     let mut errors = Vec::new();
@@ -230,15 +238,31 @@ pub fn delete_in_each_family(
             );
             continue;
         }
-        let result = save_if_present(family, table).and_then(|saved| match saved {
-            Some(saved) => restore(family, &deletions(&saved), op),
-            None => Ok(()),
-        });
+        let result = delete_in_family(family, table, op, &fast, &deletions);
         if let Err(e) = result {
             errors.push(e);
         }
     }
     crate::Error::collect(errors)
+}
+
+fn delete_in_family(
+    family: Family,
+    table: &str,
+    op: &str,
+    fast: impl Fn(Family) -> Option<Script>,
+    deletions: impl Fn(&SavedTable) -> Script,
+) -> Result<()> {
+    if let Some(script) = fast(family).filter(|s| !s.is_empty())
+        && exec::find_tool(family.restore_tool()).is_some()
+        && try_restore(family, &script, op)?
+    {
+        return Ok(());
+    }
+    match save_if_present(family, table)? {
+        Some(saved) => restore(family, &deletions(&saved), op),
+        None => Ok(()),
+    }
 }
 
 /// Adds to `script` what removes `chain` entirely: every rule jumping to it (found in

@@ -169,11 +169,40 @@ pub(super) fn setup(owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn teardown(owner: &MasqOwner<'_>) -> Result<()> {
+/// The fast teardown script for `family` when the container's addresses are known:
+/// what [`iptables::remove_chain`] schedules for a table holding exactly the chain and
+/// one POSTROUTING jump per address. `-D` fails (and the restore changes nothing) when
+/// a jump is missing, `-X` when the chain is missing or still referenced by a jump not
+/// listed here; then the caller reads the table. `None` without addresses of `family`.
+pub(super) fn fast_teardown_script(
+    owner: &MasqOwner<'_>,
+    family: Family,
+    ips: &[IpNetwork],
+) -> Option<Script> {
+    let mine = of_family(ips, family);
+    if mine.is_empty() {
+        return None;
+    }
+    let chain = names::masq_chain(owner.network, owner.container_id);
+    let mut script = Script::new(NAT);
+    let mut jumps: Vec<Vec<String>> = Vec::new();
+    for net in &mine {
+        let jump = jump_rule(owner, net.ip());
+        if !jumps.contains(&jump) {
+            script.delete(POSTROUTING, &jump);
+            jumps.push(jump);
+        }
+    }
+    script.flush(&chain).delete_chain(&chain);
+    Some(script)
+}
+
+pub(super) fn teardown(owner: &MasqOwner<'_>, ips: Option<&[IpNetwork]>) -> Result<()> {
     let chain = names::masq_chain(owner.network, owner.container_id);
     iptables::delete_in_each_family(
         NAT,
         &format!("removing masquerade chain {chain}"),
+        |family| ips.and_then(|ips| fast_teardown_script(owner, family, ips)),
         |saved| {
             let mut script = Script::new(NAT);
             iptables::remove_chain(saved, &mut script, &chain);
@@ -243,6 +272,7 @@ pub(super) fn gc(network: &str, valid: &[(String, String)]) -> Result<()> {
     iptables::delete_in_each_family(
         NAT,
         &format!("garbage-collecting masquerade chains of network {network}"),
+        |_| None,
         |saved| {
             let mut script = Script::new(NAT);
             for (cid, chain) in owned_chains(saved, network) {
@@ -292,6 +322,42 @@ COMMIT
                 ":CNI-fe994aa6f38cd8a2c97f61d7 - [0:0]\n",
                 "-N CNI-fe994aa6f38cd8a2c97f61d7\n"
             )
+        );
+    }
+
+    #[test]
+    fn fast_teardown_is_remove_chain_on_the_table_setup_leaves() {
+        let ips: Vec<IpNetwork> = vec![
+            "10.99.0.3/24".parse().unwrap(),
+            "10.99.0.3/24".parse().unwrap(),
+            "10.98.0.3/24".parse().unwrap(),
+            "fd00::3/64".parse().unwrap(),
+        ];
+        let v4: Vec<IpNetwork> = vec![ips[0], ips[2]];
+        let listing = setup_script(&SavedTable::default(), &OWNER, Family::V4, &v4)
+            .render()
+            .replace(":CNI-fe994aa6f38cd8a2c97f61d7 - [0:0]\n", "");
+        let saved = SavedTable::parse(
+            &listing.replace(
+                "*nat\n",
+                "*nat\n:POSTROUTING ACCEPT [0:0]\n:CNI-fe994aa6f38cd8a2c97f61d7 - [0:0]\n",
+            ),
+            "nat",
+            "t",
+        )
+        .unwrap();
+        let mut slow = Script::new(NAT);
+        iptables::remove_chain(&saved, &mut slow, "CNI-fe994aa6f38cd8a2c97f61d7");
+        let fast = fast_teardown_script(&OWNER, Family::V4, &ips).unwrap();
+        assert_eq!(fast.render(), slow.render());
+        assert_eq!(
+            fast.render().matches("-D POSTROUTING").count(),
+            2,
+            "deduplicated"
+        );
+        assert!(
+            fast_teardown_script(&OWNER, Family::V6, &ips[..3]).is_none(),
+            "no IPv6 address, no IPv6 fast path"
         );
     }
 

@@ -4,7 +4,8 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-use super::{Owner, PortMapOptions, PortMapping, Protocol};
+use super::{Known, Owner, PortMapOptions, PortMapping, Protocol};
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::iptables::{self, Family, NAT, SavedRule, SavedTable, Script};
 use crate::names;
@@ -297,7 +298,40 @@ pub(crate) fn del_script(saved: &SavedTable, owner: &Owner<'_>) -> Script {
     s
 }
 
-pub(super) fn del(owner: &Owner<'_>) -> Result<()> {
+/// The fast DEL script for `family` when the mappings and addresses ADD was given are
+/// known: what [`del_script`] schedules for a table holding exactly what [`add_script`]
+/// left for the container. `-D` fails (and the restore changes nothing) when an entry
+/// rule is missing, `-X` when the container's chain is missing or still referenced, and
+/// `-N` of the legacy SNAT chain when that chain exists (plugins < v0.7); then the
+/// caller reads the table. `None` when ADD used nftables, or without mappings or an
+/// address of `family` (ADD installed nothing then).
+pub(crate) fn fast_del_script(
+    owner: &Owner<'_>,
+    known: &Known<'_>,
+    family: Family,
+) -> Option<Script> {
+    if known.backend != Backend::Iptables {
+        return None;
+    }
+    let net = known.ips.iter().find(|n| Family::of(n.ip()) == family)?;
+    let entries = entry_rules(owner, known.options, known.mappings, net.ip());
+    if entries.is_empty() {
+        return None;
+    }
+    let chain = names::portmap_dnat_chain(owner.network, owner.container_id);
+    let legacy = names::portmap_legacy_snat_chain(owner.network, owner.container_id);
+    let mut s = Script::new(NAT);
+    for rule in &entries {
+        s.delete(DNAT_CHAIN, rule);
+    }
+    s.flush(&chain)
+        .delete_chain(&chain)
+        .new_chain(&legacy)
+        .delete_chain(&legacy);
+    Some(s)
+}
+
+pub(super) fn del(owner: &Owner<'_>, known: Option<&Known<'_>>) -> Result<()> {
     let chain = names::portmap_dnat_chain(owner.network, owner.container_id);
     iptables::delete_in_each_family(
         NAT,
@@ -305,6 +339,7 @@ pub(super) fn del(owner: &Owner<'_>) -> Result<()> {
             "removing port-mapping chain {chain} of container {}",
             owner.container_id
         ),
+        |family| known.and_then(|k| fast_del_script(owner, k, family)),
         |saved| del_script(saved, owner),
     )
 }
@@ -390,6 +425,7 @@ pub(super) fn gc(network: &str, valid: &[&str]) -> Result<()> {
     iptables::delete_in_each_family(
         NAT,
         &format!("garbage-collecting port-mapping chains of network {network}"),
+        |_| None,
         |saved| {
             let mut s = Script::new(NAT);
             for chain in stale_chains(saved, network, valid) {
@@ -500,6 +536,56 @@ COMMIT
             !fast.contains("SETMARK") && !fast.contains("-C POSTROUTING"),
             "{fast}"
         );
+    }
+
+    #[test]
+    fn fast_del_is_del_script_on_the_table_add_leaves() {
+        let net: IpNetwork = "10.99.0.3/24".parse().unwrap();
+        let opts = PortMapOptions {
+            conditions_v4: vec!["-i".into(), "eth0".into()],
+            ..PortMapOptions::default()
+        };
+        let listing = add_script(&SavedTable::default(), &OWNER, &opts, &sample(), &net)
+            .render()
+            .replace("-I POSTROUTING 1 ", "-A POSTROUTING ");
+        let saved = SavedTable::parse(&listing, "nat", "t").unwrap();
+        let slow = del_script(&saved, &OWNER).render();
+        let ips = ["fd00::3/64".parse().unwrap(), net];
+        let known = Known {
+            backend: Backend::Iptables,
+            options: &opts,
+            mappings: &sample(),
+            ips: &ips,
+        };
+        let fast = fast_del_script(&OWNER, &known, Family::V4)
+            .unwrap()
+            .render();
+        // The same deletions, plus the assertion that no legacy SNAT chain exists.
+        let legacy = names::portmap_legacy_snat_chain("ccnet", "ctr1");
+        assert_eq!(
+            fast,
+            slow.replace("COMMIT\n", &format!("-N {legacy}\n-X {legacy}\nCOMMIT\n"))
+        );
+        assert!(fast.contains("--dports 8053 -i eth0 -j CNI-DN-"), "{fast}");
+        let v6 = fast_del_script(&OWNER, &known, Family::V6)
+            .unwrap()
+            .render();
+        assert!(!v6.contains("-i eth0"), "IPv6 conditions apply: {v6}");
+        let v4_only = Known {
+            ips: &ips[1..],
+            ..known
+        };
+        assert!(fast_del_script(&OWNER, &v4_only, Family::V6).is_none());
+        let none = Known {
+            mappings: &[],
+            ..known
+        };
+        assert!(fast_del_script(&OWNER, &none, Family::V4).is_none());
+        let nft = Known {
+            backend: Backend::Nftables,
+            ..known
+        };
+        assert!(fast_del_script(&OWNER, &nft, Family::V4).is_none());
     }
 
     #[test]

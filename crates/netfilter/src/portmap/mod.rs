@@ -169,14 +169,48 @@ pub fn add(
     }
 }
 
+/// What a DEL may know of the attachment: the backend, options, mappings and container
+/// addresses its ADD was given (runtimes pass `runtimeConfig.portMappings` and
+/// `prevResult` on DEL too).
+#[derive(Debug, Clone, Copy)]
+pub struct Known<'a> {
+    /// The backend ADD used (the iptables fast path is tried only for iptables).
+    pub backend: Backend,
+    /// The plugin options.
+    pub options: &'a PortMapOptions,
+    /// The port mappings.
+    pub mappings: &'a [PortMapping],
+    /// The container addresses (first IPv4 and first IPv6 are the mapped ones).
+    pub ips: &'a [IpNetwork],
+}
+
 /// Removes every rule of the container from every backend present on the host (the
 /// iptables chain name is derived, nftables rules are found by comment). Idempotent.
+/// See [`del_known`] when the mappings and addresses are known.
 ///
 /// # Errors
 /// Collected tool failures.
 pub fn del(owner: &Owner<'_>) -> Result<()> {
+    del_known(owner, None)
+}
+
+/// [`del`], faster when `known` holds what ADD was given: iptables then removes the
+/// container's entry rules and chain with one `iptables-restore` per family that reads
+/// nothing. That restore is all-or-nothing and fails unless the table holds exactly
+/// what ADD left; then the table is read and whatever of the container is found is
+/// removed, as [`del`] does. The result is the same either way. Families, backends and
+/// tables without rules (an nf_tables table that does not exist, found natively) cost
+/// no process.
+///
+/// # Errors
+/// Collected tool failures.
+pub fn del_known(owner: &Owner<'_>, known: Option<&Known<'_>>) -> Result<()> {
+    let ips = known.map(|k| per_family(k.ips));
+    let known = known
+        .zip(ips.as_deref())
+        .map(|(k, ips)| Known { ips, ..*k });
     let mut errors = Vec::new();
-    if let Err(e) = ipt::del(owner) {
+    if let Err(e) = ipt::del(owner, known.as_ref()) {
         errors.push(e);
     }
     if let Err(e) = nft::del(owner) {
