@@ -210,6 +210,8 @@ fn portmap_sigkilled_at_random_points_then_del_removes_every_rule() {
                 &add,
                 Duration::from_millis(2 * i * i),
             ));
+            // The killed ADD's nft or iptables-restore may still be committing.
+            wait_for_orphans();
             n.del(Side::Ours, "portmap", &pm, Some(&ctr), "pk");
             let nat = n.nat();
             assert!(!nat.contains(":CNI-DN-"), "{backend} #{i}: {nat}");
