@@ -87,6 +87,18 @@ pub fn set(components: &[&str], value: &str) -> Result<bool> {
     if read(components)? == value.trim() {
         return Ok(false);
     }
+    write(components, value)?;
+    Ok(true)
+}
+
+/// Writes `value` without reading the key first: for keys of a device this command
+/// just created, whose defaults differ from what is written, so [`set`]'s read would
+/// only cost another open (each `/proc/sys/net/.../<device>/` open is a few hundred
+/// microseconds on a busy node).
+///
+/// # Errors
+/// [`Error::InvalidKey`] or [`Error::Sysctl`] (naming the key) when writing fails.
+pub fn write(components: &[&str], value: &str) -> Result<()> {
     let p = path(components)?;
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -101,8 +113,7 @@ pub fn set(components: &[&str], value: &str) -> Result<bool> {
             key: display(components),
             op: "write",
             source,
-        })?;
-    Ok(true)
+        })
 }
 
 /// [`read`] with a dotted key.

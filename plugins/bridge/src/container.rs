@@ -27,16 +27,18 @@ pub fn set_sysctls(ns: &NetNs, ifname: &str, enable_dad: bool, has_v6: bool) -> 
     let _guard = ns
         .enter()
         .ctx(format!("container netns {}", ns.path().display()))?;
+    // The interface was just created: keys whose default differs from the value
+    // are written without reading them first.
     let v6 = |key: &str, val: &str| sysctl::set(&["net", "ipv6", "conf", ifname, key], val);
     let dad = if enable_dad {
         v6("enhanced_dad", "1").and_then(|_| v6("accept_dad", "1"))
     } else {
-        v6("accept_dad", "0")
+        sysctl::write(&["net", "ipv6", "conf", ifname, "accept_dad"], "0").map(|()| true)
     };
     if let Err(e) = dad {
         log::debug!("ignoring: {e}");
     }
-    if let Err(e) = sysctl::set(&["net", "ipv4", "conf", ifname, "arp_notify"], "1") {
+    if let Err(e) = sysctl::write(&["net", "ipv4", "conf", ifname, "arp_notify"], "1") {
         log::warn!("{e}");
     }
     if has_v6 {

@@ -132,7 +132,8 @@ pub fn create_veth(
 /// Kernel errors naming the step.
 pub fn setup_port(h: &mut Handle, port: &Link, br: &Link, s: &Settings) -> cni::Result<()> {
     let name = port.name.as_str();
-    if let Err(e) = sysctl::set(&["net", "ipv6", "conf", name, "accept_ra"], "0") {
+    // A new veth: its accept_ra starts at the default (1), so write without reading.
+    if let Err(e) = sysctl::write(&["net", "ipv6", "conf", name, "accept_ra"], "0") {
         log::debug!("ignoring: {e}");
     }
     h.set_master(port.index, br.index)
