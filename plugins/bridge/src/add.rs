@@ -233,29 +233,51 @@ impl AddCtx<'_> {
         result.routes = routes;
         result.dns = ipam_result.dns;
 
+        let Some(b) = backend else {
+            self.container_and_gateways(br, cv, result)?;
+            return fail_point("masq");
+        };
+        // The masquerade rules depend only on the addresses: they are applied by
+        // another thread (an iptables-restore or nft process, in the host netns)
+        // while this one configures the container and the gateway.
+        let (conf, args) = (self.conf, self.args);
+        let owner = MasqOwner {
+            network: &conf.name,
+            container_id: &args.container_id,
+            ifname: &args.ifname,
+        };
+        let nets: Vec<IpNetwork> = result.ips.iter().map(|i| i.address).collect();
+        // Record first: a partly applied setup is still removed by teardown.
+        self.rb.push(Undo::Masq);
+        let (local, masq) = std::thread::scope(|scope| {
+            let masq = scope.spawn(|| masq::setup(b, &owner, &nets));
+            let local = self.container_and_gateways(br, cv, result);
+            (local, masq.join())
+        });
+        local?;
+        masq.map_err(|_| Error::internal("IP masquerade setup panicked"))?
+            .ctx(format!("failed to setup IP masquerade ({b})"))?;
+        fail_point("masq")?;
+        Ok(())
+    }
+
+    /// Addresses, routes and sysctls in the container, then the gateway addresses on
+    /// the bridge.
+    fn container_and_gateways(
+        &mut self,
+        br: &Link,
+        cv: &Link,
+        result: &mut Success,
+    ) -> cni::Result<()> {
+        let (s, args) = (self.s, self.args);
         let has_v6 = result.ips.iter().any(|i| i.address.is_ipv6());
         container::set_sysctls(self.ctr_ns, &args.ifname, s.enable_dad, has_v6)?;
         container::configure(self.ctr, cv, &result.ips, &result.routes)?;
         fail_point("container")?;
-
         if s.is_gateway {
             self.gateways(br, result)?;
         }
-        fail_point("gateway")?;
-
-        if let Some(b) = backend {
-            let owner = MasqOwner {
-                network: &self.conf.name,
-                container_id: &args.container_id,
-                ifname: &args.ifname,
-            };
-            let nets: Vec<IpNetwork> = result.ips.iter().map(|i| i.address).collect();
-            // Record first: a partly applied setup is still removed by teardown.
-            self.rb.push(Undo::Masq);
-            masq::setup(b, &owner, &nets).ctx(format!("failed to setup IP masquerade ({b})"))?;
-        }
-        fail_point("masq")?;
-        Ok(())
+        fail_point("gateway")
     }
 
     fn gateways(&mut self, br: &Link, result: &mut Success) -> cni::Result<()> {
