@@ -59,11 +59,10 @@ pub fn add(args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<Success> {
             args.ifname
         )));
     }
-    if let Some(l) = host
+    let existing_bridge = host
         .link_by_name(&s.bridge)
-        .ctx(format!("could not lookup {:?}", s.bridge))?
-        && !l.is_bridge()
-    {
+        .ctx(format!("could not lookup {:?}", s.bridge))?;
+    if existing_bridge.as_ref().is_some_and(|l| !l.is_bridge()) {
         return Err(Error::internal(format!(
             "{:?} already exists but is not a bridge",
             s.bridge
@@ -80,7 +79,7 @@ pub fn add(args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<Success> {
         ctr: &mut ctr,
         rb: &mut rb,
     };
-    match ctx.run(ipam.as_deref(), backend) {
+    match ctx.run(ipam.as_deref(), backend, existing_bridge) {
         Ok(r) => {
             rb.commit();
             Ok(r)
@@ -136,9 +135,14 @@ fn iface(l: &Link, sandbox: Option<String>) -> Interface {
 }
 
 impl AddCtx<'_> {
-    fn run(&mut self, ipam: Option<&str>, backend: Option<Backend>) -> cni::Result<Success> {
+    fn run(
+        &mut self,
+        ipam: Option<&str>,
+        backend: Option<Backend>,
+        existing_bridge: Option<Link>,
+    ) -> cni::Result<Success> {
         let (s, args) = (self.s, self.args);
-        let br = links::ensure_bridge(self.host, s)?;
+        let br = links::ensure_bridge(self.host, s, existing_bridge)?;
         fail_point("bridge")?;
 
         let host_name = links::create_veth(self.host, self.ctr_ns, &args.ifname, s.mtu, s.mac)?;

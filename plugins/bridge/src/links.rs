@@ -20,29 +20,31 @@ const VETH_NAME_ATTEMPTS: usize = 10;
 
 /// Creates the bridge if needed (with MTU and VLAN filtering), sets promiscuous mode
 /// when configured, `accept_ra=0`, and brings it up. Returns the bridge.
+/// `existing` is the caller's lookup of the bridge name, made just before.
 ///
 /// # Errors
 /// An existing non-bridge link of that name; kernel errors.
-pub fn ensure_bridge(h: &mut Handle, s: &Settings) -> cni::Result<Link> {
+pub fn ensure_bridge(h: &mut Handle, s: &Settings, existing: Option<Link>) -> cni::Result<Link> {
     let name = s.bridge.as_str();
-    let existing = h
-        .link_by_name(name)
-        .ctx(format!("could not lookup {name:?}"))?;
-    if existing.is_none() {
-        let spec = BridgeSpec {
-            name,
-            mtu: s.mtu,
-            vlan_filtering: s.uses_vlans().then_some(true),
-        };
-        match h.add_bridge(&spec) {
-            Err(e) if e.is_exists() => {} // created concurrently
-            r => r.ctx(format!("failed to create bridge {name:?}"))?,
+    let br = match existing {
+        Some(l) => l,
+        None => {
+            let spec = BridgeSpec {
+                name,
+                mtu: s.mtu,
+                vlan_filtering: s.uses_vlans().then_some(true),
+            };
+            match h.add_bridge(&spec) {
+                Err(e) if e.is_exists() => {} // created concurrently
+                r => r.ctx(format!("failed to create bridge {name:?}"))?,
+            }
+            h.link_by_name(name)
+                .ctx(format!("could not lookup {name:?}"))?
+                .ok_or_else(|| {
+                    Error::internal(format!("bridge {name:?} vanished after creation"))
+                })?
         }
-    }
-    let br = h
-        .link_by_name(name)
-        .ctx(format!("could not lookup {name:?}"))?
-        .ok_or_else(|| Error::internal(format!("bridge {name:?} vanished after creation")))?;
+    };
     if !br.is_bridge() {
         return Err(Error::internal(format!(
             "{name:?} already exists but is not a bridge"
