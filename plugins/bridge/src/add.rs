@@ -134,13 +134,75 @@ fn iface(l: &Link, sandbox: Option<String>) -> Interface {
     }
 }
 
+/// What IPAM assigned, planned for the container (addresses with gateways, routes).
+struct L3 {
+    ips: Vec<IpConfig>,
+    routes: Vec<Route>,
+    dns: cni::Dns,
+}
+
 impl AddCtx<'_> {
+    /// IPAM first, then the links and the container; with `ipMasq`, the masquerade rules
+    /// need only IPAM's addresses, so another thread applies them (one iptables-restore
+    /// or nft process, in the host netns) while this one sets up the links.
     fn run(
         &mut self,
         ipam: Option<&str>,
         backend: Option<Backend>,
         existing_bridge: Option<Link>,
     ) -> cni::Result<Success> {
+        let l3 = match ipam {
+            Some(plugin) => Some(self.ipam_add(plugin)?),
+            None => None,
+        };
+        let (Some(b), Some(planned)) = (backend, &l3) else {
+            let result = self.links(existing_bridge, l3)?;
+            fail_point("masq")?;
+            return Ok(result);
+        };
+        let (conf, args) = (self.conf, self.args);
+        let owner = MasqOwner {
+            network: &conf.name,
+            container_id: &args.container_id,
+            ifname: &args.ifname,
+        };
+        let nets: Vec<IpNetwork> = planned.ips.iter().map(|i| i.address).collect();
+        // Record first: a partly applied setup is still removed by teardown.
+        self.rb.push(Undo::Masq);
+        let (local, masq) = std::thread::scope(|scope| {
+            let masq = scope.spawn(|| masq::setup(b, &owner, &nets));
+            let local = self.links(existing_bridge, l3);
+            (local, masq.join())
+        });
+        let result = local?;
+        masq.map_err(|_| Error::internal("IP masquerade setup panicked"))?
+            .ctx(format!("failed to setup IP masquerade ({b})"))?;
+        fail_point("masq")?;
+        Ok(result)
+    }
+
+    /// Delegates ADD to the IPAM plugin and plans the container's addresses and routes.
+    fn ipam_add(&mut self, ipam: &str) -> cni::Result<L3> {
+        let s = self.s;
+        let ipam_result = cni::invoke::delegate_add(ipam, self.args, self.conf.version)?;
+        self.rb.push(Undo::Ipam {
+            plugin: ipam.to_string(),
+        });
+        fail_point("ipam")?;
+        if ipam_result.ips.is_empty() {
+            return Err(Error::internal("IPAM plugin returned missing IP config"));
+        }
+        let (ips, routes) = plan_l3(&ipam_result, s.is_gateway, s.is_default_gateway);
+        Ok(L3 {
+            ips,
+            routes,
+            dns: ipam_result.dns,
+        })
+    }
+
+    /// The bridge, the veth pair and its port, spoof-check, then (with IPAM) the
+    /// container's addresses, routes and the gateway.
+    fn links(&mut self, existing_bridge: Option<Link>, l3: Option<L3>) -> cni::Result<Success> {
         let (s, args) = (self.s, self.args);
         let br = links::ensure_bridge(self.host, s, existing_bridge)?;
         fail_point("bridge")?;
@@ -183,8 +245,11 @@ impl AddCtx<'_> {
         }
         fail_point("spoofchk")?;
 
-        if let Some(ipam) = ipam {
-            self.layer3(ipam, backend, &br, &cv, &mut result)?;
+        if let Some(l3) = l3 {
+            result.ips = l3.ips;
+            result.routes = l3.routes;
+            result.dns = l3.dns;
+            self.container_and_gateways(&br, &cv, &mut result)?;
         } else if !s.disable_container_interface {
             self.ctr
                 .set_up(cv.index)
@@ -213,56 +278,6 @@ impl AddCtx<'_> {
             .link_by_name(name)
             .ctx(format!("failed to lookup {name:?}"))?
             .ok_or_else(|| Error::internal(format!("interface {name:?} not found in host netns")))
-    }
-
-    fn layer3(
-        &mut self,
-        ipam: &str,
-        backend: Option<Backend>,
-        br: &Link,
-        cv: &Link,
-        result: &mut Success,
-    ) -> cni::Result<()> {
-        let (s, args) = (self.s, self.args);
-        let ipam_result = cni::invoke::delegate_add(ipam, args, self.conf.version)?;
-        self.rb.push(Undo::Ipam {
-            plugin: ipam.to_string(),
-        });
-        fail_point("ipam")?;
-        if ipam_result.ips.is_empty() {
-            return Err(Error::internal("IPAM plugin returned missing IP config"));
-        }
-        let (ips, routes) = plan_l3(&ipam_result, s.is_gateway, s.is_default_gateway);
-        result.ips = ips;
-        result.routes = routes;
-        result.dns = ipam_result.dns;
-
-        let Some(b) = backend else {
-            self.container_and_gateways(br, cv, result)?;
-            return fail_point("masq");
-        };
-        // The masquerade rules depend only on the addresses: they are applied by
-        // another thread (an iptables-restore or nft process, in the host netns)
-        // while this one configures the container and the gateway.
-        let (conf, args) = (self.conf, self.args);
-        let owner = MasqOwner {
-            network: &conf.name,
-            container_id: &args.container_id,
-            ifname: &args.ifname,
-        };
-        let nets: Vec<IpNetwork> = result.ips.iter().map(|i| i.address).collect();
-        // Record first: a partly applied setup is still removed by teardown.
-        self.rb.push(Undo::Masq);
-        let (local, masq) = std::thread::scope(|scope| {
-            let masq = scope.spawn(|| masq::setup(b, &owner, &nets));
-            let local = self.container_and_gateways(br, cv, result);
-            (local, masq.join())
-        });
-        local?;
-        masq.map_err(|_| Error::internal("IP masquerade setup panicked"))?
-            .ctx(format!("failed to setup IP masquerade ({b})"))?;
-        fail_point("masq")?;
-        Ok(())
     }
 
     /// Addresses, routes and sysctls in the container, then the gateway addresses on

@@ -9,8 +9,8 @@
 //!   (addresses, routes and sysctls inside `CNI_NETNS`).
 //!
 //! Test hooks (fault injection; unset in production, each names one of
-//! [`rollback::STEPS`]: `bridge`, `veth`, `port`, `spoofchk`, `ipam`, `container`,
-//! `gateway`, `masq`, `wait`):
+//! [`rollback::STEPS`]: `ipam`, `bridge`, `veth`, `port`, `spoofchk`, `container`,
+//! `gateway`, `wait`, `masq`):
 //! * `CNI_BRIDGE_FAIL_AFTER=<step>`: ADD fails right after that step with an injected
 //!   error (code 999), running the normal rollback;
 //! * `CNI_BRIDGE_ABORT_AFTER=<step>`: the process calls `abort()` right after that step,

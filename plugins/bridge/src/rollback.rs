@@ -2,17 +2,18 @@
 
 use cni::{CmdArgs, Command, Error};
 
-/// ADD's steps, in order, as accepted by `CNI_BRIDGE_FAIL_AFTER`.
+/// ADD's steps, in order, as accepted by `CNI_BRIDGE_FAIL_AFTER`. With `ipMasq`, `masq`
+/// runs on another thread from right after `ipam` and is waited for after `wait`.
 pub const STEPS: &[&str] = &[
+    "ipam",
     "bridge",
     "veth",
     "port",
     "spoofchk",
-    "ipam",
     "container",
     "gateway",
-    "masq",
     "wait",
+    "masq",
 ];
 
 /// Environment variable naming the step after which ADD fails (tests only).
