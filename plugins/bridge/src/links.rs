@@ -261,10 +261,26 @@ pub fn ensure_addr(h: &mut Handle, link: &Link, addr: IpNetwork, force: bool) ->
             ))?;
         }
     }
-    h.add_addr(link.index, addr).ctx(format!(
-        "could not add IP address {addr} to {:?}",
-        link.name
-    ))?;
+    match h.add_addr(link.index, addr) {
+        // Another ADD on this bridge added the same address since the listing above
+        // (parallel ADDs of one network race here): it is there, which is all we need.
+        Err(e) if e.is_exists() => {
+            let now = h
+                .addrs(Some(link.index), Some(fam))
+                .ctx(format!("could not list addresses of {:?}", link.name))?;
+            if now.iter().any(|a| a.addr == addr) {
+                return Ok(());
+            }
+            return Err(e).ctx(format!(
+                "could not add IP address {addr} to {:?}",
+                link.name
+            ));
+        }
+        r => r.ctx(format!(
+            "could not add IP address {addr} to {:?}",
+            link.name
+        ))?,
+    }
     // Pin the current MAC (re-read: it changes as ports come and go). A bridge whose
     // ports all left can report an all-zero address, which cannot be assigned.
     let current = h
