@@ -9,6 +9,7 @@
 #   make e2e       only the end-to-end tests (real runtimes, conf-examples)
 #   make bench     side-by-side benchmark against the reference Go plugins
 #   make fuzz      run each libFuzzer target for FUZZ_SECONDS (needs cargo-fuzz)
+#   make hot-text  regenerate scripts/hot-text.ld, the release link order (needs root)
 
 CARGO       ?= cargo
 LOCKED      := $(if $(CI),--locked,)
@@ -24,7 +25,7 @@ RELEASE_DIR := target/$(TARGET)/release
 # static-pie, so nothing is relocated (and no page dirtied for it) at start-up.
 STATIC_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static
 
-.PHONY: all build release test test-unit lint install uninstall demo e2e bench fuzz clean
+.PHONY: all build release test test-unit lint install uninstall demo e2e bench fuzz hot-text clean
 
 all: build
 
@@ -74,6 +75,11 @@ fuzz:
 	    (cd $$c && RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
 	  done; \
 	done
+
+# Traces VERSION, ADD and DEL of the release plugins in private namespaces and
+# lists the code they run (scripts/hot-text.sh; 5 to 10 minutes).
+hot-text:
+	STATIC_RUSTFLAGS="$(STATIC_RUSTFLAGS)" TARGET=$(TARGET) CARGO="$(CARGO)" scripts/hot-text.sh
 
 clean:
 	$(CARGO) clean
