@@ -23,7 +23,10 @@ RELEASE_DIR := target/$(TARGET)/release
 # Passed only with an explicit --target so build scripts and proc macros
 # stay dynamically linked. relocation-model=static: a plain static executable, not
 # static-pie, so nothing is relocated (and no page dirtied for it) at start-up.
-STATIC_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static
+# hot-text.ld links the code a plugin run executes first, contiguously, so that a
+# run maps few pages of the binary (`make hot-text` regenerates it; README, Install).
+STATIC_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static \
+	-C link-arg=-Wl,-T,$(CURDIR)/scripts/hot-text.ld
 
 .PHONY: all build release test test-unit lint install uninstall demo e2e bench fuzz hot-text clean
 
