@@ -871,8 +871,8 @@ pub mod expr {
 mod tests {
     use super::*;
 
-    #[test]
-    fn transaction_json_shape() {
+    /// One of each operation: table, hooked chain, chain removal, rule, rule deletion.
+    fn sample_tx() -> Tx {
         let mut tx = Tx::new();
         tx.add_table(NfFamily::IP, "t")
             .add_chain(
@@ -897,6 +897,12 @@ mod tests {
                 Some("cid"),
             )
             .delete_rule(NfFamily::IP, "t", "c", 7);
+        tx
+    }
+
+    #[test]
+    fn transaction_json_shape() {
+        let tx = sample_tx();
         assert_eq!(tx.len(), 7);
         let v: Value = serde_json::from_str(&tx.to_json().unwrap()).unwrap();
         let expected = serde_json::json!({"nftables": [
@@ -915,30 +921,7 @@ mod tests {
 
     #[test]
     fn transaction_script_shape() {
-        let mut tx = Tx::new();
-        tx.add_table(NfFamily::IP, "t")
-            .add_chain(
-                NfFamily::IP,
-                "t",
-                "c",
-                Some(Hook {
-                    kind: NfChainType::NAT,
-                    hook: NfHook::Prerouting,
-                    prio: -100,
-                }),
-            )
-            .remove_chain(NfFamily::IP, "t", "x")
-            .add_rule(
-                NfFamily::IP,
-                "t",
-                "c",
-                vec![
-                    expr::eq(expr::payload("tcp", "dport"), Expression::Number(80)),
-                    expr::jump("x"),
-                ],
-                Some("cid"),
-            )
-            .delete_rule(NfFamily::IP, "t", "c", 7);
+        let mut tx = sample_tx();
         assert!(!tx.has_raw());
         assert_eq!(
             tx.to_script().unwrap(),
