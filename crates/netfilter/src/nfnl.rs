@@ -104,6 +104,22 @@ impl Conn {
         seq: u32,
         mut each: impl FnMut(Reply),
     ) -> io::Result<bool> {
+        self.receive_while(seq, |reply| {
+            each(reply);
+            true
+        })
+        .map(|(interrupted, _)| interrupted)
+    }
+
+    /// Like [`Conn::receive_until_finished`], but stops as soon as `each` returns
+    /// `false`: the rest of a dump is then neither read nor built by the kernel (it
+    /// fills the next datagram only when asked), so the connection must not be used for
+    /// another request afterwards. Returns (any part `NLM_F_DUMP_INTR`, stopped early).
+    pub(crate) fn receive_while(
+        &mut self,
+        seq: u32,
+        mut each: impl FnMut(Reply) -> bool,
+    ) -> io::Result<(bool, bool)> {
         let mut interrupted = false;
         loop {
             let n = self.recv()?;
@@ -115,9 +131,11 @@ impl Conn {
                 // Messages are 4-byte aligned within a datagram.
                 off += (len + 3) & !3;
                 let finished = matches!(reply, Reply::Finished);
-                each(reply);
+                if !each(reply) {
+                    return Ok((interrupted, !finished));
+                }
                 if finished {
-                    return Ok(interrupted);
+                    return Ok((interrupted, false));
                 }
             }
         }

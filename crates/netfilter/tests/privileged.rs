@@ -13,6 +13,7 @@ mod common;
 
 use std::time::Instant;
 
+use cni_netfilter::iptables::{self, Family};
 use cni_netfilter::masq::{self, MasqOwner};
 use cni_netfilter::portmap::{self, Owner, PortMapOptions, PortMapping, Protocol};
 use cni_netfilter::{Backend, spoofchk};
@@ -681,4 +682,125 @@ fn backend_autodetection_and_tool_errors() {
     assert!(!err.is_lock_timeout());
     // Nothing was applied: the restore is atomic.
     assert!(!ns.nat(false).contains("CNI-"), "{}", ns.nat(false));
+}
+
+/// The native confirmation of portmap's shared rules (what lets ADD skip its `-C`
+/// checks) recognises exactly the rules the reference plugin writes, nothing else.
+#[test]
+fn portmap_shared_rules_confirmed_natively_only_when_exactly_present() {
+    let Some(()) =
+        require_root("portmap_shared_rules_confirmed_natively_only_when_exactly_present")
+    else {
+        return;
+    };
+    let ns = host_ns();
+    let confirmed = |opts: &PortMapOptions, family: Family| {
+        ns.run(|| portmap::iptables_shared_rules_confirmed(family, opts))
+    };
+    let default = PortMapOptions::default();
+    for family in Family::ALL {
+        assert!(!confirmed(&default, family), "{family}: fresh namespace");
+    }
+    reference_portmap(&ns, "ADD", "ctr1", &sample());
+    let nft_variant = iptables::is_nft_variant(Family::V4);
+    for family in Family::ALL {
+        assert_eq!(
+            confirmed(&default, family),
+            nft_variant && iptables::is_nft_variant(family),
+            "{family}: after the reference plugin's ADD"
+        );
+    }
+    if !nft_variant {
+        println!("iptables is not the nf_tables variant: nothing is confirmed natively");
+        return;
+    }
+    let other_bit = PortMapOptions {
+        mark_masq_bit: 14,
+        ..PortMapOptions::default()
+    };
+    assert!(!confirmed(&other_bit, Family::V4), "another mark bit");
+    let no_snat = PortMapOptions {
+        snat: false,
+        ..PortMapOptions::default()
+    };
+    assert!(
+        confirmed(&no_snat, Family::V4),
+        "without snat only the hooks count"
+    );
+
+    // Hundreds of rules in POSTROUTING: still found (the dump stops at the rule).
+    ns.sh("(echo '*nat'; for i in $(seq 1 600); do echo \"-A POSTROUTING -s 10.1.$((i/200)).$((i%200))/32 -j ACCEPT\"; done; echo COMMIT) | iptables-restore --noflush");
+    assert!(confirmed(&default, Family::V4));
+
+    // Each shared rule removed or altered in turn: not confirmed; put back: confirmed.
+    let masq = "CNI portfwd requiring masquerade";
+    let mark = "CNI portfwd masquerade mark";
+    for (break_it, repair) in [
+        (
+            "iptables -t nat -D OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT".to_owned(),
+            "iptables -t nat -A OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT".to_owned(),
+        ),
+        (
+            "iptables -t nat -R PREROUTING 1 -m addrtype ! --dst-type LOCAL -j CNI-HOSTPORT-DNAT".to_owned(),
+            "iptables -t nat -R PREROUTING 1 -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT".to_owned(),
+        ),
+        (
+            format!("iptables -t nat -R CNI-HOSTPORT-SETMARK 1 -m comment --comment '{mark}' -j MARK --set-xmark 0x2000/0x3000"),
+            format!("iptables -t nat -R CNI-HOSTPORT-SETMARK 1 -m comment --comment '{mark}' -j MARK --set-xmark 0x2000/0x2000"),
+        ),
+        (
+            "iptables -t nat -R CNI-HOSTPORT-MASQ 1 -m mark --mark 0x2000/0x2000 -j MASQUERADE --random".to_owned(),
+            "iptables -t nat -R CNI-HOSTPORT-MASQ 1 -m mark --mark 0x2000/0x2000 -j MASQUERADE".to_owned(),
+        ),
+        (
+            format!("iptables -t nat -D POSTROUTING -m comment --comment '{masq}' -j CNI-HOSTPORT-MASQ"),
+            format!("iptables -t nat -I POSTROUTING 1 -m comment --comment '{masq}' -j CNI-HOSTPORT-MASQ"),
+        ),
+        (
+            format!("iptables -t nat -R POSTROUTING 1 -m comment --comment '{mark}' -j CNI-HOSTPORT-MASQ"),
+            format!("iptables -t nat -R POSTROUTING 1 -m comment --comment '{masq}' -j CNI-HOSTPORT-MASQ"),
+        ),
+    ] {
+        ns.sh(&break_it);
+        assert!(!confirmed(&default, Family::V4), "after `{break_it}`");
+        ns.sh(&repair);
+        assert!(confirmed(&default, Family::V4), "after `{repair}`");
+    }
+
+    // Our ADD of a second container takes the unchecked fast path and duplicates nothing.
+    let second = Owner {
+        network: "ccnet",
+        container_id: "ctr2",
+    };
+    let before = ns.nat(false);
+    ns.run(|| {
+        portmap::add(
+            Backend::Iptables,
+            &second,
+            &default,
+            &[pm(7070, 70, Protocol::Tcp, None)],
+            &["10.99.0.4/24".parse().unwrap()],
+        )
+    })
+    .unwrap();
+    let after = ns.nat(false);
+    let count = |t: &str, prefix: &str| t.lines().filter(|l| l.starts_with(prefix)).count();
+    for shared in [
+        "-A PREROUTING",
+        "-A OUTPUT",
+        "-A CNI-HOSTPORT-SETMARK",
+        "-A CNI-HOSTPORT-MASQ",
+    ] {
+        assert_eq!(
+            count(&after, shared),
+            count(&before, shared),
+            "{shared}\n{after}"
+        );
+    }
+    assert_eq!(
+        count(&after, "-A CNI-HOSTPORT-DNAT"),
+        count(&before, "-A CNI-HOSTPORT-DNAT") + 1
+    );
+    ns.run(|| portmap::del(&second)).unwrap();
+    assert_eq!(ns.nat(false), before);
 }

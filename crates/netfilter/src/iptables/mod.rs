@@ -4,6 +4,7 @@
 //! Rules are handled as argument vectors in the canonical form `iptables-save` prints, so
 //! the rules we write can be compared with what we read back token by token.
 
+pub mod native;
 mod save;
 mod script;
 

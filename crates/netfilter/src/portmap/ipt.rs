@@ -7,6 +7,7 @@ use ipnetwork::IpNetwork;
 use super::{Known, Owner, PortMapOptions, PortMapping, Protocol};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::iptables::native::{self, Want};
 use crate::iptables::{self, Family, NAT, SavedRule, SavedTable, Script};
 use crate::names;
 
@@ -212,26 +213,86 @@ pub(crate) fn add_script(
     s
 }
 
+/// The shared rules a container's chain relies on, as (chain, rule) pairs: the hooks
+/// into `CNI-HOSTPORT-DNAT` and, with SNAT into our own chains, the mark, masquerade
+/// and POSTROUTING rules. [`fast_add_script`] asserts them; [`shared_rules_confirmed`]
+/// looks them up natively.
+fn shared_rules(opts: &PortMapOptions) -> Vec<(&'static str, Vec<String>)> {
+    let mut rules = vec![("PREROUTING", hook_rule()), ("OUTPUT", hook_rule())];
+    if opts.snat && opts.external_set_mark_chain.is_none() {
+        rules.push((SETMARK_CHAIN, setmark_rule(opts)));
+        rules.push((MASQ_CHAIN, masq_rule(opts)));
+        rules.push(("POSTROUTING", postrouting_rule()));
+    }
+    rules
+}
+
+/// [`shared_rules`] as iptables-nft encodes them, for [`native::chain_has_rule`].
+fn shared_rule_shapes(opts: &PortMapOptions) -> Vec<(&'static str, Vec<Want>)> {
+    let hook = || vec![Want::dst_type_local(), Want::Jump(DNAT_CHAIN.to_owned())];
+    let mut shapes = vec![("PREROUTING", hook()), ("OUTPUT", hook())];
+    if opts.snat && opts.external_set_mark_chain.is_none() {
+        let m = opts.mark();
+        shapes.push((
+            SETMARK_CHAIN,
+            vec![
+                Want::comment("CNI portfwd masquerade mark"),
+                Want::set_xmark(m, m),
+            ],
+        ));
+        shapes.push((MASQ_CHAIN, vec![Want::MarkAll(m), Want::masquerade()]));
+        shapes.push((
+            "POSTROUTING",
+            vec![
+                Want::comment("CNI portfwd requiring masquerade"),
+                Want::Jump(MASQ_CHAIN.to_owned()),
+            ],
+        ));
+    }
+    shapes
+}
+
+/// Whether every shared rule of `family` is confirmed present by reading the chains
+/// natively (iptables-nft only; see [`native`]). `false` means "not confirmed": the
+/// caller keeps the `-C` checks.
+pub(crate) fn shared_rules_confirmed(family: Family, opts: &PortMapOptions) -> bool {
+    if !iptables::is_nft_variant(family) {
+        return false;
+    }
+    shared_rule_shapes(opts).iter().all(|(chain, want)| {
+        match native::chain_has_rule(family, NAT, chain, want) {
+            Ok(true) => true,
+            Ok(false) => {
+                log::debug!("{family} nat {chain}: shared portmap rule not found natively");
+                false
+            }
+            Err(e) => {
+                log::debug!("{family} nat {chain}: native rule lookup failed: {e}");
+                false
+            }
+        }
+    })
+}
+
 /// The fast-path script: what [`add_script`] produces for a table that holds every
-/// shared chain and hook rule but not the container's chain. `-C` lines make the restore
-/// fail (changing nothing) when a shared rule or chain is missing, and `-N` when the
-/// container's chain exists (re-ADD, leftovers): then the caller falls back to
-/// [`add_script`], so the entry rules are never duplicated and the hooks always ensured.
+/// shared chain and hook rule but not the container's chain. Unless `shared_confirmed`
+/// (see [`shared_rules_confirmed`]), `-C` lines make the restore fail (changing
+/// nothing) when a shared rule or chain is missing; `-N` fails when the container's
+/// chain exists (re-ADD, leftovers). Then the caller falls back to [`add_script`], so
+/// the entry rules are never duplicated and the hooks always ensured.
 pub(crate) fn fast_add_script(
     owner: &Owner<'_>,
     opts: &PortMapOptions,
     mappings: &[PortMapping],
     net: &IpNetwork,
+    shared_confirmed: bool,
 ) -> Script {
     let mut s = Script::new(NAT);
     let chain = names::portmap_dnat_chain(owner.network, owner.container_id);
-    for hook in ["PREROUTING", "OUTPUT"] {
-        s.check(hook, &hook_rule());
-    }
-    if opts.snat && opts.external_set_mark_chain.is_none() {
-        s.check(SETMARK_CHAIN, &setmark_rule(opts))
-            .check(MASQ_CHAIN, &masq_rule(opts))
-            .check("POSTROUTING", &postrouting_rule());
+    if !shared_confirmed {
+        for (shared_chain, rule) in shared_rules(opts) {
+            s.check(shared_chain, &rule);
+        }
     }
     s.new_chain(&chain);
     for rule in chain_rules(opts, mappings, net) {
@@ -253,9 +314,10 @@ pub(super) fn add(
         let family = Family::of(net.ip());
         // Fast path: one restore, no read of the whole table (whose cost grows with the
         // number of containers). Falls back to the read-compare-write path below.
+        let shared_confirmed = shared_rules_confirmed(family, opts);
         if iptables::try_restore(
             family,
-            &fast_add_script(owner, opts, mappings, net),
+            &fast_add_script(owner, opts, mappings, net, shared_confirmed),
             &format!(
                 "setting up port mappings of new container {} (chain {})",
                 owner.container_id,
@@ -506,7 +568,8 @@ COMMIT
     #[test]
     fn fast_script_checks_shared_state_and_creates_the_chain() {
         let net: IpNetwork = "10.99.0.3/24".parse().unwrap();
-        let fast = fast_add_script(&OWNER, &PortMapOptions::default(), &sample(), &net).render();
+        let fast =
+            fast_add_script(&OWNER, &PortMapOptions::default(), &sample(), &net, false).render();
         let full = add_script(
             &SavedTable::default(),
             &OWNER,
@@ -527,11 +590,20 @@ COMMIT
             "*nat\n-C PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT\n-C OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT\n-C CNI-HOSTPORT-SETMARK -m comment --comment \"CNI portfwd masquerade mark\" -j MARK --set-xmark 0x2000/0x2000\n-C CNI-HOSTPORT-MASQ -m mark --mark 0x2000/0x2000 -j MASQUERADE\n-C POSTROUTING -m comment --comment \"CNI portfwd requiring masquerade\" -j CNI-HOSTPORT-MASQ\n-N CNI-DN-fe994aa6f38cd8a2c97f6\n-A CNI-DN-"
         ), "{fast}");
         assert!(!fast.contains(":CNI-"), "never flushes a chain: {fast}");
+        // Shared rules confirmed natively: the same script without the checks.
+        let confirmed =
+            fast_add_script(&OWNER, &PortMapOptions::default(), &sample(), &net, true).render();
+        let unchecked: String = fast
+            .lines()
+            .filter(|l| !l.starts_with("-C "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(confirmed, unchecked);
         let ext = PortMapOptions {
             external_set_mark_chain: Some("EXT".into()),
             ..PortMapOptions::default()
         };
-        let fast = fast_add_script(&OWNER, &ext, &sample(), &net).render();
+        let fast = fast_add_script(&OWNER, &ext, &sample(), &net, false).render();
         assert!(
             !fast.contains("SETMARK") && !fast.contains("-C POSTROUTING"),
             "{fast}"

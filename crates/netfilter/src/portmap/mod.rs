@@ -184,6 +184,19 @@ pub struct Known<'a> {
     pub ips: &'a [IpNetwork],
 }
 
+/// Whether the iptables rules every container's chain relies on (the PREROUTING and
+/// OUTPUT hooks into `CNI-HOSTPORT-DNAT` and, with `snat`, the mark, masquerade and
+/// POSTROUTING rules for `opts`) are confirmed present in `family`'s nat table by reading
+/// the chains natively over nfnetlink (iptables-nft only). ADD then writes the
+/// container's rules without `-C` checks. `false` = not confirmed (absent, different,
+/// legacy iptables, or unreadable).
+pub fn iptables_shared_rules_confirmed(
+    family: crate::iptables::Family,
+    opts: &PortMapOptions,
+) -> bool {
+    ipt::shared_rules_confirmed(family, opts)
+}
+
 /// Removes every rule of the container from every backend present on the host (the
 /// iptables chain name is derived, nftables rules are found by comment). Idempotent.
 /// See [`del_known`] when the mappings and addresses are known.
