@@ -56,6 +56,10 @@ static DUMPS: AtomicUsize = AtomicUsize::new(0);
 const CTA_ID: u16 = 12;
 /// `CTA_ZONE`: the entry's zone; present in dumps only for non-default zones.
 const CTA_ZONE: u16 = 18;
+/// `IPCTNL_MSG_CT_GET_STATS`: the namespace's conntrack counters.
+const IPCTNL_MSG_CT_GET_STATS: u8 = 5;
+/// `CTA_STATS_GLOBAL_ENTRIES` (u32, big endian): entries in the namespace.
+const CTA_STATS_GLOBAL_ENTRIES: u16 = 1;
 
 /// A UDP conntrack entry, as seen in its original direction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,18 +109,85 @@ impl Wanted<'_> {
 }
 
 /// True when the calling thread's network namespace certainly has no conntrack entry,
-/// so that there is nothing to dump: `nf_conntrack_count` reads 0 (it counts this
-/// namespace's entries, from allocation on, so an entry being set up counts too), or
-/// conntrack is not loaded at all (no `nf_conntrack_count` and no
-/// `/sys/module/nf_conntrack`, with sysfs mounted). Anything else (a non-zero count, an
-/// unreadable count, a count hidden while the module is loaded) is `false`: dump.
+/// so that there is nothing to dump: the namespace's entry count is 0 (asked over
+/// nfnetlink, [`entry_count`]; it counts entries from allocation on, so one being set
+/// up counts too), or conntrack is not loaded at all (then nothing is asked, so that
+/// no module gets loaded for the question). When the netlink request fails,
+/// `nf_conntrack_count` is read instead (0 = empty), and when that file is absent the
+/// answer is "empty" only if `/sys/module/nf_conntrack` is absent (with sysfs mounted).
+/// Anything else (a non-zero count, an unreadable count, a count hidden while the
+/// module is loaded) is `false`: dump.
 pub fn namespace_is_empty() -> bool {
-    namespace_is_empty_with(
-        |p| std::fs::read_to_string(p),
-        |p| std::path::Path::new(p).exists(),
-    )
+    let exists = |p: &str| std::path::Path::new(p).exists();
+    if exists("/sys/module") && !exists(MODULE_DIR) {
+        // Not loaded: asking would load nf_conntrack_netlink (and conntrack with it).
+        return true;
+    }
+    match entry_count() {
+        Ok(count) => count == 0,
+        Err(e) => {
+            log::debug!("{e}; reading {COUNT_SYSCTL} instead");
+            namespace_is_empty_with(
+                |p| std::fs::read_to_string(p),
+                |p| std::path::Path::new(p).exists(),
+            )
+        }
+    }
 }
 
+/// The number of conntrack entries of the calling thread's network namespace (what
+/// `nf_conntrack_count` shows), asked with one `IPCTNL_MSG_CT_GET_STATS` request on
+/// one connection. Cheaper than reading the sysctl on a node with many namespaces: a process's
+/// first lookup below `/proc/sys/net` walks a dcache chain holding every namespace's
+/// entry (measured ~0.5-1 ms with 1,000 containers).
+///
+/// # Errors
+/// [`Error::Conntrack`]: the socket or the request failing (conntrack not loaded: the
+/// subsystem is unknown), a timeout, or a reply without `CTA_STATS_GLOBAL_ENTRIES`.
+pub fn entry_count() -> Result<u32> {
+    let mut conn = open()?;
+    request_entry_count(&mut conn).map_err(|source| Error::Conntrack {
+        op: "ask for the conntrack entry count".into(),
+        source,
+    })
+}
+
+fn request_entry_count(conn: &mut nfnl::Conn) -> io::Result<u32> {
+    let request = ConntrackMessage::Other {
+        message_type: IPCTNL_MSG_CT_GET_STATS,
+        attributes: Vec::new(),
+    };
+    let seq = conn.send(NetfilterProtoFamily::Unspec, request, NLM_F_ACK)?;
+    let mut count = None;
+    conn.receive_until_finished(seq, |reply| {
+        if let Reply::Entry(inner) = reply
+            && let NetfilterMessageInner::Conntrack(ConntrackMessage::Other {
+                message_type: IPCTNL_MSG_CT_GET_STATS,
+                attributes,
+            }) = *inner
+        {
+            count = attributes
+                .iter()
+                .find(|a| a.kind() == CTA_STATS_GLOBAL_ENTRIES)
+                .and_then(|a| {
+                    let mut v = [0u8; 4];
+                    (a.value_len() == 4).then(|| {
+                        a.emit_value(&mut v);
+                        u32::from_be_bytes(v)
+                    })
+                });
+        }
+    })?;
+    count.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "conntrack statistics without CTA_STATS_GLOBAL_ENTRIES",
+        )
+    })
+}
+
+/// The `nf_conntrack_count` fallback of [`namespace_is_empty`], with the file reads
+/// injected for unit tests.
 fn namespace_is_empty_with(
     read: impl Fn(&str) -> io::Result<String>,
     exists: impl Fn(&str) -> bool,

@@ -138,6 +138,7 @@ fn conntrack_dump_skipped_without_entries_and_done_once_for_both_families() {
 
     // Conntrack not in use in `a`: no entry, no dump.
     assert!(a.run(conntrack::namespace_is_empty));
+    assert_eq!(a.run(conntrack::entry_count).unwrap(), 0);
     let before = conntrack::dumps_requested();
     assert_eq!(
         a.run(|| conntrack::delete_udp_flows_to_ports(&both, &ports))
@@ -182,6 +183,8 @@ fn conntrack_dump_skipped_without_entries_and_done_once_for_both_families() {
         assert!(Instant::now() < deadline, "{} entries", count());
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The netlink count is the sysctl's (both read the namespace's counter).
+    assert_eq!(a.run(conntrack::entry_count).unwrap(), count());
 
     // Both families and both ports: deleted with one dump.
     let before = conntrack::dumps_requested();
