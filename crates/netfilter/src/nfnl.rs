@@ -1,6 +1,7 @@
 //! A `NETLINK_NETFILTER` (nfnetlink) request/reply socket shared by the native kernel
-//! requests of this crate: conntrack dumps and deletes ([`crate::conntrack`]) and the
-//! nf_tables table probe ([`crate::nft::table_exists`]).
+//! requests of this crate: conntrack counts, dumps and deletes ([`crate::conntrack`]),
+//! the nf_tables table probe ([`crate::nft::table_exists`]) and reads of iptables-nft
+//! rules ([`crate::iptables::native`]).
 //!
 //! Messages are built and parsed with `netlink-packet-core` / `netlink-packet-netfilter`;
 //! this module only adds what those crates leave to the caller: a bound, connected
