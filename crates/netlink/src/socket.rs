@@ -4,8 +4,8 @@ use std::io;
 use std::time::Duration;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkDeserializable, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload, NetlinkSerializable,
+    DecodeError, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkBuffer,
+    NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
 };
 use netlink_sys::{Socket as NlSocket, SocketAddr, protocols::NETLINK_ROUTE};
 use nix::errno::Errno;
@@ -131,11 +131,12 @@ impl Socket {
             let mut off = 0;
             while off < n {
                 let chunk = self.buf.get(off..n).unwrap_or_default();
-                let msg = NetlinkMessage::<M>::deserialize(chunk).map_err(|e| Error::Decode {
+                let decode = |e: DecodeError| Error::Decode {
                     op: op.into(),
                     reason: e.to_string(),
-                })?;
-                let len = msg.header.length as usize;
+                };
+                let head = NetlinkBuffer::new_checked(chunk).map_err(decode)?;
+                let len = head.length() as usize;
                 if len == 0 {
                     return Err(Error::Unexpected {
                         op: op.into(),
@@ -143,14 +144,13 @@ impl Socket {
                     });
                 }
                 off += (len + 3) & !3;
-                if msg.header.sequence_number != seq {
-                    // A late reply to an earlier request that timed out: not ours.
-                    log::debug!(
-                        "{op}: skipping reply with seq {}",
-                        msg.header.sequence_number
-                    );
+                if head.sequence_number() != seq {
+                    // A late reply to an earlier request that timed out: not ours, and
+                    // possibly of another message type, so it is skipped undecoded.
+                    log::debug!("{op}: skipping reply with seq {}", head.sequence_number());
                     continue;
                 }
+                let msg = NetlinkMessage::<M>::deserialize(chunk).map_err(decode)?;
                 if msg.header.flags & NLM_F_DUMP_INTR != 0 {
                     interrupted = true;
                 }
