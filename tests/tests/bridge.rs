@@ -160,6 +160,12 @@ fn sysctl(ns: &Netns, key: &str) -> String {
         .to_string()
 }
 
+/// Sets a sysctl inside `ns` and checks it took.
+fn set_sysctl(ns: &Netns, key: &str, value: &str) {
+    ns.exec_ok("sysctl", &["-qw", &format!("{key}={value}")]);
+    assert_eq!(sysctl(ns, key), value, "{key}");
+}
+
 /// Everything an attachment leaves behind is gone.
 fn assert_clean(fx: &Fx, ctr: &Netns) {
     assert_eq!(
@@ -197,8 +203,13 @@ fn add_check_del_ipv4_every_version() {
         return;
     }
     let fx = Fx::new();
+    // Forwarding off and a new device's arp_notify 0 whatever the defaults inherited
+    // from the node: the first ADD turns forwarding on (it reads 0 over netconf and
+    // writes the sysctl), later ones find it on; arp_notify is set on every interface.
+    set_sysctl(&fx.env.host, "net.ipv4.ip_forward", "0");
     for v in ALL_VERSIONS {
         let ctr = fx.env.add_container();
+        set_sysctl(&ctr, "net.ipv4.conf.default.arp_notify", "0");
         let conf = fx.conf(v, &["10.10.0.0/24"], json!({"isGateway": true}));
         let r = fx.add(&conf, &ctr, "c1");
         assert_eq!(r["cniVersion"], *v);
@@ -256,6 +267,7 @@ fn ipv6_only_and_dual_stack_with_default_gateway() {
         return;
     }
     let fx = Fx::new();
+    set_sysctl(&fx.env.host, "net.ipv6.conf.all.forwarding", "0");
     let ctr = fx.env.add_container();
     let conf = fx.conf(
         "1.1.0",

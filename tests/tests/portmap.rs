@@ -74,6 +74,8 @@ impl Topo {
             "ip addr add 10.98.0.1/24 dev br1",
             "ip link set br1 up",
             "sysctl -qw net.ipv4.ip_forward=1",
+            // Off whatever the node's defaults are: portmap ADD must turn it on.
+            "sysctl -qw net.ipv4.conf.br0.route_localnet=0",
         ] {
             env.host.exec_ok("sh", &["-c", cmd]);
         }
@@ -212,6 +214,14 @@ fn traffic(backend: &str) {
     let server = t.container(2);
     let client = t.container(3);
     serve(t.ns(server), "A");
+    let route_localnet = |t: &Topo| {
+        t.env
+            .host
+            .exec_ok("cat", &["/proc/sys/net/ipv4/conf/br0/route_localnet"])
+            .trim()
+            .to_string()
+    };
+    assert_eq!(route_localnet(&t), "0", "set off in Topo::new");
     let add = t.portmap(
         "ADD",
         "ctrA",
@@ -219,6 +229,11 @@ fn traffic(backend: &str) {
         &conf("1.0.0", Some(backend), MAPPINGS, 2),
     );
     add.assert_success();
+    assert_eq!(
+        route_localnet(&t),
+        "1",
+        "route_localnet on the bridge routing to the container"
+    );
     assert_eq!(
         add.json()["ips"][0]["address"],
         "10.99.0.2/24",

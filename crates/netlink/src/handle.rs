@@ -1,7 +1,7 @@
 //! [`Handle`]: one socket bound to one network namespace.
 
 use cni_netns::NetNs;
-use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_core::{NetlinkDeserializable, NetlinkSerializable};
 
 use crate::error::Result;
 use crate::socket::Socket;
@@ -9,8 +9,8 @@ use crate::socket::Socket;
 /// A NETLINK_ROUTE client bound to one network namespace.
 ///
 /// Operations are grouped by object: links ([`crate::link`]), addresses
-/// ([`crate::addr`]), routes ([`crate::route`]) and bridge ports/VLANs
-/// ([`crate::bridge`]).
+/// ([`crate::addr`]), routes ([`crate::route`]), bridge ports/VLANs
+/// ([`crate::bridge`]) and the forwarding switch ([`Handle::forwarding`]).
 #[derive(Debug)]
 pub struct Handle {
     sock: Socket,
@@ -50,12 +50,10 @@ impl Handle {
         &self.ns_label
     }
 
-    pub(crate) fn request(
-        &mut self,
-        msg: RouteNetlinkMessage,
-        flags: u16,
-        op: &str,
-    ) -> Result<Vec<RouteNetlinkMessage>> {
+    pub(crate) fn request<M>(&mut self, msg: M, flags: u16, op: &str) -> Result<Vec<M>>
+    where
+        M: NetlinkSerializable + NetlinkDeserializable + Clone,
+    {
         let op = format!("{op} in {}", self.ns_label);
         self.sock.request(msg, flags, &op)
     }

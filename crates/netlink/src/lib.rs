@@ -12,6 +12,11 @@
 //!
 //! Request construction lives in pure functions (`msg` submodules of [`link`], [`addr`],
 //! [`route`], [`bridge`]) so it is unit-tested without privileges.
+//!
+//! Some IPv4 sysctls have netlink equivalents used instead of `/proc/sys/net/ipv4`, whose
+//! path lookup is slow on a node with many network namespaces (`cni_netns::sysctl`):
+//! a link's IPv4 device configuration ([`Link::ipv4`], [`Handle::enable_ipv4_conf`]) and
+//! the namespace-wide forwarding switch ([`Handle::forwarding`], `RTM_GETNETCONF`).
 
 // Unsafe code is denied (workspace lint) everywhere but in `detach`, which forks.
 
@@ -26,6 +31,7 @@ mod error;
 mod handle;
 pub mod link;
 mod mac;
+mod netconf;
 pub mod route;
 mod socket;
 
@@ -34,6 +40,6 @@ pub use bridge::{PortFlags, VlanEntry};
 pub use detach::{Deleted, delete_link_detached};
 pub use error::{Error, Result};
 pub use handle::Handle;
-pub use link::{BridgeSpec, Link, LinkId, OperState, VethSpec};
+pub use link::{BridgeSpec, Ipv4ConfKey, Ipv4DevConf, Link, LinkId, OperState, VethSpec};
 pub use mac::{MacAddr, ParseMacError};
 pub use route::{Route, RouteLookup, RouteSpec};

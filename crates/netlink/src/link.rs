@@ -5,8 +5,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
-    InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, LinkAttribute,
-    LinkFlags, LinkInfo, LinkMessage, State,
+    AfSpecInet, AfSpecUnspec, InetDevConf, InfoBridge, InfoBridgePort, InfoData, InfoKind,
+    InfoPortData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State,
 };
 
 use crate::error::{Error, Result};
@@ -65,6 +65,61 @@ impl std::fmt::Display for OperState {
     }
 }
 
+/// The part of a link's IPv4 device configuration (`net.ipv4.conf.<dev>.*`) the plugins
+/// use, from `IFLA_AF_SPEC` / `AF_INET` / `IFLA_INET_CONF` of an `RTM_NEWLINK` reply.
+///
+/// Values are the raw integers the sysctl files show (normally 0 or 1). Reading them here
+/// instead of under `/proc/sys/net/ipv4` avoids that directory's path lookup, which is
+/// slow on a node with many network namespaces (see `cni_netns::sysctl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ipv4DevConf {
+    /// `forwarding` of this device (not the namespace-wide `net.ipv4.ip_forward`, which
+    /// [`Handle::forwarding`] reads).
+    pub forwarding: i32,
+    /// `arp_notify`: send gratuitous ARP when the device comes up or its MAC changes.
+    pub arp_notify: i32,
+    /// `route_localnet`: route packets with 127/8 addresses (needed for DNAT from
+    /// localhost).
+    pub route_localnet: i32,
+}
+
+impl From<&InetDevConf> for Ipv4DevConf {
+    fn from(c: &InetDevConf) -> Self {
+        Self {
+            forwarding: c.forwarding,
+            arp_notify: c.arp_notify,
+            route_localnet: c.route_localnet,
+        }
+    }
+}
+
+/// An IPv4 device setting that [`Handle::enable_ipv4_conf`] turns on (sets to 1).
+///
+/// Only settings whose sysctl write has no side effect beyond storing the value are
+/// offered: the kernel's netlink path (`inet_set_link_af`) stores the value and marks it
+/// explicitly set, as a sysctl write does, but runs none of a sysctl's extra actions.
+/// So `forwarding` is not here (its sysctl write also disables LRO and notifies
+/// listeners). Values other than 1 cannot be set either: the request encoding of
+/// `netlink-packet-route` (`AfSpecInet::DevConfRequest`) leaves out zero values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ipv4ConfKey {
+    /// `net.ipv4.conf.<dev>.arp_notify`.
+    ArpNotify,
+    /// `net.ipv4.conf.<dev>.route_localnet` (the sysctl flushes the route cache only
+    /// when it goes from 1 to 0, which this cannot do).
+    RouteLocalnet,
+}
+
+impl Ipv4ConfKey {
+    /// The sysctl name below `net.ipv4.conf.<dev>`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ArpNotify => "arp_notify",
+            Self::RouteLocalnet => "route_localnet",
+        }
+    }
+}
+
 /// A link as reported by the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
@@ -96,6 +151,9 @@ pub struct Link {
     pub hairpin: Option<bool>,
     /// Bridge-port isolated flag (bridge ports only).
     pub isolated: Option<bool>,
+    /// IPv4 device configuration; `None` when the reply has none (the device has no
+    /// IPv4 configuration, e.g. its MTU is below 68).
+    pub ipv4: Option<Ipv4DevConf>,
 }
 
 impl Link {
@@ -126,6 +184,7 @@ impl Link {
             vlan_filtering: None,
             hairpin: None,
             isolated: None,
+            ipv4: None,
         };
         for a in &m.attributes {
             match a {
@@ -137,11 +196,23 @@ impl Link {
                 LinkAttribute::LinkNetNsId(v) => l.link_netnsid = Some(*v),
                 LinkAttribute::OperState(s) => l.oper_state = oper_state(s),
                 LinkAttribute::LinkInfo(infos) => parse_link_info(infos, &mut l),
+                LinkAttribute::AfSpecUnspec(specs) => l.ipv4 = ipv4_devconf(specs),
                 _ => {}
             }
         }
         l
     }
+}
+
+/// The `AF_INET` / `IFLA_INET_CONF` entry of `IFLA_AF_SPEC`.
+fn ipv4_devconf(specs: &[AfSpecUnspec]) -> Option<Ipv4DevConf> {
+    specs.iter().find_map(|s| match s {
+        AfSpecUnspec::Inet(inet) => inet.iter().find_map(|a| match a {
+            AfSpecInet::DevConf(c) => Some(Ipv4DevConf::from(c)),
+            _ => None,
+        }),
+        _ => None,
+    })
 }
 
 fn oper_state(s: &State) -> OperState {
@@ -291,6 +362,25 @@ pub mod msg {
         m.header.index = index;
         m.attributes.push(attr);
         RouteNetlinkMessage::SetLink(m)
+    }
+
+    /// `RTM_SETLINK` setting IPv4 device configuration values to 1: `IFLA_AF_SPEC` /
+    /// `AF_INET` / `IFLA_INET_CONF` with one nested `u32` per key, typed by its
+    /// `IPV4_DEVCONF_*` number.
+    pub fn enable_ipv4_conf(index: u32, keys: &[Ipv4ConfKey]) -> RouteNetlinkMessage {
+        let mut conf = InetDevConf::default();
+        for k in keys {
+            match k {
+                Ipv4ConfKey::ArpNotify => conf.arp_notify = 1,
+                Ipv4ConfKey::RouteLocalnet => conf.route_localnet = 1,
+            }
+        }
+        set_attr(
+            index,
+            LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![
+                AfSpecInet::DevConfRequest(conf),
+            ])]),
+        )
     }
 
     /// `RTM_DELLINK`.
@@ -452,6 +542,25 @@ impl Handle {
         )
     }
 
+    /// Sets IPv4 device configuration values of a link to 1 with one `RTM_SETLINK`, as
+    /// writing `1` to `net.ipv4.conf.<dev>.<key>` does (see [`Ipv4ConfKey`]), without the
+    /// path lookup of `/proc/sys/net/ipv4`, which is slow on a node with many network
+    /// namespaces (see `cni_netns::sysctl`). Nothing is sent for an empty `keys`.
+    ///
+    /// # Errors
+    /// Kernel errors (`EAFNOSUPPORT` when the device has no IPv4 configuration).
+    pub fn enable_ipv4_conf(&mut self, index: u32, keys: &[Ipv4ConfKey]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = keys.iter().map(|k| format!("{}=1", k.name())).collect();
+        self.change(
+            index,
+            msg::enable_ipv4_conf(index, keys),
+            &format!("set IPv4 conf {}", names.join(" ")),
+        )
+    }
+
     /// Deletes a link; for a veth this also removes its peer.
     ///
     /// # Errors
@@ -598,6 +707,76 @@ mod tests {
         assert_eq!(l.hairpin, Some(true));
         assert_eq!(l.isolated, Some(false));
         assert_eq!(l.mac.unwrap().to_string(), "02:00:00:00:00:09");
+    }
+
+    /// `(type, value)` of the attributes in `b`.
+    fn nlas(b: &[u8]) -> Vec<(u16, &[u8])> {
+        let mut out = Vec::new();
+        let mut off = 0;
+        while off + 4 <= b.len() {
+            let len = u16::from_ne_bytes(b[off..off + 2].try_into().unwrap()) as usize;
+            let kind = u16::from_ne_bytes(b[off + 2..off + 4].try_into().unwrap());
+            out.push((kind, &b[off + 4..off + len]));
+            off += len.next_multiple_of(4);
+        }
+        out
+    }
+
+    #[test]
+    fn enable_ipv4_conf_encoding() {
+        let m = msg::enable_ipv4_conf(7, &[Ipv4ConfKey::RouteLocalnet, Ipv4ConfKey::ArpNotify]);
+        let b = crate::socket::encode(m, 0, 1);
+        assert_eq!(
+            u16::from_ne_bytes(b[4..6].try_into().unwrap()),
+            libc::RTM_SETLINK
+        );
+        // ifinfomsg: family (AF_UNSPEC), pad, type, index at 4..8, flags, change.
+        let ifi = &b[16..32];
+        assert_eq!(ifi[0], 0);
+        assert_eq!(u32::from_ne_bytes(ifi[4..8].try_into().unwrap()), 7);
+        assert!(ifi[8..].iter().all(|&x| x == 0), "no flag changes");
+        // IFLA_AF_SPEC -> AF_INET -> IFLA_INET_CONF (nested) -> IPV4_DEVCONF_* = u32 1.
+        let top = nlas(&b[32..]);
+        assert_eq!(top.len(), 1);
+        assert_eq!(top[0].0 & 0x3fff, libc::IFLA_AF_SPEC);
+        let fam = nlas(top[0].1);
+        assert_eq!(fam.len(), 1);
+        assert_eq!(fam[0].0 & 0x3fff, libc::AF_INET as u16);
+        let inet = nlas(fam[0].1);
+        assert_eq!(inet.len(), 1);
+        assert_eq!(inet[0].0 & 0x3fff, 1, "IFLA_INET_CONF");
+        let one = 1u32.to_ne_bytes();
+        let conf = nlas(inet[0].1);
+        // IPV4_DEVCONF_ARP_NOTIFY = 22, IPV4_DEVCONF_ROUTE_LOCALNET = 26 (linux/ip.h).
+        assert_eq!(conf, vec![(22, &one[..]), (26, &one[..])]);
+        let only = crate::socket::encode(msg::enable_ipv4_conf(7, &[Ipv4ConfKey::ArpNotify]), 0, 1);
+        let top = nlas(&only[32..]);
+        let conf = nlas(nlas(nlas(top[0].1)[0].1)[0].1);
+        assert_eq!(conf, vec![(22, &one[..])]);
+    }
+
+    #[test]
+    fn link_from_message_reads_ipv4_devconf() {
+        let mut m = LinkMessage::default();
+        m.attributes = vec![LinkAttribute::IfName("br0".into())];
+        assert_eq!(Link::from_message(&m).ipv4, None);
+        let mut conf = InetDevConf::default();
+        conf.forwarding = 1;
+        conf.arp_notify = 2;
+        conf.route_localnet = 1;
+        conf.rp_filter = 1;
+        m.attributes.push(LinkAttribute::AfSpecUnspec(vec![
+            AfSpecUnspec::Inet6(vec![]),
+            AfSpecUnspec::Inet(vec![AfSpecInet::DevConf(conf)]),
+        ]));
+        assert_eq!(
+            Link::from_message(&m).ipv4,
+            Some(Ipv4DevConf {
+                forwarding: 1,
+                arp_notify: 2,
+                route_localnet: 1,
+            })
+        );
     }
 
     #[test]

@@ -4,10 +4,9 @@ use std::io;
 use std::time::Duration;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload,
+    DecodeError, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkBuffer,
+    NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
 };
-use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket as NlSocket, SocketAddr, protocols::NETLINK_ROUTE};
 use nix::errno::Errno;
 use nix::sys::socket::{setsockopt, sockopt};
@@ -57,12 +56,14 @@ impl Socket {
     /// Sends `msg` and collects the reply messages. `flags` are added to
     /// `NLM_F_REQUEST`; dumps (`NLM_F_DUMP`) are restarted when interrupted, other
     /// requests always ask for an ACK and return once it arrives.
-    pub(crate) fn request(
-        &mut self,
-        msg: RouteNetlinkMessage,
-        flags: u16,
-        op: &str,
-    ) -> Result<Vec<RouteNetlinkMessage>> {
+    ///
+    /// `M` is `RouteNetlinkMessage` for everything `netlink-packet-route` models, or a
+    /// message type of our own (`crate::netconf`); every reply to the request must
+    /// decode as `M`.
+    pub(crate) fn request<M>(&mut self, msg: M, flags: u16, op: &str) -> Result<Vec<M>>
+    where
+        M: NetlinkSerializable + NetlinkDeserializable + Clone,
+    {
         let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
         let flags = if dump {
             NLM_F_REQUEST | flags
@@ -83,7 +84,7 @@ impl Socket {
         })
     }
 
-    fn send(&mut self, msg: RouteNetlinkMessage, flags: u16, op: &str) -> Result<u32> {
+    fn send<M: NetlinkSerializable>(&mut self, msg: M, flags: u16, op: &str) -> Result<u32> {
         self.seq = self.seq.wrapping_add(1);
         let bytes = encode(msg, flags, self.seq);
         self.sock.send(&bytes, 0).map_err(|source| Error::Io {
@@ -95,7 +96,7 @@ impl Socket {
 
     /// Reads datagrams until the ACK/error/DONE for `seq`. Returns the inner messages and
     /// whether any part carried `NLM_F_DUMP_INTR`.
-    fn receive(&mut self, seq: u32, op: &str) -> Result<(Vec<RouteNetlinkMessage>, bool)> {
+    fn receive<M: NetlinkDeserializable>(&mut self, seq: u32, op: &str) -> Result<(Vec<M>, bool)> {
         let mut out = Vec::new();
         let mut interrupted = false;
         loop {
@@ -130,14 +131,12 @@ impl Socket {
             let mut off = 0;
             while off < n {
                 let chunk = self.buf.get(off..n).unwrap_or_default();
-                let msg =
-                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(chunk).map_err(|e| {
-                        Error::Decode {
-                            op: op.into(),
-                            reason: e.to_string(),
-                        }
-                    })?;
-                let len = msg.header.length as usize;
+                let decode = |e: DecodeError| Error::Decode {
+                    op: op.into(),
+                    reason: e.to_string(),
+                };
+                let head = NetlinkBuffer::new_checked(chunk).map_err(decode)?;
+                let len = head.length() as usize;
                 if len == 0 {
                     return Err(Error::Unexpected {
                         op: op.into(),
@@ -145,14 +144,13 @@ impl Socket {
                     });
                 }
                 off += (len + 3) & !3;
-                if msg.header.sequence_number != seq {
-                    // A late reply to an earlier request that timed out: not ours.
-                    log::debug!(
-                        "{op}: skipping reply with seq {}",
-                        msg.header.sequence_number
-                    );
+                if head.sequence_number() != seq {
+                    // A late reply to an earlier request that timed out: not ours, and
+                    // possibly of another message type, so it is skipped undecoded.
+                    log::debug!("{op}: skipping reply with seq {}", head.sequence_number());
                     continue;
                 }
+                let msg = NetlinkMessage::<M>::deserialize(chunk).map_err(decode)?;
                 if msg.header.flags & NLM_F_DUMP_INTR != 0 {
                     interrupted = true;
                 }
@@ -182,7 +180,7 @@ impl Socket {
 }
 
 /// Serialises one request.
-pub(crate) fn encode(msg: RouteNetlinkMessage, flags: u16, seq: u32) -> Vec<u8> {
+pub(crate) fn encode<M: NetlinkSerializable>(msg: M, flags: u16, seq: u32) -> Vec<u8> {
     let mut header = NetlinkHeader::default();
     header.flags = flags;
     header.sequence_number = seq;
@@ -196,6 +194,7 @@ pub(crate) fn encode(msg: RouteNetlinkMessage, flags: u16, seq: u32) -> Vec<u8> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_route::RouteNetlinkMessage;
     use netlink_packet_route::link::LinkMessage;
 
     #[test]

@@ -4,8 +4,8 @@
 use std::os::fd::AsFd;
 
 use cni_netlink::{
-    BridgeSpec, Handle, IpFamily, LinkId, MacAddr, OperState, PortFlags, RouteSpec, VethSpec,
-    VlanEntry,
+    BridgeSpec, Handle, IpFamily, Ipv4ConfKey, Ipv4DevConf, LinkId, MacAddr, OperState, PortFlags,
+    RouteSpec, VethSpec, VlanEntry,
 };
 use cni_netns::NetNs;
 use ipnetwork::IpNetwork;
@@ -442,4 +442,135 @@ fn handle_stays_bound_to_its_namespace() {
     assert!(seen_inside);
     let (_other, mut oh) = ns_with_handle();
     assert!(oh.link_by_name("br-bound").unwrap().is_none());
+}
+
+/// Reads `/proc/sys/<key>` (slashes) from a thread inside `ns`.
+fn proc_read(ns: &NetNs, key: &str) -> String {
+    let p = format!("/proc/sys/{key}");
+    ns.run(|| std::fs::read_to_string(&p))
+        .expect("thread in the namespace")
+        .unwrap_or_else(|e| panic!("read {p}: {e}"))
+        .trim()
+        .to_string()
+}
+
+/// Writes `/proc/sys/<key>` (slashes) from a thread inside `ns`.
+fn proc_write(ns: &NetNs, key: &str, value: &str) {
+    let p = format!("/proc/sys/{key}");
+    ns.run(|| std::fs::write(&p, value))
+        .expect("thread in the namespace")
+        .unwrap_or_else(|e| panic!("write {p}: {e}"));
+}
+
+/// The IPv4 devconf of an RTM_GETLINK reply matches the sysctl files, before and after
+/// changes made on either side.
+#[test]
+fn ipv4_devconf_matches_proc_sys_and_netlink_set_is_visible() {
+    if !root() {
+        return;
+    }
+    let (ns, mut h) = ns_with_handle();
+    h.add_bridge(&BridgeSpec {
+        name: "br-conf",
+        mtu: None,
+        vlan_filtering: None,
+    })
+    .unwrap();
+    let dir = "net/ipv4/conf/br-conf";
+    let conf = |h: &mut Handle| {
+        h.link_by_name("br-conf")
+            .unwrap()
+            .unwrap()
+            .ipv4
+            .expect("IPv4 devconf in RTM_NEWLINK")
+    };
+    let proc = |key: &str| proc_read(&ns, &format!("{dir}/{key}"));
+    let matches = |c: Ipv4DevConf| {
+        assert_eq!(
+            c.route_localnet.to_string(),
+            proc("route_localnet"),
+            "{c:?}"
+        );
+        assert_eq!(c.arp_notify.to_string(), proc("arp_notify"), "{c:?}");
+        assert_eq!(c.forwarding.to_string(), proc("forwarding"), "{c:?}");
+    };
+    let before = conf(&mut h);
+    matches(before);
+    assert_eq!((before.route_localnet, before.arp_notify), (0, 0));
+    let index = h.link_by_name("br-conf").unwrap().unwrap().index;
+
+    // Set over netlink: visible in /proc/sys and in the next RTM_GETLINK.
+    h.enable_ipv4_conf(index, &[Ipv4ConfKey::RouteLocalnet])
+        .unwrap();
+    assert_eq!(proc("route_localnet"), "1");
+    assert_eq!(proc("arp_notify"), "0", "only the given key changes");
+    let c = conf(&mut h);
+    matches(c);
+    assert_eq!((c.route_localnet, c.arp_notify), (1, 0));
+    h.enable_ipv4_conf(index, &[Ipv4ConfKey::ArpNotify, Ipv4ConfKey::RouteLocalnet])
+        .unwrap();
+    assert_eq!(
+        (proc("route_localnet"), proc("arp_notify")),
+        ("1".into(), "1".into())
+    );
+    matches(conf(&mut h));
+
+    // Changed through /proc/sys: the netlink read follows.
+    proc_write(&ns, &format!("{dir}/route_localnet"), "0");
+    proc_write(&ns, &format!("{dir}/arp_notify"), "2");
+    proc_write(&ns, &format!("{dir}/forwarding"), "1");
+    let c = conf(&mut h);
+    matches(c);
+    assert_eq!(
+        c,
+        Ipv4DevConf {
+            forwarding: 1,
+            arp_notify: 2,
+            route_localnet: 0,
+        }
+    );
+
+    // Nothing is sent for no keys; a missing device is "not found", naming the change.
+    h.enable_ipv4_conf(index, &[]).unwrap();
+    let e = h
+        .enable_ipv4_conf(4242, &[Ipv4ConfKey::RouteLocalnet])
+        .unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+    assert!(e.to_string().contains("route_localnet=1"), "{e}");
+    assert!(e.to_string().contains("ifindex 4242"), "{e}");
+}
+
+/// The netconf "all" forwarding value matches `net.ipv4.ip_forward` and
+/// `net.ipv6.conf.all.forwarding` of a private namespace, for 0 and 1.
+#[test]
+fn netconf_forwarding_matches_proc_sys() {
+    if !root() {
+        return;
+    }
+    let (ns, mut h) = ns_with_handle();
+    let mut keys = vec![(IpFamily::V4, "net/ipv4/ip_forward")];
+    if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        keys.push((IpFamily::V6, "net/ipv6/conf/all/forwarding"));
+    } else {
+        eprintln!("IPv6 disabled: only IPv4 checked");
+    }
+    for (family, key) in keys {
+        for value in ["1", "0", "1"] {
+            proc_write(&ns, key, value);
+            assert_eq!(proc_read(&ns, key), value);
+            let got = h.forwarding(family).unwrap();
+            assert_eq!(got.to_string(), value, "{family:?} {key}");
+        }
+    }
+    // The other family does not follow: v4 is 1 now, set v6 to 0 and v4 to 0 in turn.
+    proc_write(&ns, "net/ipv4/ip_forward", "0");
+    assert_eq!(h.forwarding(IpFamily::V4).unwrap(), 0);
+    if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        assert_eq!(h.forwarding(IpFamily::V6).unwrap(), 1);
+    }
+    // A handle of another namespace reads that namespace's value.
+    let (other, mut oh) = ns_with_handle();
+    proc_write(&other, "net/ipv4/ip_forward", "1");
+    assert_eq!(oh.forwarding(IpFamily::V4).unwrap(), 1);
+    assert_eq!(h.forwarding(IpFamily::V4).unwrap(), 0);
 }

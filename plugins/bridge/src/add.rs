@@ -288,9 +288,9 @@ impl AddCtx<'_> {
         cv: &Link,
         result: &mut Success,
     ) -> cni::Result<()> {
-        let (s, args) = (self.s, self.args);
+        let s = self.s;
         let has_v6 = result.ips.iter().any(|i| i.address.is_ipv6());
-        container::set_sysctls(self.ctr_ns, &args.ifname, s.enable_dad, has_v6)?;
+        container::set_sysctls(self.ctr_ns, self.ctr, cv, s.enable_dad, has_v6)?;
         container::configure(self.ctr, cv, &result.ips, &result.routes)?;
         fail_point("container")?;
         if s.is_gateway {
@@ -323,7 +323,7 @@ impl AddCtx<'_> {
         }
         for v4 in [true, false] {
             if gws.iter().any(|g| g.is_ipv4() == v4) {
-                links::enable_forwarding(v4)?;
+                links::enable_forwarding(self.host, v4)?;
             }
         }
         Ok(())

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use cni::{Error, IpConfig, Route};
-use cni_netlink::{Handle, IpFamily, Link, RouteSpec};
+use cni_netlink::{Handle, IpFamily, Ipv4ConfKey, Link, RouteSpec};
 use cni_netns::{NetNs, sysctl};
 
 use crate::errors::Context;
@@ -19,9 +19,25 @@ const DAD_POLL: Duration = Duration::from_millis(50);
 /// `arp_notify=1`, and, when an IPv6 address will be configured, `disable_ipv6=0` on `lo`
 /// and the interface plus `keep_addr_on_down=1`.
 ///
+/// `arp_notify` is set over netlink with `ctr`, the ADD's socket in the container
+/// namespace, not under `/proc/sys/net/ipv4`: in a new namespace the first lookup of that
+/// directory walks the dcache entries of every namespace's `ipv4` directory, up to about
+/// a millisecond on a node with many containers (see `cni_netns::sysctl`). The IPv6 keys
+/// have no netlink setter and stay sysctls.
+///
 /// # Errors
 /// Enabling IPv6 failing when IPv6 addresses are needed.
-pub fn set_sysctls(ns: &NetNs, ifname: &str, enable_dad: bool, has_v6: bool) -> cni::Result<()> {
+pub fn set_sysctls(
+    ns: &NetNs,
+    ctr: &mut Handle,
+    link: &Link,
+    enable_dad: bool,
+    has_v6: bool,
+) -> cni::Result<()> {
+    let ifname = link.name.as_str();
+    if let Err(e) = ctr.enable_ipv4_conf(link.index, &[Ipv4ConfKey::ArpNotify]) {
+        log::warn!("container interface {ifname:?}: {e}");
+    }
     // Entered on this thread (sysctl files belong to the namespace of the
     // opener) and left again when the guard drops; cheaper than a thread.
     let _guard = ns
@@ -37,9 +53,6 @@ pub fn set_sysctls(ns: &NetNs, ifname: &str, enable_dad: bool, has_v6: bool) -> 
     };
     if let Err(e) = dad {
         log::debug!("ignoring: {e}");
-    }
-    if let Err(e) = sysctl::write(&["net", "ipv4", "conf", ifname, "arp_notify"], "1") {
-        log::warn!("{e}");
     }
     if has_v6 {
         for dev in ["lo", ifname] {

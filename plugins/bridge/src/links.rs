@@ -351,16 +351,29 @@ pub fn ensure_vlan_gateway(h: &mut Handle, br: &Link, s: &Settings) -> cni::Resu
     }
 }
 
-/// Enables IP forwarding for the family (written only when not already 1).
+/// Enables IP forwarding for the family: `net.ipv4.ip_forward` or
+/// `net.ipv6.conf.all.forwarding`, written only when not already 1 (a write of
+/// `ip_forward` also resets every device's `forwarding`).
+///
+/// The value is read over netlink (`RTM_GETNETCONF`, with `h` in the host namespace): the
+/// common case, forwarding already on, then involves no lookup of `/proc/sys/net/ipv4`,
+/// which costs up to a millisecond on a node with many network namespaces (see
+/// `cni_netns::sysctl`). Only when it is off, or the kernel cannot answer, is the sysctl
+/// read (again) and written.
 ///
 /// # Errors
 /// The sysctl write failing.
-pub fn enable_forwarding(v4: bool) -> cni::Result<()> {
-    let key: &[&str] = if v4 {
-        &["net", "ipv4", "ip_forward"]
+pub fn enable_forwarding(h: &mut Handle, v4: bool) -> cni::Result<()> {
+    let (family, key): (IpFamily, &[&str]) = if v4 {
+        (IpFamily::V4, &["net", "ipv4", "ip_forward"])
     } else {
-        &["net", "ipv6", "conf", "all", "forwarding"]
+        (IpFamily::V6, &["net", "ipv6", "conf", "all", "forwarding"])
     };
+    match h.forwarding(family) {
+        Ok(1) => return Ok(()),
+        Ok(_) => {}
+        Err(e) => log::debug!("reading forwarding over netlink failed, using /proc/sys: {e}"),
+    }
     sysctl::set(key, "1")
         .map(|_| ())
         .ctx("failed to enable forwarding")

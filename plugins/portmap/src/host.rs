@@ -6,10 +6,17 @@ use std::net::IpAddr;
 use cni::{Error, Result};
 use cni_netfilter::conntrack::{self, Family};
 use cni_netfilter::portmap::{PortMapping, Protocol};
+use cni_netlink::Ipv4ConfKey;
 
 /// Sets `net.ipv4.conf.<iface>.route_localnet=1` on the interface the host routes
 /// `container_ip` through, so DNAT-ed packets from 127.0.0.1 can leave (as the reference).
 /// No route: skipped with a log line.
+///
+/// The current value comes with the `RTM_GETLINK` of the interface and is set over
+/// netlink when it is not 1, so the usual ADD does not look up `/proc/sys/net/ipv4`,
+/// which costs up to a millisecond on a node with many network namespaces (see
+/// `cni_netns::sysctl`). When the reply has no IPv4 configuration or the netlink
+/// change fails, the sysctl is set as before.
 ///
 /// # Errors
 /// Failing to open a netlink socket, to resolve the interface, or to write the sysctl.
@@ -42,6 +49,19 @@ pub(crate) fn enable_route_localnet(container_ip: IpAddr) -> Result<()> {
                 "unable to enable route_localnet: interface {oif} vanished"
             ))
         })?;
+    match link.ipv4 {
+        Some(conf) if conf.route_localnet == 1 => return Ok(()),
+        Some(_) => match handle.enable_ipv4_conf(link.index, &[Ipv4ConfKey::RouteLocalnet]) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                log::debug!("setting route_localnet over netlink failed, using /proc/sys: {e}")
+            }
+        },
+        None => log::debug!(
+            "{}: no IPv4 devconf in RTM_NEWLINK, using /proc/sys",
+            link.name
+        ),
+    }
     cni_netns::sysctl::set(&["net", "ipv4", "conf", &link.name, "route_localnet"], "1").map_err(
         |e| {
             Error::internal(format!(
