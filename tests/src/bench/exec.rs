@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::sys::{self, Exit};
 
 /// `PATH` given to plugins (they run `iptables`, `ip6tables`, … from it).
-const PLUGIN_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const PLUGIN_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// One plugin invocation.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use cni_netns::NetNs;
 use serde_json::{Value, json};
 
 use super::cleanup;
-use super::exec::{Call, Outcome};
+use super::exec::{Call, Outcome, PLUGIN_PATH};
 
 /// `cniVersion` of every configuration (the Go reference 1.1.1 supports up to 1.0.0).
 pub const CNI_VERSION: &str = "1.0.0";
@@ -311,6 +311,49 @@ impl Impl {
             cni_path: &self.dir,
             stdin: Vec::new(),
         }
+    }
+
+    /// The tool-and-kernel floor of one iptables change at the node's current size: wall
+    /// time of one `iptables-restore -w 10 --noflush` appending a single `nat`
+    /// POSTROUTING rule in this implementation's host namespace (the same tool the plugins
+    /// of both implementations end up running). The rule is deleted again, untimed.
+    ///
+    /// # Errors
+    /// The tool failing to run or rejecting the change.
+    pub fn time_nat_rule_add(&self) -> Result<Duration, String> {
+        let rule = "POSTROUTING -s 192.0.2.1/32 -m comment --comment cni-bench-floor -j ACCEPT";
+        let restore = |line: String| -> Result<Duration, String> {
+            let start = std::time::Instant::now();
+            let mut child = Command::new("iptables-restore")
+                .args(["-w", "10", "--noflush"])
+                .env("PATH", PLUGIN_PATH)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("iptables-restore: {e}"))?;
+            if let Some(mut stdin) = child.stdin.take() {
+                std::io::Write::write_all(&mut stdin, format!("*nat\n{line}\nCOMMIT\n").as_bytes())
+                    .map_err(|e| format!("iptables-restore stdin: {e}"))?;
+            }
+            let out = child
+                .wait_with_output()
+                .map_err(|e| format!("iptables-restore: {e}"))?;
+            let took = start.elapsed();
+            if !out.status.success() {
+                return Err(format!(
+                    "iptables-restore `{line}` in {}: {}",
+                    self.host_name,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            Ok(took)
+        };
+        self.in_host(|| {
+            let took = restore(format!("-A {rule}"))?;
+            restore(format!("-D {rule}"))?;
+            Ok(took)
+        })?
     }
 
     /// Runs `f` with the calling thread inside this implementation's host namespace.

@@ -409,6 +409,7 @@ impl Ctx {
         let mut probe_add: Vec<Samples> = Vec::new();
         let mut probe_del: Vec<Samples> = Vec::new();
         let mut rules_at: Vec<Value> = Vec::new();
+        let mut floor_at: Vec<[Vec<Duration>; 2]> = Vec::new();
         let mut last_report = Instant::now();
         for &k in &points {
             while bg[0].len() < k - 1 {
@@ -454,6 +455,18 @@ impl Ctx {
                 pa.summary(0).map_or(f64::NAN, |s| s.median),
                 pa.summary(1).map_or(f64::NAN, |s| s.median)
             ));
+            // What one iptables change costs at this size, whoever makes it.
+            let mut floor: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+            for p in 0..probes {
+                for i in order(p) {
+                    cleanup::check()?;
+                    match self.impls[i].time_nat_rule_add() {
+                        Ok(d) => floor[i].push(d),
+                        Err(e) => progress(&format!("scenario 3: floor at {k}: {e}")),
+                    }
+                }
+            }
+            floor_at.push(floor);
             rules_at.push(json!({ "containers": k - 1, "iptables_rules": self.rule_counts() }));
             probe_add.push(pa);
             probe_del.push(pd);
@@ -513,6 +526,16 @@ impl Ctx {
                 .note(pd.fail_note()),
             );
         }
+        for (j, &k) in points.iter().enumerate() {
+            self.rows.push(Row::compare(
+                &sc,
+                &format!("floor: iptables-restore of 1 rule at {k}"),
+                "ms",
+                Summary::of_ms(&floor_at[j][0]),
+                Summary::of_ms(&floor_at[j][1]),
+                None,
+            ));
+        }
         let growth = |i: usize| -> Option<f64> {
             let first = probe_add.first()?.summary(i)?.median;
             let last = probe_add.last()?.summary(i)?.median;
@@ -565,6 +588,10 @@ impl Ctx {
                     "containers": k,
                     "add": probe_add[j].to_json(self),
                     "del": probe_del[j].to_json(self),
+                    "floor_iptables_restore_ms": {
+                        "ours_host": ms_list(&floor_at[j][0]),
+                        "reference_host": ms_list(&floor_at[j][1]),
+                    },
                 })
             })
             .collect();
