@@ -1044,3 +1044,30 @@ fn del_returns_with_the_pair_gone_and_its_helper_ends() {
     // Idempotent: the interface is gone, DEL still succeeds.
     fx.del(&conf, Some(&ctr), &id);
 }
+
+/// With debug logging, the masquerade set-up logs from its own thread while the main
+/// thread works; the plugin must not hold stderr for the whole command (it did, and
+/// this ADD hung until killed).
+#[test]
+fn ipmasq_add_and_del_with_debug_logging_complete() {
+    if !require_root() {
+        return;
+    }
+    let fx = Fx::new();
+    let ctr = fx.env.add_container();
+    let conf = fx.conf(
+        "1.0.0",
+        &["10.21.0.0/24"],
+        json!({"isGateway": true, "ipMasq": true}),
+    );
+    for cmd in ["ADD", "DEL"] {
+        let call = fx
+            .call(cmd, &conf, Some(&ctr), "dbg")
+            .env("CNI_LOG_LEVEL", "trace");
+        let out = fx.run(&call);
+        out.assert_success();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(log.contains("iptables-restore"), "{cmd}: {log}");
+    }
+    assert_clean(&fx, &ctr);
+}

@@ -206,12 +206,15 @@ pub fn run<P: Plugin>(plugin: &P) -> ! {
     init_logger(plugin.name());
     install_panic_hook();
     let env = |k: &str| std::env::var(k).ok();
+    // stdout and stderr are locked per write, never for the whole command: a plugin's
+    // other threads log to stderr (and a panic on one of them writes the error to
+    // stdout), which would block forever on a lock held by this thread.
     let code = dispatch(
         plugin,
         &env,
         &mut std::io::stdin().lock(),
-        &mut std::io::stdout().lock(),
-        &mut std::io::stderr().lock(),
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
     );
     #[allow(clippy::exit, reason = "the skel owns the process exit status")]
     std::process::exit(code)
