@@ -70,6 +70,60 @@ impl Conn {
         })
     }
 
+    /// Opens a socket that only listens: subscribed to multicast group `group` (e.g.
+    /// `NFNLGRP_CONNTRACK_NEW`) in the calling thread's network namespace, non-blocking,
+    /// for [`Conn::drain_events`]. Events queued from the moment this returns are kept
+    /// until drained (or until the receive buffer overflows, reported as `ENOBUFS`).
+    pub(crate) fn open_events(group: u32) -> Result<Conn, (String, io::Error)> {
+        let fail = |step: &str, source: io::Error| {
+            (
+                format!("open NETLINK_NETFILTER event socket (group {group}): {step}"),
+                source,
+            )
+        };
+        let mut sock =
+            netlink_sys::Socket::new(NETLINK_NETFILTER).map_err(|e| fail("socket", e))?;
+        sock.bind_auto().map_err(|e| fail("bind", e))?;
+        sock.add_membership(group)
+            .map_err(|e| fail("join the group", e))?;
+        sock.set_non_blocking(true)
+            .map_err(|e| fail("set non-blocking", e))?;
+        Ok(Conn {
+            sock,
+            seq: 0,
+            buf: Vec::with_capacity(RECV_BUF),
+        })
+    }
+
+    /// Hands every event queued on an [`Conn::open_events`] socket to `each`, without
+    /// waiting for more. Fails with `ENOBUFS` when the kernel had to drop events because
+    /// the receive buffer was full: the caller then cannot know what it missed.
+    pub(crate) fn drain_events(&mut self, mut each: impl FnMut(Reply)) -> io::Result<()> {
+        loop {
+            self.buf.clear();
+            let n = match self.sock.recv(&mut self.buf, nix::libc::MSG_TRUNC) {
+                Ok(n) if n > self.buf.len() => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("event of {n} bytes truncated"),
+                    ));
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let mut off = 0;
+            while off < n {
+                let rest = self.buf.get(off..n).unwrap_or_default();
+                // Events carry sequence number 0.
+                let (len, reply, _) = parse_one(rest, 0)?;
+                off += (len + 3) & !3;
+                each(reply);
+            }
+        }
+    }
+
     /// Sends one nfnetlink request (`nfgenmsg` family `family`) with
     /// `NLM_F_REQUEST | flags`; returns its sequence number.
     pub(crate) fn send(

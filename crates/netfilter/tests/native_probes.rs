@@ -14,13 +14,12 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use cni_netfilter::conntrack::{self, Family};
 use cni_netfilter::iptables;
 use cni_netfilter::nft;
-use common::{Ns, require_root};
+use common::{Ns, pair, require_root, send_udp};
 use nftables::types::NfFamily;
 
 #[test]
@@ -93,40 +92,6 @@ fn table_probe_and_empty_nat_tables() {
 
 /// `a` and `b` joined by a veth with static neighbours; conntrack is enabled in `a`
 /// only when asked (an nftables `ct state` rule).
-fn pair() -> (Ns, Ns) {
-    let a = Ns::new();
-    let b = Ns::new();
-    a.sh(&format!(
-        "ip link add va address 02:00:00:00:00:0a type veth peer name vb address 02:00:00:00:00:0b netns {}",
-        b.name
-    ));
-    a.sh(
-        "ip addr add 10.78.0.1/24 dev va && ip -6 addr add fd78::1/64 dev va nodad && \
-         ip link set va up && \
-         ip neigh add 10.78.0.2 lladdr 02:00:00:00:00:0b dev va nud permanent && \
-         ip -6 neigh add fd78::2 lladdr 02:00:00:00:00:0b dev va nud permanent",
-    );
-    b.sh(
-        "ip addr add 10.78.0.2/24 dev vb && ip -6 addr add fd78::2/64 dev vb nodad && \
-         ip link set vb up && \
-         ip neigh add 10.78.0.1 lladdr 02:00:00:00:00:0a dev vb nud permanent && \
-         ip -6 neigh add fd78::1 lladdr 02:00:00:00:00:0a dev vb nud permanent",
-    );
-    (a, b)
-}
-
-fn send_udp(b: &Ns, dst: &str) {
-    let dst: SocketAddr = dst.parse().unwrap();
-    b.run(|| {
-        let any: SocketAddr = if dst.is_ipv4() {
-            "0.0.0.0:0".parse().unwrap()
-        } else {
-            "[::]:0".parse().unwrap()
-        };
-        UdpSocket::bind(any).unwrap().send_to(b"ping", dst).unwrap();
-    });
-}
-
 #[test]
 fn conntrack_dump_skipped_without_entries_and_done_once_for_both_families() {
     if require_root("conntrack_dump_skipped_without_entries").is_none() {

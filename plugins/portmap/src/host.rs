@@ -73,13 +73,8 @@ pub(crate) fn enable_route_localnet(container_ip: IpAddr) -> Result<()> {
     Ok(())
 }
 
-/// Deletes the conntrack entries of `families` whose original tuple is UDP to a mapped
-/// UDP host port (whatever the addresses), so that an existing flow (e.g. to a deleted
-/// container) is re-evaluated against the current DNAT rules (reference-behaviour 4.7,
-/// plugins #123). Done natively over NETLINK_NETFILTER in the calling namespace, with
-/// one dump for every port and family (none when the namespace has no entry); as in
-/// the reference, failures are only logged.
-pub(crate) fn flush_udp_conntrack(families: &[Family], mappings: &[PortMapping]) {
+/// The mapped UDP host ports, sorted, without duplicates.
+fn udp_host_ports(mappings: &[PortMapping]) -> Vec<u16> {
     let mut ports: Vec<u16> = mappings
         .iter()
         .filter(|m| m.protocol == Protocol::Udp)
@@ -87,9 +82,32 @@ pub(crate) fn flush_udp_conntrack(families: &[Family], mappings: &[PortMapping])
         .collect();
     ports.sort_unstable();
     ports.dedup();
-    match conntrack::delete_udp_flows_to_ports(families, &ports) {
+    ports
+}
+
+/// Starts deleting the conntrack entries of `families` whose original tuple is UDP to a
+/// mapped UDP host port (whatever the addresses), so that an existing flow (e.g. to a
+/// deleted container) is re-evaluated against the current DNAT rules (reference-behaviour
+/// 4.7, plugins #123). Call it just before changing the rules and
+/// [`finish_udp_conntrack_flush`] just after: the walk of the conntrack table overlaps
+/// the change, with every entry confirmed in between caught from the kernel's events
+/// (see `cni_netfilter::conntrack::OverlappedFlush`). Done natively over
+/// NETLINK_NETFILTER in the calling namespace, none of it when the namespace has no
+/// entry. Dropping the result without finishing (the change failed) deletes nothing.
+pub(crate) fn start_udp_conntrack_flush(
+    families: &[Family],
+    mappings: &[PortMapping],
+) -> conntrack::OverlappedFlush {
+    conntrack::OverlappedFlush::start(families, &udp_host_ports(mappings))
+}
+
+/// Completes [`start_udp_conntrack_flush`] after the rules changed; as in the
+/// reference, failures are only logged.
+pub(crate) fn finish_udp_conntrack_flush(flush: conntrack::OverlappedFlush) {
+    let described = format!("{flush:?}");
+    match flush.finish() {
         Ok(0) => {}
-        Ok(n) => log::debug!("deleted {n} udp conntrack entries to ports {ports:?}"),
-        Err(e) => log::warn!("unable to delete udp conntrack entries to host ports {ports:?}: {e}"),
+        Ok(n) => log::debug!("deleted {n} udp conntrack entries ({described})"),
+        Err(e) => log::warn!("unable to delete udp conntrack entries to host ports: {e}"),
     }
 }

@@ -50,6 +50,11 @@ impl Plugin for Portmap {
             return Ok(prev);
         }
         let backend = parsed.backend()?;
+        let families: Vec<Family> = Family::ALL
+            .into_iter()
+            .filter(|&f| ips.iter().any(|net| Family::of(net.ip()) == f))
+            .collect();
+        let flush = host::start_udp_conntrack_flush(&families, &parsed.mappings);
         portmap::add(
             backend,
             &owner(args, conf),
@@ -58,11 +63,7 @@ impl Plugin for Portmap {
             &ips,
         )
         .map_err(|e| to_cni(e).context("unable to set up port mappings"))?;
-        let families: Vec<Family> = Family::ALL
-            .into_iter()
-            .filter(|&f| ips.iter().any(|net| Family::of(net.ip()) == f))
-            .collect();
-        host::flush_udp_conntrack(&families, &parsed.mappings);
+        host::finish_udp_conntrack_flush(flush);
         if parsed.options.snat
             && let Some(v4) = ips.iter().find(|n| n.is_ipv4())
         {
@@ -89,10 +90,13 @@ impl Plugin for Portmap {
                 ips: &ips,
             })
         });
+        let flush = parsed
+            .as_ref()
+            .map(|p| host::start_udp_conntrack_flush(&Family::ALL, &p.mappings));
         portmap::del_known(&owner(args, conf), known.as_ref())
             .map_err(|e| to_cni(e).context("unable to remove port mappings"))?;
-        if let Some(parsed) = &parsed {
-            host::flush_udp_conntrack(&Family::ALL, &parsed.mappings);
+        if let Some(flush) = flush {
+            host::finish_udp_conntrack_flush(flush);
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::print_stdout, reason = "test fixture")]
 
 use std::fs::File;
+use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -123,4 +124,41 @@ impl Drop for Ns {
             .args(["netns", "del", &self.name])
             .status();
     }
+}
+
+/// Two namespaces joined by a veth pair: `a` has 10.78.0.1/24 and fd78::1/64 on `va`,
+/// `b` has .2 / ::2 on `vb` (static neighbours, no DAD), so UDP from `b` reaches `a` at once.
+pub fn pair() -> (Ns, Ns) {
+    let a = Ns::new();
+    let b = Ns::new();
+    a.sh(&format!(
+        "ip link add va address 02:00:00:00:00:0a type veth peer name vb address 02:00:00:00:00:0b netns {}",
+        b.name
+    ));
+    a.sh(
+        "ip addr add 10.78.0.1/24 dev va && ip -6 addr add fd78::1/64 dev va nodad && \
+         ip link set va up && \
+         ip neigh add 10.78.0.2 lladdr 02:00:00:00:00:0b dev va nud permanent && \
+         ip -6 neigh add fd78::2 lladdr 02:00:00:00:00:0b dev va nud permanent",
+    );
+    b.sh(
+        "ip addr add 10.78.0.2/24 dev vb && ip -6 addr add fd78::2/64 dev vb nodad && \
+         ip link set vb up && \
+         ip neigh add 10.78.0.1 lladdr 02:00:00:00:00:0a dev vb nud permanent && \
+         ip -6 neigh add fd78::1 lladdr 02:00:00:00:00:0a dev vb nud permanent",
+    );
+    (a, b)
+}
+
+/// Sends one UDP datagram from namespace `b` to `dst`.
+pub fn send_udp(b: &Ns, dst: &str) {
+    let dst: SocketAddr = dst.parse().unwrap();
+    b.run(|| {
+        let any: SocketAddr = if dst.is_ipv4() {
+            "0.0.0.0:0".parse().unwrap()
+        } else {
+            "[::]:0".parse().unwrap()
+        };
+        UdpSocket::bind(any).unwrap().send_to(b"ping", dst).unwrap();
+    });
 }
