@@ -34,42 +34,23 @@ struct Pair {
 
 impl Pair {
     fn new() -> Pair {
-        let a = Ns::new();
-        let b = Ns::new();
-        a.sh(&format!(
-            "ip link add va address 02:00:00:00:00:0a type veth peer name vb address 02:00:00:00:00:0b netns {}",
-            b.name
-        ));
-        a.sh(
-            "ip addr add 10.77.0.1/24 dev va && ip -6 addr add fd77::1/64 dev va nodad && \
-             ip link set va up && \
-             ip neigh add 10.77.0.2 lladdr 02:00:00:00:00:0b dev va nud permanent && \
-             ip -6 neigh add fd77::2 lladdr 02:00:00:00:00:0b dev va nud permanent",
-        );
-        b.sh(
-            "ip addr add 10.77.0.2/24 dev vb && ip -6 addr add fd77::2/64 dev vb nodad && \
-             ip link set vb up && \
-             ip neigh add 10.77.0.1 lladdr 02:00:00:00:00:0a dev vb nud permanent && \
-             ip -6 neigh add fd77::1 lladdr 02:00:00:00:00:0a dev vb nud permanent",
-        );
+        let (a, b) = common::pair();
         // Any rule needing conntrack activates the hooks in this namespace only.
-        a.sh("nft 'add table inet cttest; \
-             add chain inet cttest pre { type filter hook prerouting priority 0; }; \
-             add rule inet cttest pre ct state new counter'");
+        common::enable_conntrack(&a);
         Pair { a, b }
     }
 
     fn addr_a(family: Family) -> IpAddr {
         match family {
-            Family::V4 => "10.77.0.1".parse().unwrap(),
-            Family::V6 => "fd77::1".parse().unwrap(),
+            Family::V4 => "10.78.0.1".parse().unwrap(),
+            Family::V6 => "fd78::1".parse().unwrap(),
         }
     }
 
     fn addr_b(family: Family) -> IpAddr {
         match family {
-            Family::V4 => "10.77.0.2".parse().unwrap(),
-            Family::V6 => "fd77::2".parse().unwrap(),
+            Family::V4 => "10.78.0.2".parse().unwrap(),
+            Family::V6 => "fd78::2".parse().unwrap(),
         }
     }
 

@@ -45,9 +45,8 @@ fn walk_overlaps_the_change_and_events_catch_later_entries() {
         return;
     }
     let (a, b) = pair();
-    a.sh("nft 'add table inet cttest; \
-         add chain inet cttest pre { type filter hook prerouting priority 0; }; \
-         add rule inet cttest pre ct state new counter'");
+    // Any rule needing conntrack activates the hooks in this namespace only.
+    common::enable_conntrack(&a);
     let both = [Family::V4, Family::V6];
 
     // 1. An empty namespace: no dump; an entry confirmed while the "rules change" (after

@@ -162,3 +162,10 @@ pub fn send_udp(b: &Ns, dst: &str) {
         UdpSocket::bind(any).unwrap().send_to(b"ping", dst).unwrap();
     });
 }
+
+/// Turns connection tracking on in `ns` only: an nftables rule that needs it.
+pub fn enable_conntrack(ns: &Ns) {
+    ns.sh("nft 'add table inet cttest; \
+         add chain inet cttest pre { type filter hook prerouting priority 0; }; \
+         add rule inet cttest pre ct state new counter'");
+}
