@@ -233,8 +233,38 @@ pub fn rule_matches(exprs: &[Expr], want: &[Want]) -> bool {
 /// # Errors
 /// Socket failures, timeouts and kernel errors other than "no such table/chain".
 pub fn chain_has_rule(family: Family, table: &str, chain: &str, want: &[Want]) -> io::Result<bool> {
+    all_present(family, table, &[(chain, want)])
+}
+
+/// Whether every `(chain, rule)` of `rules` is present in table `table` (`family`), as
+/// [`chain_has_rule`] answers it, over one socket: the chains are dumped in order and
+/// read whole, except the last, which is read only until its rule shows up (put the
+/// long chain last). Stops at the first rule not found.
+///
+/// # Errors
+/// As [`chain_has_rule`].
+pub fn all_present(family: Family, table: &str, rules: &[(&str, &[Want])]) -> io::Result<bool> {
     let mut conn =
         Conn::open().map_err(|(op, e)| io::Error::new(e.kind(), format!("{op}: {e}")))?;
+    for (i, (chain, want)) in rules.iter().enumerate() {
+        let last = i + 1 == rules.len();
+        if !find_rule(&mut conn, family, table, chain, want, last)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// One dump of `chain` on `conn`, looking for `want`; with `stop_early` the dump is
+/// abandoned at the rule (then `conn` must not be used again).
+fn find_rule(
+    conn: &mut Conn,
+    family: Family,
+    table: &str,
+    chain: &str,
+    want: &[Want],
+    stop_early: bool,
+) -> io::Result<bool> {
     let request = NfTablesMessage::GetRule(RuleMessage {
         attributes: vec![
             RuleAttribute::Table(table.to_owned()),
@@ -248,12 +278,13 @@ pub fn chain_has_rule(family: Family, table: &str, chain: &str, want: &[Want]) -
     let seq = conn.send(nfproto, request, NLM_F_DUMP)?;
     let mut found = false;
     let outcome = conn.receive_while(seq, |reply| {
-        if let Reply::Entry(inner) = reply
+        if !found
+            && let Reply::Entry(inner) = reply
             && let NetfilterMessageInner::NfTables(NfTablesMessage::NewRule(rule)) = *inner
         {
             found = rule_matches(&expressions(&rule), want);
         }
-        !found
+        !(found && stop_early)
     });
     match outcome {
         Ok(_) => Ok(found),

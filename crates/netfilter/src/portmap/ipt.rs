@@ -227,7 +227,8 @@ fn shared_rules(opts: &PortMapOptions) -> Vec<(&'static str, Vec<String>)> {
     rules
 }
 
-/// [`shared_rules`] as iptables-nft encodes them, for [`native::chain_has_rule`].
+/// [`shared_rules`] as iptables-nft encodes them, for [`native::all_present`]; POSTROUTING
+/// (long: a jump per container) comes last, where the lookup stops at the rule.
 fn shared_rule_shapes(opts: &PortMapOptions) -> Vec<(&'static str, Vec<Want>)> {
     let hook = || vec![Want::dst_type_local(), Want::Jump(DNAT_CHAIN.to_owned())];
     let mut shapes = vec![("PREROUTING", hook()), ("OUTPUT", hook())];
@@ -259,19 +260,19 @@ pub(crate) fn shared_rules_confirmed(family: Family, opts: &PortMapOptions) -> b
     if !iptables::is_nft_variant(family) {
         return false;
     }
-    shared_rule_shapes(opts).iter().all(|(chain, want)| {
-        match native::chain_has_rule(family, NAT, chain, want) {
-            Ok(true) => true,
-            Ok(false) => {
-                log::debug!("{family} nat {chain}: shared portmap rule not found natively");
-                false
-            }
-            Err(e) => {
-                log::debug!("{family} nat {chain}: native rule lookup failed: {e}");
-                false
-            }
+    let shapes = shared_rule_shapes(opts);
+    let rules: Vec<(&str, &[Want])> = shapes.iter().map(|(c, w)| (*c, w.as_slice())).collect();
+    match native::all_present(family, NAT, &rules) {
+        Ok(true) => true,
+        Ok(false) => {
+            log::debug!("{family} nat: shared portmap rules not all found natively");
+            false
         }
-    })
+        Err(e) => {
+            log::debug!("{family} nat: native rule lookup failed: {e}");
+            false
+        }
+    }
 }
 
 /// The fast-path script: what [`add_script`] produces for a table that holds every
