@@ -459,12 +459,7 @@ fn walk_before_change(families: &[Family], ports: &[u16]) -> Result<Option<Dump>
     }
     if namespace_is_empty() {
         log::debug!("no conntrack entry in this namespace: nothing to walk");
-        return Ok(Some(Dump {
-            flows: Vec::new(),
-            interrupted: false,
-            undecodable: 0,
-            decode_error: None,
-        }));
+        return Ok(Some(Dump::default()));
     }
     let mut conn = open()?;
     dump_udp_flows(&mut conn, Wanted { families, ports }).map(Some)
@@ -489,7 +484,7 @@ enum Deleted {
 }
 
 /// The matching entries of one (possibly retried) dump.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Dump {
     flows: Vec<UdpFlow>,
     /// The last attempt was still marked inconsistent, so entries may be missing.
@@ -539,12 +534,7 @@ fn dump_udp_flows(conn: &mut nfnl::Conn, wanted: Wanted<'_>) -> Result<Dump> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut dump = Dump {
-            flows: Vec::new(),
-            interrupted: false,
-            undecodable: 0,
-            decode_error: None,
-        };
+        let mut dump = Dump::default();
         log::debug!("{op}");
         DUMPS.fetch_add(1, Ordering::Relaxed);
         let seq = conn

@@ -104,10 +104,13 @@ pub(crate) fn start_udp_conntrack_flush(
 /// Completes [`start_udp_conntrack_flush`] after the rules changed; as in the
 /// reference, failures are only logged.
 pub(crate) fn finish_udp_conntrack_flush(flush: conntrack::OverlappedFlush) {
-    let described = format!("{flush:?}");
+    let described = log::log_enabled!(log::Level::Debug).then(|| format!("{flush:?}"));
     match flush.finish() {
         Ok(0) => {}
-        Ok(n) => log::debug!("deleted {n} udp conntrack entries ({described})"),
+        Ok(n) => log::debug!(
+            "deleted {n} udp conntrack entries ({})",
+            described.unwrap_or_default()
+        ),
         Err(e) => log::warn!("unable to delete udp conntrack entries to host ports: {e}"),
     }
 }

@@ -226,23 +226,14 @@ pub fn rule_matches(exprs: &[Expr], want: &[Want]) -> bool {
     it.next().is_none()
 }
 
-/// Whether chain `chain` of iptables table `table` (`family`) holds a rule that is
-/// exactly `want`. The chain is dumped natively and read only until such a rule shows
-/// up. An absent table or chain is `false`.
+/// Whether every `(chain, rule)` of `rules` is present in iptables table `table`
+/// (`family`): each chain holds a rule that is exactly its `want`. One socket: the chains
+/// are dumped in order and read whole, except the last, which is read only until its
+/// rule shows up (put the long chain last). Stops at the first rule not found; an absent
+/// table or chain is `false`.
 ///
 /// # Errors
 /// Socket failures, timeouts and kernel errors other than "no such table/chain".
-pub fn chain_has_rule(family: Family, table: &str, chain: &str, want: &[Want]) -> io::Result<bool> {
-    all_present(family, table, &[(chain, want)])
-}
-
-/// Whether every `(chain, rule)` of `rules` is present in table `table` (`family`), as
-/// [`chain_has_rule`] answers it, over one socket: the chains are dumped in order and
-/// read whole, except the last, which is read only until its rule shows up (put the
-/// long chain last). Stops at the first rule not found.
-///
-/// # Errors
-/// As [`chain_has_rule`].
 pub fn all_present(family: Family, table: &str, rules: &[(&str, &[Want])]) -> io::Result<bool> {
     let mut conn =
         Conn::open().map_err(|(op, e)| io::Error::new(e.kind(), format!("{op}: {e}")))?;

@@ -17,6 +17,10 @@ pub(crate) const DNAT_CHAIN: &str = "CNI-HOSTPORT-DNAT";
 pub(crate) const SETMARK_CHAIN: &str = "CNI-HOSTPORT-SETMARK";
 /// Shared chain masquerading marked packets, hooked first in POSTROUTING.
 pub(crate) const MASQ_CHAIN: &str = "CNI-HOSTPORT-MASQ";
+/// Comment of the rule in `CNI-HOSTPORT-SETMARK`.
+const SETMARK_COMMENT: &str = "CNI portfwd masquerade mark";
+/// Comment of the POSTROUTING jump into `CNI-HOSTPORT-MASQ`.
+const MASQ_COMMENT: &str = "CNI portfwd requiring masquerade";
 /// Legacy shared SNAT chain (plugins < v0.7).
 const LEGACY_SNAT_CHAIN: &str = "CNI-HOSTPORT-SNAT";
 const MAX_PORTS_PER_RULE: usize = 15;
@@ -39,7 +43,7 @@ fn setmark_rule(opts: &PortMapOptions) -> Vec<String> {
         "-m",
         "comment",
         "--comment",
-        "CNI portfwd masquerade mark",
+        SETMARK_COMMENT,
         "-j",
         "MARK",
         "--set-xmark",
@@ -52,14 +56,7 @@ fn masq_rule(opts: &PortMapOptions) -> Vec<String> {
 }
 
 fn postrouting_rule() -> Vec<String> {
-    v(&[
-        "-m",
-        "comment",
-        "--comment",
-        "CNI portfwd requiring masquerade",
-        "-j",
-        MASQ_CHAIN,
-    ])
+    v(&["-m", "comment", "--comment", MASQ_COMMENT, "-j", MASQ_CHAIN])
 }
 
 /// Entry rules in `CNI-HOSTPORT-DNAT`: per protocol (sorted), groups of <= 15 host ports
@@ -213,44 +210,48 @@ pub(crate) fn add_script(
     s
 }
 
-/// The shared rules a container's chain relies on, as (chain, rule) pairs: the hooks
-/// into `CNI-HOSTPORT-DNAT` and, with SNAT into our own chains, the mark, masquerade
-/// and POSTROUTING rules. [`fast_add_script`] asserts them; [`shared_rules_confirmed`]
-/// looks them up natively.
-fn shared_rules(opts: &PortMapOptions) -> Vec<(&'static str, Vec<String>)> {
-    let mut rules = vec![("PREROUTING", hook_rule()), ("OUTPUT", hook_rule())];
-    if opts.snat && opts.external_set_mark_chain.is_none() {
-        rules.push((SETMARK_CHAIN, setmark_rule(opts)));
-        rules.push((MASQ_CHAIN, masq_rule(opts)));
-        rules.push(("POSTROUTING", postrouting_rule()));
-    }
-    rules
+/// One rule a container's chain relies on: where it lives, its iptables arguments, and
+/// the same rule as iptables-nft encodes it.
+struct SharedRule {
+    chain: &'static str,
+    args: Vec<String>,
+    shape: Vec<Want>,
 }
 
-/// [`shared_rules`] as iptables-nft encodes them, for [`native::all_present`]; POSTROUTING
-/// (long: a jump per container) comes last, where the lookup stops at the rule.
-fn shared_rule_shapes(opts: &PortMapOptions) -> Vec<(&'static str, Vec<Want>)> {
-    let hook = || vec![Want::dst_type_local(), Want::Jump(DNAT_CHAIN.to_owned())];
-    let mut shapes = vec![("PREROUTING", hook()), ("OUTPUT", hook())];
+/// The shared rules a container's chain relies on: the hooks into `CNI-HOSTPORT-DNAT`
+/// and, with SNAT into our own chains, the mark, masquerade and POSTROUTING rules.
+/// [`fast_add_script`] asserts them; [`shared_rules_confirmed`] looks them up natively,
+/// in this order: POSTROUTING (long: a jump per container) comes last, where the lookup
+/// stops at the rule.
+fn shared_rules(opts: &PortMapOptions) -> Vec<SharedRule> {
+    let hook = |chain| SharedRule {
+        chain,
+        args: hook_rule(),
+        shape: vec![Want::dst_type_local(), Want::Jump(DNAT_CHAIN.to_owned())],
+    };
+    let mut rules = vec![hook("PREROUTING"), hook("OUTPUT")];
     if opts.snat && opts.external_set_mark_chain.is_none() {
         let m = opts.mark();
-        shapes.push((
-            SETMARK_CHAIN,
-            vec![
-                Want::comment("CNI portfwd masquerade mark"),
-                Want::set_xmark(m, m),
-            ],
-        ));
-        shapes.push((MASQ_CHAIN, vec![Want::MarkAll(m), Want::masquerade()]));
-        shapes.push((
-            "POSTROUTING",
-            vec![
-                Want::comment("CNI portfwd requiring masquerade"),
+        rules.push(SharedRule {
+            chain: SETMARK_CHAIN,
+            args: setmark_rule(opts),
+            shape: vec![Want::comment(SETMARK_COMMENT), Want::set_xmark(m, m)],
+        });
+        rules.push(SharedRule {
+            chain: MASQ_CHAIN,
+            args: masq_rule(opts),
+            shape: vec![Want::MarkAll(m), Want::masquerade()],
+        });
+        rules.push(SharedRule {
+            chain: "POSTROUTING",
+            args: postrouting_rule(),
+            shape: vec![
+                Want::comment(MASQ_COMMENT),
                 Want::Jump(MASQ_CHAIN.to_owned()),
             ],
-        ));
+        });
     }
-    shapes
+    rules
 }
 
 /// Whether every shared rule of `family` is confirmed present by reading the chains
@@ -260,8 +261,11 @@ pub(crate) fn shared_rules_confirmed(family: Family, opts: &PortMapOptions) -> b
     if !iptables::is_nft_variant(family) {
         return false;
     }
-    let shapes = shared_rule_shapes(opts);
-    let rules: Vec<(&str, &[Want])> = shapes.iter().map(|(c, w)| (*c, w.as_slice())).collect();
+    let shared = shared_rules(opts);
+    let rules: Vec<(&str, &[Want])> = shared
+        .iter()
+        .map(|r| (r.chain, r.shape.as_slice()))
+        .collect();
     match native::all_present(family, NAT, &rules) {
         Ok(true) => true,
         Ok(false) => {
@@ -291,8 +295,8 @@ pub(crate) fn fast_add_script(
     let mut s = Script::new(NAT);
     let chain = names::portmap_dnat_chain(owner.network, owner.container_id);
     if !shared_confirmed {
-        for (shared_chain, rule) in shared_rules(opts) {
-            s.check(shared_chain, &rule);
+        for rule in shared_rules(opts) {
+            s.check(rule.chain, &rule.args);
         }
     }
     s.new_chain(&chain);
