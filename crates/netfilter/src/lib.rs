@@ -12,6 +12,8 @@
 //!   asked natively over nfnetlink, so absent tables cost no process;
 //! * [`masq`]: bridge `ipMasq`; [`spoofchk`]: bridge `macspoofchk`; [`portmap`]: port
 //!   mappings;
+//! * [`netns_lock`]: a per-network-namespace `flock` serialising our own
+//!   check-then-create of shared chains and rules among concurrent plugin processes;
 //! * [`conntrack`]: deleting UDP conntrack entries by port over `NETLINK_NETFILTER`
 //!   (one dump for all ports and families, none in a namespace without entries).
 
@@ -24,6 +26,7 @@ pub mod conntrack;
 pub mod iptables;
 pub mod masq;
 pub mod names;
+pub mod netns_lock;
 pub mod nft;
 pub mod portmap;
 pub mod spoofchk;
