@@ -608,10 +608,12 @@ fn add_fast_path_for_new_containers_and_fallback_otherwise() {
     // the table is read (fallback).
     let log = add("ctrA", 2, MAPPINGS);
     assert_eq!(log.matches("iptables-save").count(), 1, "{log}");
-    // A new container: one restore per family, no table read.
+    // A new container: one restore per family, no table read; plus the localnet guard's
+    // check (one IPv4 restore of `-C`): the logging wrappers hide that the tools are
+    // iptables-nft, so the guard cannot be confirmed natively.
     let log = add("ctrB", 3, MAPPINGS);
     assert!(!log.contains("-save"), "{log}");
-    assert_eq!(log.matches("-restore").count(), 2, "{log}");
+    assert_eq!(log.matches("-restore").count(), 3, "{log}");
     let before = t.nat();
     // Re-ADD (same or other mappings): the chain exists, fallback, no duplicate entry.
     let log = add("ctrB", 3, MAPPINGS);

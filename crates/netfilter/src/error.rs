@@ -85,6 +85,28 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The per-network-namespace lock ([`crate::netns_lock`]) stayed held by another
+    /// process past the bounded wait.
+    #[error(
+        "timed out after {waited:?} waiting for the network namespace lock of {netns} while {op} (another plugin process holds it)"
+    )]
+    NetnsLockTimeout {
+        /// The namespace (`net:[inode] (dev N)`).
+        netns: String,
+        /// What was being done.
+        op: String,
+        /// How long we waited.
+        waited: std::time::Duration,
+    },
+    /// The per-network-namespace lock could not be opened or taken (not contention).
+    #[error("network namespace lock: {op}: {source}")]
+    NetnsLock {
+        /// What was being done.
+        op: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
     /// Several independent failures (teardown keeps going after an error).
     #[error("{}", join(.0))]
     Multiple(Vec<Error>),
@@ -99,11 +121,11 @@ fn join(errors: &[Error]) -> String {
 }
 
 impl Error {
-    /// True when the failure (or one of several) was the bounded xtables lock wait
-    /// running out; plugins map this to CNI code 11 ("try again later").
+    /// True when the failure (or one of several) was the bounded xtables lock wait or
+    /// network-namespace lock wait ([`crate::netns_lock`]) running out; plugins map this to CNI code 11 ("try again later").
     pub fn is_lock_timeout(&self) -> bool {
         match self {
-            Error::LockTimeout { .. } => true,
+            Error::LockTimeout { .. } | Error::NetnsLockTimeout { .. } => true,
             Error::Multiple(all) => all.iter().any(Error::is_lock_timeout),
             _ => false,
         }

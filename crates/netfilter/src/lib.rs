@@ -12,6 +12,10 @@
 //!   asked natively over nfnetlink, so absent tables cost no process;
 //! * [`masq`]: bridge `ipMasq`; [`spoofchk`]: bridge `macspoofchk`; [`portmap`]: port
 //!   mappings;
+//! * [`netns_lock`]: a per-network-namespace `flock` serialising our own
+//!   check-then-create of shared chains and rules among concurrent plugin processes;
+//! * [`localnet`]: the shared filter rule that keeps containers away from the host's
+//!   127.0.0.0/8 services once portmap has turned `route_localnet` on;
 //! * [`conntrack`]: deleting UDP conntrack entries by port over `NETLINK_NETFILTER`
 //!   (one dump for all ports and families, none in a namespace without entries).
 
@@ -22,8 +26,10 @@ mod nfnl;
 pub mod backend;
 pub mod conntrack;
 pub mod iptables;
+pub mod localnet;
 pub mod masq;
 pub mod names;
+pub mod netns_lock;
 pub mod nft;
 pub mod portmap;
 pub mod spoofchk;

@@ -174,3 +174,57 @@ fn conntrack_dump_skipped_without_entries_and_done_once_for_both_families() {
         }
     }
 }
+
+/// The localnet guard is found natively by its comment (iptables-nft and nftables), so
+/// a second `ensure` runs no process; removing it is noticed and `ensure` restores it.
+#[test]
+fn localnet_guard_is_found_natively_and_restored() {
+    use cni_netfilter::{Backend, localnet};
+    if require_root("localnet_guard_is_found_natively_and_restored").is_none() {
+        return;
+    }
+    let ns = Ns::new();
+    for backend in [Backend::Iptables, Backend::Nftables] {
+        assert_eq!(
+            ns.run(|| localnet::present_natively(backend)),
+            Some(false),
+            "{backend}: absent in a fresh namespace"
+        );
+        ns.run(|| localnet::ensure(backend)).unwrap();
+        assert_eq!(ns.run(|| localnet::present_natively(backend)), Some(true));
+        ns.run(|| localnet::ensure(backend)).unwrap();
+    }
+    let filter = ns.sh("iptables -S INPUT");
+    assert_eq!(
+        filter.matches(localnet::GUARD_COMMENT).count(),
+        1,
+        "{filter}"
+    );
+    assert!(
+        filter.contains("-A INPUT -d 127.0.0.0/8 ! -i lo -m comment --comment \"CNI portfwd localnet guard\" -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"),
+        "{filter}"
+    );
+    let nft = ns.sh("nft list table ip cni_localnet_guard");
+    assert_eq!(nft.matches(localnet::GUARD_COMMENT).count(), 1, "{nft}");
+    assert!(nft.contains("hook input priority filter"), "{nft}");
+
+    // Gone (a firewall reload): noticed and restored, once.
+    ns.sh("iptables -F INPUT && nft delete table ip cni_localnet_guard");
+    for backend in [Backend::Iptables, Backend::Nftables] {
+        assert_eq!(ns.run(|| localnet::present_natively(backend)), Some(false));
+        ns.run(|| localnet::ensure(backend)).unwrap();
+        assert_eq!(ns.run(|| localnet::present_natively(backend)), Some(true));
+    }
+    assert_eq!(
+        ns.sh("iptables -S INPUT")
+            .matches(localnet::GUARD_COMMENT)
+            .count(),
+        1
+    );
+    // Another rule with another comment is not taken for the guard.
+    ns.sh("iptables -F INPUT && iptables -A INPUT -m comment --comment other -j ACCEPT");
+    assert_eq!(
+        ns.run(|| localnet::present_natively(Backend::Iptables)),
+        Some(false)
+    );
+}

@@ -3,7 +3,9 @@
 //!
 //! * `config`: the plugin keys and `runtimeConfig.portMappings`, validated (code 7);
 //! * `addresses`: which container addresses of `prevResult` are mapped;
-//! * `host`: `route_localnet` and the UDP conntrack flush (native, `cni_netfilter::conntrack`);
+//! * `host`: `route_localnet` (set only after `cni_netfilter::portmap::add` made sure of the
+//!   localnet guard, see `cni_netfilter::localnet`) and the UDP conntrack flush (native,
+//!   `cni_netfilter::conntrack`);
 //! * `errors`: netfilter errors to CNI codes (2, 11, 50, 7).
 
 mod addresses;

@@ -246,6 +246,59 @@ pub fn all_present(family: Family, table: &str, rules: &[(&str, &[Want])]) -> io
     Ok(true)
 }
 
+/// Whether nf_tables chain `chain` of table `table` (`family`: `ip` or `ip6`, whether
+/// iptables-nft or nft made it) holds a rule for which `pred` is true: one dump on a
+/// socket of its own, read only until such a rule shows up. An absent table or chain is
+/// `false`.
+///
+/// # Errors
+/// Socket failures, timeouts and kernel errors other than "no such table/chain".
+pub fn chain_has_rule(
+    family: Family,
+    table: &str,
+    chain: &str,
+    pred: impl Fn(&RuleMessage) -> bool,
+) -> io::Result<bool> {
+    let mut conn =
+        Conn::open().map_err(|(op, e)| io::Error::new(e.kind(), format!("{op}: {e}")))?;
+    dump_until(&mut conn, family, table, chain, pred, true)
+}
+
+/// Whether `expr` is the compat match `want` (a [`Want::Match`]) exactly.
+pub fn is_wanted_match(expr: &Expr, want: &Want) -> bool {
+    match (expr, want) {
+        (
+            Expr::Match { name, rev, info },
+            Want::Match {
+                name: w_name,
+                rev: w_rev,
+                info: w_info,
+            },
+        ) => name == w_name && rev == w_rev && info == w_info,
+        _ => false,
+    }
+}
+
+/// The comment nft stored with a rule (`comment "..."`): the `NFTNL_UDATA_RULE_COMMENT`
+/// entry (type 0, one length byte, NUL-terminated text) of the rule's user data.
+pub fn nft_comment(rule: &RuleMessage) -> Option<String> {
+    let data = rule.attributes.iter().find_map(|a| match a {
+        RuleAttribute::UserData(d) => Some(d.as_slice()),
+        _ => None,
+    })?;
+    let mut rest = data;
+    while let [kind, len, tail @ ..] = rest {
+        let len = usize::from(*len);
+        let value = tail.get(..len)?;
+        if *kind == 0 {
+            let text = value.strip_suffix(&[0]).unwrap_or(value);
+            return String::from_utf8(text.to_vec()).ok();
+        }
+        rest = tail.get(len..)?;
+    }
+    None
+}
+
 /// One dump of `chain` on `conn`, looking for `want`; with `stop_early` the dump is
 /// abandoned at the rule (then `conn` must not be used again).
 fn find_rule(
@@ -254,6 +307,26 @@ fn find_rule(
     table: &str,
     chain: &str,
     want: &[Want],
+    stop_early: bool,
+) -> io::Result<bool> {
+    dump_until(
+        conn,
+        family,
+        table,
+        chain,
+        |rule| rule_matches(&expressions(rule), want),
+        stop_early,
+    )
+}
+
+/// One `NFT_MSG_GETRULE` dump of `chain` on `conn`, true when `pred` holds for a rule;
+/// with `stop_early` the dump is abandoned there (then `conn` must not be used again).
+fn dump_until(
+    conn: &mut Conn,
+    family: Family,
+    table: &str,
+    chain: &str,
+    pred: impl Fn(&RuleMessage) -> bool,
     stop_early: bool,
 ) -> io::Result<bool> {
     let request = NfTablesMessage::GetRule(RuleMessage {
@@ -273,7 +346,7 @@ fn find_rule(
             && let Reply::Entry(inner) = reply
             && let NetfilterMessageInner::NfTables(NfTablesMessage::NewRule(rule)) = *inner
         {
-            found = rule_matches(&expressions(&rule), want);
+            found = pred(&rule);
         }
         !(found && stop_early)
     });
@@ -522,5 +595,46 @@ mod tests {
             !rule_matches(&mark_exprs(0x2000, ports), &want),
             "--to-ports"
         );
+    }
+
+    #[test]
+    fn nft_comment_reads_the_comment_entry_of_the_user_data() {
+        let rule = |data: Vec<u8>| RuleMessage {
+            attributes: vec![RuleAttribute::UserData(data)],
+        };
+        let mut data = vec![1, 2, 0xaa, 0xbb];
+        data.extend_from_slice(&[0, 4]);
+        data.extend_from_slice(b"abc\0");
+        assert_eq!(nft_comment(&rule(data)).as_deref(), Some("abc"));
+        assert_eq!(nft_comment(&rule(vec![1, 1, 9])), None);
+        assert_eq!(nft_comment(&rule(vec![0, 9, b'x'])), None, "truncated");
+        assert_eq!(nft_comment(&RuleMessage { attributes: vec![] }), None);
+    }
+
+    #[test]
+    fn is_wanted_match_compares_name_revision_and_info() {
+        let want = Want::comment("guard");
+        let Want::Match { info, .. } = want.clone() else {
+            panic!("a match")
+        };
+        let exact = Expr::Match {
+            name: "comment".into(),
+            rev: 0,
+            info: info.clone(),
+        };
+        assert!(is_wanted_match(&exact, &want));
+        let Want::Match {
+            info: other_info, ..
+        } = Want::comment("guard2")
+        else {
+            panic!("a match")
+        };
+        let other = Expr::Match {
+            name: "comment".into(),
+            rev: 0,
+            info: other_info,
+        };
+        assert!(!is_wanted_match(&other, &want));
+        assert!(!is_wanted_match(&Expr::Counter, &want));
     }
 }

@@ -153,6 +153,10 @@ fn per_family(ips: &[IpNetwork]) -> Vec<IpNetwork> {
 /// are used), replacing whatever this container had before. One read and one atomic
 /// write per family (iptables) or one transaction (nftables).
 ///
+/// With `snat` and an IPv4 address (the case in which the plugin turns `route_localnet`
+/// on), the localnet guard ([`crate::localnet`]) is made sure of first: nftables adds it
+/// to the same transaction when it is missing, iptables creates it before the mappings.
+///
 /// # Errors
 /// Tool failures with context; [`Error::LockTimeout`].
 pub fn add(
@@ -163,9 +167,18 @@ pub fn add(
     ips: &[IpNetwork],
 ) -> Result<()> {
     let ips = per_family(ips);
+    let guard = opts.snat && ips.iter().any(IpNetwork::is_ipv4);
     match backend {
-        Backend::Iptables => ipt::add(owner, opts, mappings, &ips),
-        Backend::Nftables => nft::add(owner, opts, mappings, &ips),
+        Backend::Iptables => {
+            if guard {
+                crate::localnet::ensure(Backend::Iptables)?;
+            }
+            ipt::add(owner, opts, mappings, &ips)
+        }
+        Backend::Nftables => {
+            let guard = guard && crate::localnet::present_natively(Backend::Nftables) != Some(true);
+            nft::add(owner, opts, mappings, &ips, guard)
+        }
     }
 }
 

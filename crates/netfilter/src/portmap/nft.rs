@@ -182,19 +182,24 @@ fn list_all() -> Result<Vec<(NfFamily, Option<ListedTable>)>> {
 /// ADD: one transaction for both families. Without conditions it is nft JSON; with
 /// conditions the same commands are written as nft text (the conditions spliced into the
 /// hook rules) and applied with one `nft -f -`, so a condition nft rejects leaves
-/// everything as it was.
+/// everything as it was. With `guard`, the transaction also creates the localnet guard
+/// ([`crate::localnet`]; its rule is nft text, so the transaction is too).
 pub(super) fn add(
     owner: &Owner<'_>,
     opts: &PortMapOptions,
     mappings: &[PortMapping],
     ips: &[IpNetwork],
+    guard: bool,
 ) -> Result<()> {
     let families: Vec<NfFamily> = ips.iter().map(|n| family_of(n.ip())).collect();
     let current: Vec<(NfFamily, Option<ListedTable>)> = list_all()?
         .into_iter()
         .filter(|(f, _)| families.contains(f))
         .collect();
-    let tx = add_tx(&current, owner, opts, mappings, ips);
+    let mut tx = add_tx(&current, owner, opts, mappings, ips);
+    if guard {
+        crate::localnet::add_nftables_ops(&mut tx);
+    }
     match tx.apply(&format!(
         "setting up port mappings of container {} in tables cni_hostport",
         owner.container_id
