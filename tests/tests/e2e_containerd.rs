@@ -414,10 +414,16 @@ fn e2e_containerd_ctr_run_cni() {
             "ctr run {id} reported an error: {log}"
         );
     }
-    let left: Vec<String> = veths(&host)
-        .into_iter()
-        .filter(|v| v != "uplink0")
-        .collect();
+    // With CNI_NETNS empty the veth goes with the container's namespace,
+    // which the kernel destroys asynchronously after the last process.
+    let mut left = Vec::new();
+    eventually(Duration::from_secs(10), || {
+        left = veths(&host)
+            .into_iter()
+            .filter(|v| v != "uplink0")
+            .collect();
+        left.is_empty()
+    });
     assert_eq!(left, Vec::<String>::new(), "veths left");
     assert_eq!(
         reservations(data.path(), &net),
