@@ -23,8 +23,9 @@
 //! Asserted: two pods (A with `hostPort` 18080 -> 80/TCP, B without) get
 //! addresses in the subnet; a busybox `httpd` in pod A answers from pod B's
 //! namespace, from the host namespace, and from an "outside" namespace at
-//! the host's address and port 18080; after StopPodSandbox and
-//! RemovePodSandbox no veth, IP reservation, netfilter rule naming a pod's
+//! the host's address and port 18080; after StopPodSandbox (DEL with the
+//! pod's namespace) and RemovePodSandbox (containerd 1.6 DELs again, with
+//! an empty `CNI_NETNS`) no veth, IP reservation, netfilter rule naming a pod's
 //! id or address, cached result, pod network namespace, pod process, shim
 //! or zombie is left.
 //!
