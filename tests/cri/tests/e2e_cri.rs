@@ -118,6 +118,13 @@ impl CriContainerd {
             );
             std::os::unix::fs::symlink(&src, d.join("cni/bin").join(p)).expect("link plugin");
         }
+        assert_eq!(
+            std::fs::read_dir(d.join("cni/bin"))
+                .map(Iterator::count)
+                .ok(),
+            Some(PLUGINS.len()),
+            "bin_dir holds only {PLUGINS:?}"
+        );
         let example =
             std::fs::read_to_string(common::repo_root().join("conf-examples/containerd-cri.toml"))
                 .expect("read conf-examples/containerd-cri.toml")
@@ -585,6 +592,9 @@ fn e2e_cri_pods_hostport_and_teardown() {
     pids.push(httpd_pid);
 
     // Pod B -> pod A, host -> pod A, outside -> host:18080 -> pod A.
+    // The pod's namespace file (the runtime spec's netns path) is a mount
+    // in the daemon's private mount namespace; the sandbox process's
+    // /proc entry reaches the same namespace from here.
     let enter_b = format!("--net=/proc/{}/ns/net", pids[1]);
     let page = http_get(&["nsenter", &enter_b], &ip_a, 80)
         .unwrap_or_else(|e| panic!("pod B -> {ip_a}:80: {e}"));
