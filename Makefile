@@ -62,7 +62,7 @@ demo: release
 	scripts/demo.sh $(RELEASE_DIR)
 
 e2e: build
-	$(CARGO) test $(LOCKED) -p cni-tests --test 'e2e_*'
+	$(CARGO) test $(LOCKED) -p cni-tests -p cni-cri-tests --test 'e2e_*'
 
 bench: release
 	scripts/bench.sh $(RELEASE_DIR)

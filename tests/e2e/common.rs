@@ -6,17 +6,20 @@
 #![allow(dead_code, reason = "each e2e test file uses a different subset")]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use cni_tests::{Netns, bin_dir};
 use serde_json::Value;
 
-/// The repository root (the `tests` package lives one level down).
+/// The repository root: the nearest directory above the including
+/// package (`tests` or `tests/cri`) that holds `Cargo.lock`.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
+        .ancestors()
+        .skip(1)
+        .find(|d| d.join("Cargo.lock").is_file())
+        .expect("the package lives in the workspace")
         .to_path_buf()
 }
 
@@ -50,6 +53,14 @@ pub fn require_program(program: &str, package: &str) -> bool {
     }
     eprintln!("skipped: {program} not found (install Debian package {package})");
     false
+}
+
+/// [`require_program`] for each `(program, Debian package)`; false (skip)
+/// at the first one missing.
+pub fn require_programs(programs: &[(&str, &str)]) -> bool {
+    programs
+        .iter()
+        .all(|(program, package)| require_program(program, package))
 }
 
 /// `cnitool` bound to a host namespace, a config dir and a cache dir.
@@ -294,4 +305,181 @@ pub fn remove_cgroup(dir: &Path) {
     if let Err(e) = std::fs::remove_dir(dir) {
         eprintln!("warning: rmdir {}: {e}", dir.display());
     }
+}
+
+/// Turns `dir/rootfs.tar` into a one-layer OCI image layout tarball named
+/// `name` (sha256sum computes the digests); `$4` is the image config's `Cmd`
+/// as a JSON array.
+const OCI_SCRIPT: &str = r#"set -eu
+dir=$1 name=$2 arch=$3 cmd=$4
+cd "$dir"
+mkdir -p oci/blobs/sha256
+blob() { s=$(sha256sum "$1" | cut -d' ' -f1); z=$(stat -c %s "$1"); mv "$1" "oci/blobs/sha256/$s"; echo "$s $z"; }
+set -- $(blob rootfs.tar); lsha=$1 lsize=$2
+printf '{"architecture":"%s","os":"linux","config":{"Cmd":%s},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$arch" "$cmd" "$lsha" >config.json
+set -- $(blob config.json); csha=$1 csize=$2
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' "$csha" "$csize" "$lsha" "$lsize" >manifest.json
+set -- $(blob manifest.json); msha=$1 msize=$2
+printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"latest"}}]}' "$msha" "$msize" "$name" >oci/index.json
+printf '{"imageLayoutVersion":"1.0.0"}' >oci/oci-layout
+tar -C oci -cf image.tar .
+"#;
+
+/// Builds an OCI image layout tarball `dir/image.tar` named `name` from
+/// busybox-static ([`busybox_rootfs_tar`], `page` as `/www/index.html`),
+/// whose default command is `cmd`; `ctr images import` loads it without a
+/// registry.
+pub fn busybox_oci_image(dir: &Path, name: &str, page: &str, cmd: &[&str]) -> PathBuf {
+    busybox_rootfs_tar(dir, page);
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let cmd = serde_json::to_string(cmd).expect("command as JSON");
+    let out = Command::new("sh")
+        .args(["-c", OCI_SCRIPT, "sh"])
+        .arg(dir)
+        .args([name, arch, &cmd])
+        .output()
+        .expect("spawn sh");
+    assert!(
+        out.status.success(),
+        "OCI layout: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join("image.tar")
+}
+
+/// containerd 1.6 and ctr put shim sockets and FIFOs here whatever the
+/// configuration says (deepest first).
+pub const CONTAINERD_RUN_DIRS: [&str; 3] = [
+    "/run/containerd/fifo",
+    "/run/containerd/s",
+    "/run/containerd",
+];
+
+/// The [`CONTAINERD_RUN_DIRS`] that do not exist yet: a test that starts
+/// containerd removes them again (when empty) with [`remove_empty_dirs`].
+pub fn missing_containerd_run_dirs() -> Vec<PathBuf> {
+    CONTAINERD_RUN_DIRS
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| !p.exists())
+        .collect()
+}
+
+/// `rmdir` each of `dirs` in order, leaving those that are not empty
+/// (another containerd may use them).
+pub fn remove_empty_dirs(dirs: &[PathBuf]) {
+    for d in dirs {
+        let _ = std::fs::remove_dir(d);
+    }
+}
+
+/// The top of a private containerd's `config.toml` (version 2): root,
+/// state and sockets under `dir` (`c.sock`), no debug or metrics listener,
+/// and the snapshotters and plugins a test never needs disabled, plus
+/// `disabled` (e.g. the CRI plugin). Tables may follow.
+pub fn containerd_config_head(dir: &Path, disabled: &[&str]) -> String {
+    let mut plugins = vec![
+        "io.containerd.snapshotter.v1.btrfs",
+        "io.containerd.snapshotter.v1.zfs",
+        "io.containerd.snapshotter.v1.devmapper",
+        "io.containerd.snapshotter.v1.aufs",
+        "io.containerd.internal.v1.opt",
+        "io.containerd.tracing.processor.v1.otlp",
+    ];
+    plugins.extend_from_slice(disabled);
+    let list = plugins
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"root = "{root}"
+state = "{state}"
+disabled_plugins = [{list}]
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+"#,
+        root = dir.join("root").display(),
+        state = dir.join("state").display(),
+        sock = dir.join("c.sock").display(),
+    )
+}
+
+/// SIGTERM `child`, wait up to `grace` for it, then SIGKILL; always reaped.
+pub fn stop_child(child: &mut Child, grace: Duration) {
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX)),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let deadline = Instant::now() + grace;
+    while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Removes the cgroup `/<name>` from the unified hierarchy and from every
+/// v1 hierarchy under `/sys/fs/cgroup` (with its children).
+pub fn remove_cgroup_everywhere(name: &str) {
+    let name = name.trim_start_matches('/');
+    let mut dirs = vec![Path::new("/sys/fs/cgroup").join(name)];
+    if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+        dirs.extend(
+            hierarchies
+                .filter_map(|h| h.ok())
+                .map(|h| h.path().join(name)),
+        );
+    }
+    for d in dirs.iter().filter(|d| d.is_dir()) {
+        remove_cgroup(d);
+    }
+}
+
+/// The pids of processes whose command line contains `needle` (e.g. a
+/// private containerd's socket path, which its shims are started with).
+pub fn pids_with_cmdline(needle: &str) -> Vec<i32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+/// Zombie processes (state `Z`) whose parent is one of `parents`.
+pub fn zombie_children(parents: &[i32]) -> Vec<String> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // pid (comm) state ppid ...; comm may hold spaces and parentheses.
+            let (head, rest) = stat.rsplit_once(") ")?;
+            let mut f = rest.split_whitespace();
+            let state = f.next()?;
+            let ppid: i32 = f.next()?.parse().ok()?;
+            (state == "Z" && parents.contains(&ppid)).then(|| format!("{head})"))
+        })
+        .collect()
 }

@@ -37,23 +37,6 @@ const HOST_IP: &str = "192.0.2.1";
 const OUTSIDE_IP: &str = "192.0.2.2";
 const CTR_NS: &str = "cnie2e";
 
-/// Turns `dir/rootfs.tar` into a one-layer OCI image layout tarball named
-/// `name` (sha256sum computes the digests).
-const OCI_SCRIPT: &str = r#"set -eu
-dir=$1 name=$2 arch=$3
-cd "$dir"
-mkdir -p oci/blobs/sha256
-blob() { s=$(sha256sum "$1" | cut -d' ' -f1); z=$(stat -c %s "$1"); mv "$1" "oci/blobs/sha256/$s"; echo "$s $z"; }
-set -- $(blob rootfs.tar); lsha=$1 lsize=$2
-printf '{"architecture":"%s","os":"linux","config":{"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$arch" "$lsha" >config.json
-set -- $(blob config.json); csha=$1 csize=$2
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' "$csha" "$csize" "$lsha" "$lsize" >manifest.json
-set -- $(blob manifest.json); msha=$1 msize=$2
-printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"latest"}}]}' "$msha" "$msize" "$name" >oci/index.json
-printf '{"imageLayoutVersion":"1.0.0"}' >oci/oci-layout
-tar -C oci -cf image.tar .
-"#;
-
 /// Runs `ctr` in the host network namespace and a private mount namespace
 /// where `$1` is mounted on /etc/cni and `$2` on /opt.
 const CTR_WRAPPER: &str = r#"set -eu
@@ -75,14 +58,6 @@ struct Containerd<'a> {
     /// not exist before (removed again when empty).
     created_run_dirs: Vec<PathBuf>,
 }
-
-/// containerd 1.6 and ctr put shim sockets and FIFOs here whatever the
-/// configuration says.
-const HARD_CODED_RUN_DIRS: [&str; 3] = [
-    "/run/containerd/fifo",
-    "/run/containerd/s",
-    "/run/containerd",
-];
 
 impl<'a> Containerd<'a> {
     fn start(host: &'a Netns, conflist: &serde_json::Value) -> Self {
@@ -107,22 +82,8 @@ impl<'a> Containerd<'a> {
         std::fs::write(
             d.join("config.toml"),
             format!(
-                r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.internal.v1.opt", "io.containerd.tracing.processor.v1.otlp"]
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-"#,
-                root = d.join("root").display(),
-                state = d.join("state").display(),
-                sock = d.join("c.sock").display(),
+                "version = 2\n{}",
+                common::containerd_config_head(d, &["io.containerd.grpc.v1.cri"])
             ),
         )
         .expect("config.toml");
@@ -140,11 +101,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
             daemon,
             cgroup_parent: format!("/{}", unique_name("cnie2e-ctr-")),
             runs: Vec::new(),
-            created_run_dirs: HARD_CODED_RUN_DIRS
-                .iter()
-                .map(PathBuf::from)
-                .filter(|p| !p.exists())
-                .collect(),
+            created_run_dirs: common::missing_containerd_run_dirs(),
         };
         let ready = eventually(Duration::from_secs(20), || {
             me.ctr_plain(&["version"]).status.success()
@@ -284,54 +241,14 @@ impl Drop for Containerd<'_> {
                 let _ = self.ctr_plain(&["containers", "rm", &id]);
             }
         }
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(self.daemon.id()).unwrap_or(i32::MAX)),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.daemon.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
-        let name = self.cgroup_parent.trim_start_matches('/');
-        let mut dirs = vec![Path::new("/sys/fs/cgroup").join(name)];
-        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
-            dirs.extend(
-                hierarchies
-                    .filter_map(|h| h.ok())
-                    .map(|h| h.path().join(name)),
-            );
-        }
-        for d in dirs.iter().filter(|d| d.is_dir()) {
-            common::remove_cgroup(d);
-        }
-        // Deepest first; only if empty (another containerd may use them).
-        for d in &self.created_run_dirs {
-            let _ = std::fs::remove_dir(d);
-        }
+        common::stop_child(&mut self.daemon, Duration::from_secs(10));
+        common::remove_cgroup_everywhere(&self.cgroup_parent);
+        common::remove_empty_dirs(&self.created_run_dirs);
     }
 }
 
 fn oci_image(dir: &Path, name: &str) -> PathBuf {
-    common::busybox_rootfs_tar(dir, "hello from containerd c1\n");
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    let out = Command::new("sh")
-        .args(["-c", OCI_SCRIPT, "sh"])
-        .arg(dir)
-        .args([name, arch])
-        .output()
-        .expect("spawn sh");
-    assert!(
-        out.status.success(),
-        "OCI layout: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir.join("image.tar")
+    common::busybox_oci_image(dir, name, "hello from containerd c1\n", &["/bin/sh"])
 }
 
 fn ipv4_of(c: &Containerd<'_>, id: &str) -> String {
@@ -497,10 +414,16 @@ fn e2e_containerd_ctr_run_cni() {
             "ctr run {id} reported an error: {log}"
         );
     }
-    let left: Vec<String> = veths(&host)
-        .into_iter()
-        .filter(|v| v != "uplink0")
-        .collect();
+    // With CNI_NETNS empty the veth goes with the container's namespace,
+    // which the kernel destroys asynchronously after the last process.
+    let mut left = Vec::new();
+    eventually(Duration::from_secs(10), || {
+        left = veths(&host)
+            .into_iter()
+            .filter(|v| v != "uplink0")
+            .collect();
+        left.is_empty()
+    });
     assert_eq!(left, Vec::<String>::new(), "veths left");
     assert_eq!(
         reservations(data.path(), &net),
