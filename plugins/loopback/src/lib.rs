@@ -53,7 +53,8 @@ impl Plugin for Loopback {
         let mut h = handle_in(&ns)?;
         let lo = lookup_lo(&mut h)?;
         if !lo.up {
-            h.set_up(lo.index).map_err(|e| netlink_error(&e, "set lo up"))?;
+            h.set_up(lo.index)
+                .map_err(|e| netlink_error(&e, "set lo up"))?;
         }
         let addrs = match loopback_addrs(&mut h, lo.index) {
             Ok(a) => a,
