@@ -215,6 +215,69 @@ fn netlink_error(e: &cni_netlink::Error, what: &str) -> Error {
 mod tests {
     use super::*;
 
+    fn conf(json: &str) -> NetConf {
+        let mut c: NetConf = serde_json::from_str(json).expect("conf");
+        c.version = c
+            .cni_version
+            .as_deref()
+            .filter(|v| !v.is_empty())
+            .unwrap_or("0.1.0")
+            .parse()
+            .expect("version");
+        c
+    }
+
+    fn lo_result() -> Success {
+        Success {
+            interfaces: vec![Interface {
+                name: LO.into(),
+                mac: Some(LO_MAC.into()),
+                sandbox: Some("/run/netns/x".into()),
+                ..Interface::default()
+            }],
+            ips: vec![IpConfig {
+                interface: Some(0),
+                address: "127.0.0.1/8".parse().expect("cidr"),
+                gateway: None,
+            }],
+            ..Success::default()
+        }
+    }
+
+    fn printed(conf: &NetConf, r: &Success) -> Value {
+        let text = Loopback.print_result(r, conf).expect("print");
+        serde_json::from_str(&text).expect("json")
+    }
+
+    #[test]
+    fn own_result_is_the_1_x_layout_labelled_with_the_config_version() {
+        for v in ["0.1.0", "0.2.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+            let c = conf(&format!(r#"{{"cniVersion":"{v}","name":"n"}}"#));
+            let out = printed(&c, &lo_result());
+            assert_eq!(out["cniVersion"], v);
+            assert_eq!(
+                out["ips"][0],
+                serde_json::json!({"interface": 0, "address": "127.0.0.1/8"}),
+                "{v}: no version field, no ip4"
+            );
+            assert_eq!(out["interfaces"][0]["name"], "lo");
+            assert!(
+                out.get("ip4").is_none() && out.get("dns").is_none(),
+                "{out}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_version_or_a_prev_result_is_printed_in_the_config_layout() {
+        let out = printed(&conf(r#"{"name":"n"}"#), &lo_result());
+        assert_eq!(out["cniVersion"], "0.1.0");
+        assert_eq!(out["ip4"]["ip"], "127.0.0.1/8", "{out}");
+        let c = conf(r#"{"cniVersion":"0.3.1","name":"n","prevResult":{"ips":[]}}"#);
+        let out = printed(&c, &lo_result());
+        assert_eq!(out["ips"][0]["version"], "4", "{out}");
+    }
+
     #[test]
     fn loopback_addresses_are_those_go_calls_loopback() {
         for ok in ["127.0.0.1", "127.255.0.9", "::1", "::ffff:127.0.0.1"] {
