@@ -1,4 +1,4 @@
-# Rust CNI plugins: bridge, host-local, portmap (+ cnitool).
+# Rust CNI plugins: bridge, host-local, loopback, portmap (+ cnitool).
 #
 #   make build     debug build of the whole workspace
 #   make release   static release binaries (run on any x86_64 Linux node)
@@ -17,7 +17,7 @@ TARGET      ?= x86_64-unknown-linux-gnu
 PREFIX      ?= /opt/cni
 CNIBINDIR   ?= $(PREFIX)/bin
 DESTDIR     ?=
-PLUGINS     := bridge host-local portmap
+PLUGINS     := bridge host-local loopback portmap
 RELEASE_DIR := target/$(TARGET)/release
 # Static linking: the plugins are copied onto nodes of any distribution.
 # Passed only with an explicit --target so build scripts and proc macros
@@ -37,7 +37,7 @@ build:
 
 release:
 	RUSTFLAGS="$(STATIC_RUSTFLAGS)" $(CARGO) build $(LOCKED) --release --target $(TARGET) \
-		-p bridge -p host-local -p portmap -p cni-libcni
+		-p bridge -p host-local -p loopback -p portmap -p cni-libcni
 
 # Namespace and end-to-end tests need root (CAP_NET_ADMIN, CAP_SYS_ADMIN).
 test: build

@@ -563,3 +563,52 @@ fn difference_portmap_check_and_del_without_mappings() {
         n.assert_clean(Some(&ctr), "pmd");
     }
 }
+
+#[test]
+fn difference_symlinks_planted_in_the_store_are_not_followed() {
+    if !require_reference() {
+        return;
+    }
+    for side in [Side::Ref, Side::Ours] {
+        let data = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let name = cni_tests::unique_name("sl");
+        let conf = json!({"cniVersion": "1.0.0", "name": name, "type": "bridge",
+            "ipam": {"type": "host-local", "dataDir": data.path(),
+                     "ranges": [[{"subnet": "10.114.0.0/24"}]]}});
+        let add = |id: &str| {
+            PluginCall::new("ADD", conf.to_string())
+                .container_id(id)
+                .netns("/run/netns/does-not-exist")
+                .cni_path(vec![side.cni_path()])
+                .run_here(&side.bin("host-local"))
+        };
+        add("c1").assert_success();
+        let store = data.path().join(&name);
+        // A lock link to a missing path, and a cursor link to an outside file.
+        let (missing, cursor) = (outside.path().join("missing"), outside.path().join("cur"));
+        std::fs::remove_file(store.join("lock")).unwrap();
+        std::os::unix::fs::symlink(&missing, store.join("lock")).unwrap();
+        std::fs::write(&cursor, "10.114.0.9").unwrap();
+        std::fs::remove_file(store.join("last_reserved_ip.0")).unwrap();
+        std::os::unix::fs::symlink(&cursor, store.join("last_reserved_ip.0")).unwrap();
+        let out = add("c2");
+        match side {
+            Side::Ref => {
+                out.assert_success();
+                assert!(missing.exists(), "the reference creates the lock's target");
+                assert_ne!(
+                    std::fs::read_to_string(&cursor).unwrap(),
+                    "10.114.0.9",
+                    "the reference writes through the cursor link"
+                );
+            }
+            Side::Ours => {
+                assert_eq!(out.error_code(), Some(5), "{}", out.describe());
+                assert!(out.error_msg().unwrap().contains("is a symbolic link"));
+                assert!(!missing.exists());
+                assert_eq!(std::fs::read_to_string(&cursor).unwrap(), "10.114.0.9");
+            }
+        }
+    }
+}

@@ -2,6 +2,10 @@
 //! and inodes), a file, a symlinked network directory (dangling or not), and a lock held
 //! by another process for longer than the bounded wait. Each ends in a clear CNI error
 //! within bounded time, and the ADD is rolled back (no veth, no partial file).
+//!
+//! Then symlinks planted inside the store (`lock`, a cursor, a reservation name, the
+//! index): host-local refuses each with code 5 naming the link, reads, creates and
+//! changes nothing outside `dataDir` through it, and works again once the link is gone.
 
 #![allow(
     clippy::unwrap_used,
@@ -196,23 +200,176 @@ fn symlinked_network_directory() {
     let n = Node::new();
     let data = tempfile::tempdir().unwrap();
     let conf = conf_with_data_dir(&n, data.path());
+    let link = data.path().join(&n.name);
+    let msg = format!("{} is a symbolic link", link.display());
     // Dangling: a clear error, nothing created at the target.
     let target = data.path().join("elsewhere");
-    std::os::unix::fs::symlink(&target, data.path().join(&n.name)).unwrap();
-    add_fails(&n, &conf, 5, "File exists");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    add_fails(&n, &conf, 5, &msg);
     assert!(!target.exists());
-    // A link to a directory is followed, as by the reference (an administrator may move
-    // a network's state); the state lands in the target and DEL removes it there.
+    // A link to a directory is refused too (the reference follows it): nothing is
+    // created in the target.
     std::fs::create_dir(&target).unwrap();
-    let ctr = n.env.add_container();
-    n.add(Side::Ours, "bridge", &conf, &ctr, "ln");
+    add_fails(&n, &conf, 5, &msg);
     let files: Vec<PathBuf> = std::fs::read_dir(&target)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert!(files.iter().any(|f| f.ends_with("10.111.0.2")), "{files:?}");
+    assert_eq!(files, Vec::<PathBuf>::new());
+    // Without the link, ADD and DEL work.
+    std::fs::remove_file(&link).unwrap();
+    let ctr = n.env.add_container();
+    n.add(Side::Ours, "bridge", &conf, &ctr, "ln");
+    assert!(link.join("10.111.0.2").is_file());
     n.del(Side::Ours, "bridge", &conf, Some(&ctr), "ln");
-    assert!(!target.join("10.111.0.2").exists());
+    assert!(!link.join("10.111.0.2").exists());
+    n.assert_clean(Some(&ctr), "ln");
+}
+
+#[test]
+fn data_dir_that_is_a_symlink() {
+    if !require_root() {
+        return;
+    }
+    let n = Node::new();
+    let data = tempfile::tempdir().unwrap();
+    // A dangling dataDir link: code 5 with the OS error, nothing created at its target.
+    let target = data.path().join("real");
+    let link = data.path().join("state");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let conf = conf_with_data_dir(&n, &link);
+    add_fails(&n, &conf, 5, "File exists");
+    assert!(!target.exists());
+    // dataDir itself may be a link to a directory (only links inside the store are
+    // refused): the state lands in the target.
+    std::fs::create_dir(&target).unwrap();
+    let ctr = n.env.add_container();
+    n.add(Side::Ours, "bridge", &conf, &ctr, "dl");
+    assert!(target.join(&n.name).join("10.111.0.2").is_file());
+    n.del(Side::Ours, "bridge", &conf, Some(&ctr), "dl");
+    n.assert_clean(Some(&ctr), "dl");
+}
+
+/// host-local (ours) alone on a store in `data`: ADD or DEL of container `id`. host-local
+/// touches no network namespace, so it runs here.
+fn host_local(data: &Path, name: &str, command: &str, id: &str) -> PluginOutput {
+    let conf = json!({
+        "cniVersion": "1.1.0",
+        "name": name,
+        "type": "bridge",
+        "ipam": {"type": "host-local", "dataDir": data, "ranges": [[{"subnet": "10.113.0.0/24"}]]},
+    });
+    cni_tests::PluginCall::new(command, conf.to_string())
+        .container_id(id)
+        .netns("/run/netns/cnit-not-used")
+        .cni_path(vec![Side::Ours.cni_path()])
+        .run_here(&Side::Ours.bin("host-local"))
+}
+
+/// Every file under `dir` with its content (symlinks as `-> target`), sorted.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.file_type().is_symlink() {
+                let t = std::fs::read_link(&p).unwrap();
+                out.push((p, format!("-> {}", t.display())));
+            } else if m.is_dir() {
+                todo.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read_to_string(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Plants a symlink at `<dataDir>/<rel>` (`{net}` is the network name) pointing to
+/// `target` after one ADD made the store; then ADD must fail with code 5 naming the
+/// link, the outside directory (which holds `target`) must be as before, and after the
+/// link is removed ADD and DEL must work.
+fn planted_symlink_is_refused(rel: &str, target_exists: bool) {
+    let data = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let name = cni_tests::unique_name("sl");
+    let target = outside.path().join("target");
+    if target_exists {
+        std::fs::write(&target, "10.113.0.200").unwrap();
+    }
+    host_local(data.path(), &name, "ADD", "first").assert_success();
+    let link = data.path().join(rel.replace("{net}", &name));
+    if link.exists() {
+        std::fs::remove_file(&link).unwrap();
+    }
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let before = snapshot(outside.path());
+    // The reservations, cursors and lock; the index's stamp may be refreshed (planting
+    // the link changed the directory), which is housekeeping, not state.
+    let store = || -> Vec<(PathBuf, String)> {
+        snapshot(data.path())
+            .into_iter()
+            .filter(|(p, v)| !v.starts_with("host-local-index ") || p == &link)
+            .collect()
+    };
+    let store_before = store();
+    let out = host_local(data.path(), &name, "ADD", "second");
+    assert_error(&out, 5, &format!("{} is a symbolic link", link.display()));
+    // STATUS reads everything but the cursors.
+    if !rel.contains("last_reserved_ip") {
+        let status = host_local(data.path(), &name, "STATUS", "");
+        assert_error(&status, 50, &format!("{}", link.display()));
+    }
+    assert_eq!(
+        snapshot(outside.path()),
+        before,
+        "{rel}: nothing outside changed"
+    );
+    assert_eq!(target.exists(), target_exists, "{rel}: target not created");
+    assert_eq!(store(), store_before, "{rel}: nothing lost or added");
+    std::fs::remove_file(&link).unwrap();
+    let out = host_local(data.path(), &name, "ADD", "second");
+    out.assert_success();
+    assert!(
+        out.json()["ips"][0]["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("10.113.0.")),
+        "{}",
+        out.describe()
+    );
+    for id in ["first", "second"] {
+        host_local(data.path(), &name, "DEL", id).assert_success();
+    }
+    assert_eq!(snapshot(outside.path()), before);
+}
+
+#[test]
+fn planted_lock_symlink_to_a_missing_path_creates_nothing() {
+    planted_symlink_is_refused("{net}/lock", false);
+}
+
+#[test]
+fn planted_lock_symlink_to_an_outside_file_leaves_it_alone() {
+    planted_symlink_is_refused("{net}/lock", true);
+}
+
+#[test]
+fn planted_cursor_symlink_is_not_followed() {
+    planted_symlink_is_refused("{net}/last_reserved_ip.0", true);
+}
+
+#[test]
+fn planted_reservation_symlink_is_not_followed() {
+    // The address the next ADD would take.
+    planted_symlink_is_refused("{net}/10.113.0.3", true);
+}
+
+#[test]
+fn planted_index_symlink_is_not_followed() {
+    planted_symlink_is_refused(".host-local-index.{net}", true);
 }
 
 struct Holder(Child);

@@ -84,9 +84,14 @@ pub fn disk_status(
         StoreError::InvalidNetworkName { .. } => StatusError::Store(e),
         other => StatusError::Unusable(other),
     })?;
+    // A symlink planted in the store makes it unusable for ADD, like an unwritable one.
+    let store_error = |e: StoreError| match e {
+        StoreError::Symlink { .. } => StatusError::Unusable(e),
+        other => StatusError::Store(other),
+    };
     let reservations =
-        match DiskStore::open_existing(data_dir, network, opts).map_err(StatusError::Store)? {
-            Some(store) => store.list().map_err(StatusError::Store)?,
+        match DiskStore::open_existing(data_dir, network, opts).map_err(store_error)? {
+            Some(store) => store.list().map_err(store_error)?,
             None => Vec::new(),
         };
     check_capacity(sets, &reservations)

@@ -34,7 +34,9 @@ pub fn from_store(e: &StoreError) -> Error {
     let code = match e {
         StoreError::LockTimeout { .. } => Code::TryAgainLater,
         StoreError::InvalidNetworkName { .. } => Code::InvalidConfig,
-        StoreError::Io { .. } | StoreError::NotADirectory { .. } => Code::Io,
+        StoreError::Io { .. } | StoreError::NotADirectory { .. } | StoreError::Symlink { .. } => {
+            Code::Io
+        }
     };
     Error::new(code, e.to_string())
 }

@@ -130,6 +130,15 @@ pub trait Plugin {
     /// Any CNI error; the plugin must have rolled back what it changed.
     fn add(&self, args: &CmdArgs, conf: &NetConf<Self::Config>) -> Result<Success>;
 
+    /// ADD's output: `result` in the layout of the configuration's version.
+    /// Override only to reproduce a reference plugin's output exactly.
+    ///
+    /// # Errors
+    /// As [`Success::to_json`] (the skel then rolls the ADD back with DEL).
+    fn print_result(&self, result: &Success, conf: &NetConf<Self::Config>) -> Result<String> {
+        result.to_json(conf.version)
+    }
+
     /// DEL: detach; idempotent and best effort.
     ///
     /// # Errors
@@ -342,7 +351,7 @@ fn dispatch_inner<P: Plugin>(
     match command {
         Command::Add => {
             let result = plugin.add(&args, &conf)?;
-            match result.to_json(version) {
+            match plugin.print_result(&result, &conf) {
                 Ok(text) => Ok(Some(text)),
                 Err(e) => {
                     // The plugin did its work but the result cannot be

@@ -23,11 +23,16 @@
 //!   old file matters on ext4: that triggers its `auto_da_alloc` writeback
 //!   (measured 150-270 us per replace here, 20-30 us without);
 //! * DEL, CHECK, GC and STATUS use [`DiskStore::open_existing`], which never
-//!   creates the network directory.
+//!   creates the network directory;
+//! * no symbolic link is followed inside the store: the network directory
+//!   must be a real directory, and `lock`, cursors, reservations and the
+//!   index are opened with `O_NOFOLLOW` (temporary files with `O_EXCL`), so a
+//!   planted link is [`StoreError::Symlink`] and nothing is read, written or
+//!   created outside `dataDir` through it. `dataDir` itself may be a link.
 
 use std::cell::{Cell, RefCell};
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, DirEntryExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -185,6 +190,7 @@ impl DiskStore {
         opts: &DiskStoreOptions,
     ) -> Result<Self, StoreError> {
         let dir = Self::network_dir(data_dir, network)?;
+        reject_symlink(&dir)?;
         DirBuilder::new()
             .recursive(true)
             .mode(0o755)
@@ -205,7 +211,7 @@ impl DiskStore {
         opts: &DiskStoreOptions,
     ) -> Result<Option<Self>, StoreError> {
         let dir = Self::network_dir(data_dir, network)?;
-        match fs::metadata(&dir) {
+        match fs::symlink_metadata(&dir) {
             Ok(_) => Self::lock_dir(dir, opts).map(Some),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::io("stat", &dir, e)),
@@ -213,7 +219,10 @@ impl DiskStore {
     }
 
     fn lock_dir(dir: PathBuf, opts: &DiskStoreOptions) -> Result<Self, StoreError> {
-        let meta = fs::metadata(&dir).map_err(|e| StoreError::io("stat", &dir, e))?;
+        let meta = fs::symlink_metadata(&dir).map_err(|e| StoreError::io("stat", &dir, e))?;
+        if meta.file_type().is_symlink() {
+            return Err(StoreError::Symlink { path: dir });
+        }
         if !meta.is_dir() {
             return Err(StoreError::NotADirectory { path: dir });
         }
@@ -238,6 +247,7 @@ impl DiskStore {
     /// [`StoreError::NotADirectory`] or the I/O error of the probe.
     pub fn probe_writable(data_dir: &Path, network: &str) -> Result<(), StoreError> {
         let dir = Self::network_dir(data_dir, network)?;
+        reject_symlink(&dir)?;
         let mut target: &Path = &dir;
         let meta = loop {
             match fs::metadata(target) {
@@ -295,7 +305,7 @@ impl DiskStore {
     fn scan(&self) -> Result<Vec<Reservation>, StoreError> {
         let entries = fs::read_dir(&self.dir).map_err(|e| StoreError::io("list", &self.dir, e))?;
         let stamp = self.dir_stamp()?;
-        let mut known = self.read_index();
+        let mut known = self.read_index()?;
         if known.stamp != stamp {
             // Someone else changed the directory since: trust nothing.
             known = index::Index::default();
@@ -314,17 +324,24 @@ impl DiskStore {
                 continue;
             }
             let path = entry.path();
-            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+            let file_type = entry
+                .file_type()
+                .map_err(|e| StoreError::io("stat", &path, e))?;
+            if file_type.is_symlink() {
+                return Err(StoreError::Symlink { path });
+            }
+            if !file_type.is_file() {
                 continue;
             }
             let ino = entry.ino();
             let content = match known.get(name, ino) {
                 Some(c) => c.to_string(),
-                None => match fs::read(&path) {
+                None => match read_nofollow(&path) {
                     Ok(bytes) => {
                         read += 1;
                         String::from_utf8_lossy(&bytes).into_owned()
                     }
+                    Err(e) if is_symlink_error(&e) => return Err(StoreError::Symlink { path }),
                     Err(e) => {
                         log::warn!("skipping unreadable reservation {}: {e}", path.display());
                         continue;
@@ -343,7 +360,8 @@ impl DiskStore {
     }
 
     fn dir_stamp(&self) -> Result<index::DirStamp, StoreError> {
-        let m = fs::metadata(&self.dir).map_err(|e| StoreError::io("stat", &self.dir, e))?;
+        let m =
+            fs::symlink_metadata(&self.dir).map_err(|e| StoreError::io("stat", &self.dir, e))?;
         Ok(index::DirStamp {
             ino: m.ino(),
             mtime: m.mtime(),
@@ -363,17 +381,24 @@ impl DiskStore {
     }
 
     /// The index as last written; empty when absent or unreadable.
-    fn read_index(&self) -> index::Index {
+    ///
+    /// # Errors
+    /// [`StoreError::Symlink`] when the index is a symbolic link (never followed).
+    fn read_index(&self) -> Result<index::Index, StoreError> {
         let Some(path) = self.index_path() else {
-            return index::Index::default();
+            return Ok(index::Index::default());
         };
-        match fs::read_to_string(&path) {
-            Ok(text) => index::Index::parse(&text).unwrap_or_else(|| {
-                log::debug!("ignoring malformed reservation index {}", path.display());
-                index::Index::default()
-            }),
+        Ok(match read_nofollow(&path) {
+            Ok(bytes) => String::from_utf8(bytes)
+                .ok()
+                .and_then(|text| index::Index::parse(&text))
+                .unwrap_or_else(|| {
+                    log::debug!("ignoring malformed reservation index {}", path.display());
+                    index::Index::default()
+                }),
+            Err(e) if is_symlink_error(&e) => return Err(StoreError::Symlink { path }),
             Err(_) => index::Index::default(),
-        }
+        })
     }
 
     /// Replaces the index file, stamped with the directory's current state:
@@ -393,6 +418,7 @@ impl DiskStore {
             .write(true)
             .create_new(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
             .and_then(|mut f| f.write_all(idx.render().as_bytes()))
             .and_then(|()| replace_with(&tmp, &path));
@@ -427,6 +453,7 @@ impl DiskStore {
             .write(true)
             .create_new(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
             .and_then(|mut f| f.write_all(content));
         match written {
@@ -437,6 +464,35 @@ impl DiskStore {
             }
         }
     }
+}
+
+/// Fails with [`StoreError::Symlink`] when `path` is a symbolic link (a
+/// missing `path` is fine).
+fn reject_symlink(path: &Path) -> Result<(), StoreError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(StoreError::Symlink {
+            path: path.to_path_buf(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Reads a whole file of the store without following a symbolic link at
+/// `path` (`O_NOFOLLOW`: `ELOOP`, see [`is_symlink_error`]) and without
+/// blocking on a FIFO planted there (`O_NONBLOCK`).
+fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Whether an `O_NOFOLLOW` open failed because `path` is a symbolic link.
+fn is_symlink_error(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ELOOP)
 }
 
 /// Moves `tmp` to `path`: unlinks `path` first, then renames (see the module
@@ -509,7 +565,7 @@ impl Store for DiskStore {
 
     fn get(&self, ip: IpAddr) -> Result<Option<Reservation>, StoreError> {
         let path = self.ip_path(ip);
-        match fs::read(&path) {
+        match read_nofollow(&path) {
             Ok(bytes) => Ok(Some(Reservation::parse(
                 ip::canonical(ip),
                 &String::from_utf8_lossy(&bytes),
@@ -535,7 +591,7 @@ impl Store for DiskStore {
     /// reference then starts from the first range).
     fn last_reserved(&self, set_index: usize) -> Result<Option<IpAddr>, StoreError> {
         let path = self.cursor_path(set_index);
-        match fs::read_to_string(&path) {
+        match read_nofollow(&path).map(|b| String::from_utf8_lossy(&b).into_owned()) {
             Ok(text) => match text.trim().parse::<IpAddr>() {
                 Ok(addr) => Ok(Some(ip::canonical(addr))),
                 Err(_) => {
@@ -904,6 +960,84 @@ mod tests {
             DiskStore::probe_writable(&file_root, "other"),
             Err(StoreError::NotADirectory { .. })
         ));
+    }
+
+    /// No planted symlink in the store is followed: each is a
+    /// [`StoreError::Symlink`] naming it, and its target is neither created
+    /// nor read nor changed.
+    #[test]
+    fn planted_symlinks_are_refused_not_followed() {
+        use std::os::unix::fs::symlink;
+        let data = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        let dir = data.path().join("net");
+        let is_symlink_err = |r: Result<(), StoreError>, name: &str| match r {
+            Err(StoreError::Symlink { path }) => assert!(path.ends_with(name), "{path:?}"),
+            other => panic!("{name}: expected a symlink error, got {other:?}"),
+        };
+        // The network directory, dangling or not.
+        let elsewhere = outside.path().join("elsewhere");
+        symlink(&elsewhere, &dir).expect("symlink");
+        is_symlink_err(
+            DiskStore::open(data.path(), "net", &opts()).map(drop),
+            "net",
+        );
+        assert!(!elsewhere.exists());
+        fs::create_dir(&elsewhere).expect("mkdir");
+        is_symlink_err(
+            DiskStore::open(data.path(), "net", &opts()).map(drop),
+            "net",
+        );
+        is_symlink_err(
+            DiskStore::open_existing(data.path(), "net", &opts()).map(drop),
+            "net",
+        );
+        is_symlink_err(DiskStore::probe_writable(data.path(), "net"), "net");
+        assert!(names(&elsewhere).is_empty());
+        fs::remove_file(&dir).expect("rm link");
+        // The lock, to a missing path and to an existing file.
+        fs::create_dir(&dir).expect("mkdir");
+        let missing = outside.path().join("missing");
+        symlink(&missing, dir.join("lock")).expect("symlink");
+        is_symlink_err(
+            DiskStore::open(data.path(), "net", &opts()).map(drop),
+            "lock",
+        );
+        assert!(!missing.exists());
+        fs::remove_file(dir.join("lock")).expect("rm link");
+        // A cursor, a reservation and the index.
+        let secret = outside.path().join("secret");
+        fs::write(&secret, "10.1.2.200").expect("write");
+        let cases = [
+            dir.join("last_reserved_ip.0"),
+            dir.join("10.1.2.3"),
+            data.path().join(".host-local-index.net"),
+        ];
+        for link in &cases {
+            symlink(&secret, link).expect("symlink");
+            let mut s = DiskStore::open(data.path(), "net", &opts()).expect("open");
+            let name = link.file_name().and_then(|n| n.to_str()).expect("name");
+            let r = if name.starts_with("last_") {
+                s.last_reserved(0).map(drop)
+            } else if name.starts_with("10.") {
+                is_symlink_err(s.get(ip("10.1.2.3")).map(drop), name);
+                s.list().map(drop)
+            } else {
+                s.list().map(drop)
+            };
+            is_symlink_err(r, name);
+            assert!(
+                !s.reserve(ip("10.1.2.3"), &Attachment::new("a", "eth0"))
+                    .expect("reserve")
+                    || !name.starts_with("10."),
+                "a planted reservation name is taken, not overwritten"
+            );
+            drop(s);
+            fs::remove_file(link).expect("rm link");
+            fs::remove_file(dir.join("10.1.2.3")).ok();
+            assert_eq!(fs::read_to_string(&secret).expect("read"), "10.1.2.200");
+        }
+        assert_eq!(names(outside.path()), ["elsewhere", "secret"]);
     }
 
     #[test]

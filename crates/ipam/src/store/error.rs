@@ -32,6 +32,18 @@ pub enum StoreError {
         /// The path.
         path: PathBuf,
     },
+    /// A file or directory of the store (the network directory, `lock`, a
+    /// cursor, a reservation, the index) is a symbolic link: host-local never
+    /// follows one there, so that its state cannot be redirected out of
+    /// `dataDir`.
+    #[error(
+        "{} is a symbolic link (symlink); host-local does not follow symlinks in its state directory",
+        .path.display()
+    )]
+    Symlink {
+        /// The link.
+        path: PathBuf,
+    },
     /// Another process held the network's lock for the whole bounded wait.
     #[error(
         "timed out after {} ms waiting for the lock on {}; another host-local operation holds it, try again",
@@ -53,7 +65,12 @@ impl StoreError {
         matches!(self, Self::LockTimeout { .. })
     }
 
+    /// An I/O error; `ELOOP` (what an `O_NOFOLLOW` open of a symlink gives)
+    /// becomes [`StoreError::Symlink`].
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        if source.raw_os_error() == Some(libc::ELOOP) {
+            return Self::Symlink { path: path.into() };
+        }
         Self::Io {
             op,
             path: path.into(),

@@ -41,9 +41,15 @@ pub(crate) fn acquire(path: &Path, timeout: Duration) -> Result<File, StoreError
 
 /// An existing lock file is opened read-only (flock needs no write access,
 /// and the reference's 0750 file is left as it is); a missing one is
-/// created with mode 0600.
+/// created with mode 0600. Neither open follows a symlink planted at `path`
+/// (`O_NOFOLLOW`: [`StoreError::Symlink`]), so a link to a path that does not
+/// exist never creates it.
 fn open(path: &Path) -> Result<File, StoreError> {
-    match File::open(path) {
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
         Ok(f) => Ok(f),
         Err(e) if e.kind() == io::ErrorKind::NotFound => OpenOptions::new()
             .read(true)
@@ -51,6 +57,7 @@ fn open(path: &Path) -> Result<File, StoreError> {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(|e| StoreError::io("create lock file", path, e)),
         Err(e) => Err(StoreError::io("open lock file", path, e)),
