@@ -40,7 +40,10 @@ release:
 		-p bridge -p host-local -p portmap -p cni-libcni
 
 # Namespace and end-to-end tests need root (CAP_NET_ADMIN, CAP_SYS_ADMIN).
-test: build
+# scripts/prereqs.sh checks (as root with apt: installs) what .ci/packages lists first.
+test:
+	CARGO="$(CARGO)" scripts/prereqs.sh test
+	$(MAKE) --no-print-directory build
 	$(CARGO) test $(LOCKED) --workspace
 
 # Tests that need no privileges (pure logic).
@@ -58,8 +61,12 @@ install: release
 uninstall:
 	for p in $(PLUGINS); do rm -f $(DESTDIR)$(CNIBINDIR)/$$p; done
 
-demo: release
-	scripts/demo.sh $(RELEASE_DIR)
+# Builds as the calling user; the namespaces need root, so the script runs under sudo
+# unless make already does.
+demo:
+	CARGO="$(CARGO)" scripts/prereqs.sh demo
+	$(MAKE) --no-print-directory release
+	$(if $(filter 0,$(shell id -u)),,sudo )scripts/demo.sh $(RELEASE_DIR)
 
 e2e: build
 	$(CARGO) test $(LOCKED) -p cni-tests --test 'e2e_*'
