@@ -5,6 +5,8 @@
 #   make test      every test: unit, namespace, end-to-end (needs root)
 #   make lint      rustfmt check and clippy with warnings as errors
 #   make install   install the plugins to $(DESTDIR)$(CNIBINDIR) (default /opt/cni/bin)
+#   make dist      release archive $(DIST_DIR)/cni-plugins-rs-linux-<arch>-<version>.tgz (+ .sha256, .sha512)
+#   make dist-check  make dist, then check the archive (scripts/check-dist.sh)
 #   make demo      attach two containers in private namespaces and show it working
 #   make e2e       only the end-to-end tests (real runtimes, conf-examples)
 #   make bench     side-by-side benchmark against the reference Go plugins
@@ -19,6 +21,17 @@ CNIBINDIR   ?= $(PREFIX)/bin
 DESTDIR     ?=
 PLUGINS     := bridge host-local loopback portmap
 RELEASE_DIR := target/$(TARGET)/release
+# The version the release binaries print and the archive is named after: the workspace
+# version, plus `git describe` (commits since the tag, commit, -dirty) when this is a git
+# checkout; just the workspace version at the tag v<version>. Only `make release` (and
+# the targets built on it) pass it to the build, as CNI_RS_VERSION (crates/cni, skel).
+WS_VERSION  := $(shell sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
+GIT_DESCRIBE := $(shell git describe --tags --match 'v[0-9]*' --always --dirty --abbrev=12 2>/dev/null)
+VERSION     ?= $(if $(GIT_DESCRIBE),$(if $(filter v%,$(GIT_DESCRIBE)),$(patsubst v%,%,$(GIT_DESCRIBE)),$(WS_VERSION)-g$(GIT_DESCRIBE)),$(WS_VERSION))
+DIST_DIR    ?= target/dist
+DIST_ARCH   := $(if $(filter x86_64-%,$(TARGET)),amd64,$(if $(filter aarch64-%,$(TARGET)),arm64,$(firstword $(subst -, ,$(TARGET)))))
+DIST_NAME   := cni-plugins-rs-linux-$(DIST_ARCH)-$(VERSION)
+DIST_BINS   := $(PLUGINS) cnitool
 # Static linking: the plugins are copied onto nodes of any distribution.
 # Passed only with an explicit --target so build scripts and proc macros
 # stay dynamically linked. relocation-model=static: a plain static executable, not
@@ -28,7 +41,7 @@ RELEASE_DIR := target/$(TARGET)/release
 STATIC_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static \
 	-C link-arg=-Wl,-T,$(CURDIR)/scripts/hot-text.ld
 
-.PHONY: all build release test test-unit lint install uninstall demo e2e bench fuzz hot-text clean
+.PHONY: all build release dist dist-check test test-unit lint install uninstall demo e2e bench fuzz hot-text clean
 
 all: build
 
@@ -36,11 +49,32 @@ build:
 	$(CARGO) build $(LOCKED) --workspace --all-targets
 
 release:
-	RUSTFLAGS="$(STATIC_RUSTFLAGS)" $(CARGO) build $(LOCKED) --release --target $(TARGET) \
+	CNI_RS_VERSION="$(VERSION)" RUSTFLAGS="$(STATIC_RUSTFLAGS)" $(CARGO) build $(LOCKED) --release --target $(TARGET) \
 		-p bridge -p host-local -p loopback -p portmap -p cni-libcni
 
+# The release archive: the static binaries at its top level (as upstream's
+# cni-plugins-linux-<arch>-<version>.tgz), owner root, reproducible (sorted, mtime of the
+# last commit), with sha256sum and sha512sum files beside it.
+dist: release
+	rm -rf $(DIST_DIR)/$(DIST_NAME)
+	install -d $(DIST_DIR)/$(DIST_NAME)
+	for b in $(DIST_BINS); do install -m 0755 $(RELEASE_DIR)/$$b $(DIST_DIR)/$(DIST_NAME)/$$b; done
+	tar --sort=name --owner=0 --group=0 --numeric-owner \
+		--mtime=@$$(git log -1 --format=%ct 2>/dev/null || echo 0) \
+		-C $(DIST_DIR)/$(DIST_NAME) -cf - $(DIST_BINS) | gzip -9n >$(DIST_DIR)/$(DIST_NAME).tgz
+	rm -rf $(DIST_DIR)/$(DIST_NAME)
+	cd $(DIST_DIR) && sha256sum $(DIST_NAME).tgz >$(DIST_NAME).tgz.sha256 \
+		&& sha512sum $(DIST_NAME).tgz >$(DIST_NAME).tgz.sha512
+	@echo "$(DIST_DIR)/$(DIST_NAME).tgz (.sha256, .sha512)"
+
+dist-check: dist
+	scripts/check-dist.sh $(DIST_DIR)/$(DIST_NAME).tgz "$(VERSION)" $(DIST_BINS)
+
 # Namespace and end-to-end tests need root (CAP_NET_ADMIN, CAP_SYS_ADMIN).
-test: build
+# scripts/prereqs.sh checks (as root with apt: installs) what .ci/packages lists first.
+test:
+	CARGO="$(CARGO)" scripts/prereqs.sh test
+	$(MAKE) --no-print-directory build
 	$(CARGO) test $(LOCKED) --workspace
 
 # Tests that need no privileges (pure logic).
@@ -58,8 +92,12 @@ install: release
 uninstall:
 	for p in $(PLUGINS); do rm -f $(DESTDIR)$(CNIBINDIR)/$$p; done
 
-demo: release
-	scripts/demo.sh $(RELEASE_DIR)
+# Builds as the calling user; the namespaces need root, so the script runs under sudo
+# unless make already does.
+demo:
+	CARGO="$(CARGO)" scripts/prereqs.sh demo
+	$(MAKE) --no-print-directory release
+	$(if $(filter 0,$(shell id -u)),,sudo )scripts/demo.sh $(RELEASE_DIR)
 
 e2e: build
 	$(CARGO) test $(LOCKED) -p cni-tests -p cni-cri-tests --test 'e2e_*'

@@ -418,17 +418,16 @@ fn e2e_containerd_ctr_run_cni() {
             "ctr run {id} reported an error: {log}"
         );
     }
-    // With CNI_NETNS empty the veth goes with the container's namespace,
-    // which the kernel destroys asynchronously after the last process.
-    let mut left = Vec::new();
-    eventually(Duration::from_secs(10), || {
-        left = veths(&host)
+    // The DEL came without a netns, so the host ends go when the kernel destroys the
+    // tasks' namespaces, which it does asynchronously (later on a loaded machine).
+    let left = || -> Vec<String> {
+        veths(&host)
             .into_iter()
             .filter(|v| v != "uplink0")
-            .collect();
-        left.is_empty()
-    });
-    assert_eq!(left, Vec::<String>::new(), "veths left");
+            .collect()
+    };
+    eventually(Duration::from_secs(20), || left().is_empty());
+    assert_eq!(left(), Vec::<String>::new(), "veths left");
     assert_eq!(
         reservations(data.path(), &net),
         Vec::<String>::new(),

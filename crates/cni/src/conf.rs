@@ -46,6 +46,45 @@ pub fn cidr_with_prefix<'de, D: Deserializer<'de>>(
         .map_err(|_| D::Error::custom(format!("invalid CIDR address: {raw}")))
 }
 
+/// The JSON keys a `#[derive(Deserialize)]` struct reads (field names after renames), so
+/// that tests can check every key is documented (the plugins' README pages). Empty for
+/// anything that is not a plain struct (e.g. one with a `#[serde(flatten)]` field).
+pub fn struct_keys<T: serde::de::DeserializeOwned>() -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let _ = T::deserialize(KeyProbe(&mut keys));
+    keys
+}
+
+/// A deserializer that records the field list a struct asks for, then fails.
+struct KeyProbe<'a>(&'a mut Vec<&'static str>);
+
+impl<'de> Deserializer<'de> for KeyProbe<'_> {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(
+        self,
+        _visitor: V,
+    ) -> std::result::Result<V::Value, Self::Error> {
+        Err(serde::de::Error::custom("not a struct"))
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> std::result::Result<V::Value, Self::Error> {
+        self.0.extend_from_slice(fields);
+        Err(serde::de::Error::custom("keys recorded"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}
+
 /// A plugin configuration with no keys of its own.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct NoPluginConfig {}
@@ -278,6 +317,19 @@ mod tests {
         assert!(c.plugin.is_gateway);
         assert_eq!(c.ipam_type(), Some("host-local"));
         assert_eq!(c.ipam.as_ref().unwrap().raw["subnet"], "10.0.0.0/24");
+    }
+
+    #[test]
+    fn struct_keys_lists_renamed_fields() {
+        assert_eq!(
+            struct_keys::<PortMapping>(),
+            ["hostPort", "containerPort", "protocol", "hostIP"]
+        );
+        assert_eq!(
+            struct_keys::<RangeConf>(),
+            ["subnet", "rangeStart", "rangeEnd", "gateway"]
+        );
+        assert!(struct_keys::<String>().is_empty());
     }
 
     #[test]

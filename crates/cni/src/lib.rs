@@ -16,7 +16,7 @@ pub mod version;
 pub use args::CniArgs;
 pub use conf::{GcAttachment, NetConf, PortMapping, RangeConf, RuntimeConfig};
 pub use error::{Code, Error, Result, ResultExt};
-pub use skel::{CmdArgs, Command, Plugin};
+pub use skel::{CmdArgs, Command, Plugin, VERSION};
 pub use types::{Dns, Interface, IpConfig, Route, Success};
 pub use version::SpecVersion;
 

@@ -470,6 +470,11 @@ fn ipv4_devconf_matches_proc_sys_and_netlink_set_is_visible() {
         return;
     }
     let (ns, mut h) = ns_with_handle();
+    // A new device takes conf/default/*, which a new namespace copies from the host's
+    // (net.core.devconf_inherit_init_net=0): start from 0 whatever the machine has.
+    for key in ["route_localnet", "arp_notify", "forwarding"] {
+        proc_write(&ns, &format!("net/ipv4/conf/default/{key}"), "0");
+    }
     h.add_bridge(&BridgeSpec {
         name: "br-conf",
         mtu: None,

@@ -154,11 +154,15 @@ fn sysctl_follows_the_thread_across_namespace_switches() {
     let host_announce = std::fs::read_to_string(sysctl::path(&announce).unwrap()).unwrap();
     let host_ra = std::fs::read_to_string(sysctl::path(&accept_ra).unwrap()).unwrap();
     let (host_announce, host_ra) = (host_announce.trim(), host_ra.trim());
-    // A: 1/0, B: 2/2, C: the defaults 0/1.
-    for (ns, v4, v6) in [(&a, "1", "0"), (&b, "2", "2")] {
+    // A: 1/0, B: 2/2, C: the kernel's defaults 0/1; forwarding off in all three. Set
+    // explicitly: a new namespace copies its IPv4 settings (ip_forward, conf/default/*)
+    // from the host's (net.core.devconf_inherit_init_net=0), so they are whatever the
+    // machine running the test has, e.g. ip_forward=1 on every Docker or Kubernetes host.
+    for (ns, v4, v6) in [(&a, "1", "0"), (&b, "2", "2"), (&c, "0", "1")] {
         let _in = ns.enter().unwrap();
         sysctl::write(&announce, v4).unwrap();
         sysctl::write(&accept_ra, v6).unwrap();
+        sysctl::write(&forward, "0").unwrap();
     }
     let expected = [(&a, "1", "0"), (&b, "2", "2"), (&c, "0", "1")];
     for round in 0..3 {

@@ -316,6 +316,24 @@ mod tests {
     use super::*;
     use cni::version::{V0_2_0, V0_4_0, V1_0_0};
 
+    #[test]
+    fn readme_documents_every_key() {
+        let readme = include_str!("../README.md");
+        let keys = [
+            cni::conf::struct_keys::<RawIpam>(),
+            cni::conf::struct_keys::<RawRange>(),
+            cni::conf::struct_keys::<RangeConf>(),
+        ]
+        .concat();
+        assert!(keys.len() > 10, "{keys:?}");
+        for key in keys {
+            assert!(
+                readme.contains(&format!("`{key}`")),
+                "plugins/host-local/README.md does not document {key:?}"
+            );
+        }
+    }
+
     fn conf(json: &str, version: SpecVersion) -> NetConf {
         let mut c: NetConf = serde_json::from_str(json).expect("test config");
         c.version = version;

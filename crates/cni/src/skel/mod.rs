@@ -25,6 +25,15 @@ use crate::version::{ALL, LATEST, SpecVersion, require_supported};
 /// Largest configuration accepted on stdin.
 pub const MAX_STDIN_BYTES: usize = 8 << 20;
 
+/// The version the plugins (and `cnitool --version`) print: `CNI_RS_VERSION` at build
+/// time when set (`make release` and `make dist` set it from `git describe`), else the
+/// workspace version. Only those targets set it, so other builds do not rebuild when it
+/// changes.
+pub const VERSION: &str = match option_env!("CNI_RS_VERSION") {
+    Some(v) if !v.is_empty() => v,
+    _ => env!("CARGO_PKG_VERSION"),
+};
+
 /// A CNI command (`CNI_COMMAND`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Command {
@@ -289,7 +298,7 @@ pub fn about<P: Plugin>(plugin: &P) -> String {
     format!(
         "CNI {} plugin {} (rust-cni-plugins)\nCNI protocol versions supported: {versions}",
         plugin.name(),
-        env!("CARGO_PKG_VERSION")
+        VERSION
     )
 }
 

@@ -119,6 +119,12 @@ fn no_command_prints_about_on_stderr() {
     assert!(r.stderr.starts_with("CNI fake plugin"), "{}", r.stderr);
     assert!(
         r.stderr
+            .starts_with(&format!("CNI fake plugin {} (rust-cni-plugins)\n", VERSION)),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
             .contains("0.1.0, 0.2.0, 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0")
     );
 }

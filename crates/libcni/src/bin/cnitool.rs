@@ -7,6 +7,7 @@
 //! cnitool del    <net> <netns-path>
 //! cnitool gc     <net> [<netns-path>]
 //! cnitool status <net> [<netns-path>]
+//! cnitool --version
 //! ```
 //!
 //! Environment (as upstream): `CNI_PATH` (plugin directories, `:`-separated),
@@ -32,6 +33,7 @@ use serde_json::{Map, Value};
 
 const USAGE: &str = "\
 cnitool: add, check, remove, gc or get the status of network interfaces in a network namespace
+  cnitool --version
   cnitool add    <net> <netns>
   cnitool check  <net> <netns>
   cnitool del    <net> <netns>
@@ -103,6 +105,9 @@ fn run(argv: &[String]) -> Result<Outcome, Failure> {
     let (cmd, net, netns) = match argv {
         [c, ..] if matches!(c.as_str(), "-h" | "--help" | "help") => {
             return Err(Failure::Usage(String::new()));
+        }
+        [c] if matches!(c.as_str(), "-V" | "--version" | "version") => {
+            return Ok(Outcome::Printed(format!("cnitool {}", cni::VERSION)));
         }
         [c, net, netns] => (c.as_str(), net.as_str(), Some(netns.as_str())),
         [c, net] if matches!(c.as_str(), "gc" | "status") => (c.as_str(), net.as_str(), None),
