@@ -366,7 +366,19 @@ fn slow_add(
         "setting up port mappings of container {} (chain {chain})",
         owner.container_id
     );
-    let _lock = NetnsLock::acquire(&op)?;
+    let lock = NetnsLock::acquire(&op)?;
+    // Concurrent first ADDs on a fresh node queue here: the holder before us most
+    // likely created every shared chain and rule, so assert them (-C) and add ours in
+    // one restore before reading the whole table.
+    if lock.was_contended()
+        && iptables::try_restore(
+            family,
+            &fast_add_script(owner, opts, mappings, net, false),
+            &op,
+        )?
+    {
+        return Ok(());
+    }
     let mut attempt = 1;
     loop {
         let saved = iptables::save(family, NAT)?;
