@@ -16,7 +16,6 @@
 )]
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
 
 use cni_tests::{
     Netns, PluginOutput, TestEnv, reference_bin, require_root, serve, tcp_get, udp_ask,
