@@ -1,6 +1,6 @@
 //! Churn: worker threads push many containers through ADD -> CHECK -> DEL rounds of the
 //! chain bridge (`ipMasq`) + host-local + portmap (a TCP and a UDP host port), on two
-//! networks at once (one per netfilter backend, each with its own bridge), starting
+//! dual-stack networks at once (one per netfilter backend, each with its own bridge), starting
 //! from a fresh node. At random moments bridge or portmap is SIGKILLed in the middle of
 //! an ADD or DEL; the "runtime" then DELs the attachment, half of the time after the
 //! container namespace is gone (DEL without `CNI_NETNS`), as it also does in some
@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cni_tests::{Netns, require_root, serve, tcp_get, udp_ask};
-use common::{Node, Side, links, run_and_kill};
+use common::{Node, Side, links, run_and_kill, save};
 use serde_json::{Value, json};
 
 /// Short-run defaults (`make test`).
@@ -62,10 +62,10 @@ impl Rng {
 }
 
 fn nets(n: &Node) -> Vec<Net> {
-    let mk = |backend: &'static str, bridge: &str, subnet: &str, gateway| {
+    let mk = |backend: &'static str, bridge: &str, subnet: &str, subnet6: &str, gateway| {
         let mut c = n.bridge_conf(
             "1.0.0",
-            &[subnet],
+            &[subnet, subnet6],
             json!({"isGateway": true, "ipMasq": true, "ipMasqBackend": backend}),
         );
         c["name"] = json!(format!("{}-{backend}", n.name));
@@ -77,8 +77,20 @@ fn nets(n: &Node) -> Vec<Net> {
         }
     };
     vec![
-        mk("iptables", "cnich0", "10.150.0.0/20", "10.150.0.1"),
-        mk("nftables", "cnich1", "10.151.0.0/20", "10.151.0.1"),
+        mk(
+            "iptables",
+            "cnich0",
+            "10.150.0.0/20",
+            "fd00:150::/64",
+            "10.150.0.1",
+        ),
+        mk(
+            "nftables",
+            "cnich1",
+            "10.151.0.0/20",
+            "fd00:151::/64",
+            "10.151.0.1",
+        ),
     ]
 }
 
@@ -188,12 +200,16 @@ fn assert_nothing_left(n: &Node, nets: &[Net]) {
             "per-container rule left: {line}\n{nat}"
         );
     }
-    for hook in ["PREROUTING", "OUTPUT"] {
-        let jump = format!("-A {hook} -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT");
-        assert!(
-            nat.lines().filter(|l| *l == jump).count() <= 1,
-            "{hook} hook duplicated\n{nat}"
-        );
+    for tool in ["iptables-save", "ip6tables-save"] {
+        let table = save(&n.env.host, tool);
+        for hook in ["PREROUTING", "OUTPUT"] {
+            let jump = format!("-A {hook} -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT");
+            assert_eq!(
+                table.lines().filter(|l| *l == jump).count(),
+                1,
+                "{tool}: {hook} hook\n{table}"
+            );
+        }
     }
     let nft = n.nft();
     assert!(!nft.contains("comment \"ch-"), "nft rule left\n{nft}");
