@@ -70,7 +70,7 @@ bench: release
 
 # The churn test of `make test` (tests/tests/churn.rs), long: CHURN_WORKERS threads
 # each take CHURN_ROUNDS containers through ADD/CHECK/DEL with random SIGKILLs, on one
-# iptables and one nftables network. CHURN_SEED=<n> replays a run.
+# iptables and one nftables dual-stack network. CHURN_SEED=<n> replays a run.
 CHURN_WORKERS ?= 8
 CHURN_ROUNDS  ?= 100
 churn: build
