@@ -121,8 +121,14 @@ fn del_chain(n: &Node, net: &Net, pm: &Value, ctr: Option<&Netns>, id: &str, st:
     n.del(Side::Ours, "portmap", pm, ctr, id);
     n.del(Side::Ours, "bridge", &net.bridge, ctr, id);
     st.ops.fetch_add(2, Ordering::Relaxed);
-    if ctr.is_none() {
-        st.no_netns_dels.fetch_add(1, Ordering::Relaxed);
+    match ctr {
+        Some(c) => assert!(
+            links(c).iter().all(|l| l["ifname"] != "eth0"),
+            "{id}: container interface left after DEL"
+        ),
+        None => {
+            st.no_netns_dels.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
