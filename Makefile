@@ -10,6 +10,7 @@
 #   make demo      attach two containers in private namespaces and show it working
 #   make e2e       only the end-to-end tests (real runtimes, conf-examples)
 #   make bench     side-by-side benchmark against the reference Go plugins
+#   make churn     long ADD/CHECK/DEL churn with kills on both backends (CHURN_WORKERS, CHURN_ROUNDS)
 #   make fuzz      run each libFuzzer target for FUZZ_SECONDS (needs cargo-fuzz)
 #   make hot-text  regenerate scripts/hot-text.ld, the release link order (needs root)
 
@@ -41,7 +42,7 @@ DIST_BINS   := $(PLUGINS) cnitool
 STATIC_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static \
 	-C link-arg=-Wl,-T,$(CURDIR)/scripts/hot-text.ld
 
-.PHONY: all build release dist dist-check test test-unit lint install uninstall demo e2e bench fuzz hot-text clean
+.PHONY: all build release dist dist-check test test-unit lint install uninstall demo e2e bench churn fuzz hot-text clean
 
 all: build
 
@@ -104,6 +105,15 @@ e2e: build
 
 bench: release
 	scripts/bench.sh $(RELEASE_DIR)
+
+# The churn test of `make test` (tests/tests/churn.rs), long: CHURN_WORKERS threads
+# each take CHURN_ROUNDS containers through ADD/CHECK/DEL with random SIGKILLs, on one
+# iptables and one nftables dual-stack network. CHURN_SEED=<n> replays a run.
+CHURN_WORKERS ?= 8
+CHURN_ROUNDS  ?= 100
+churn: build
+	CHURN_WORKERS=$(CHURN_WORKERS) CHURN_ROUNDS=$(CHURN_ROUNDS) \
+		$(CARGO) test $(LOCKED) -p cni-tests --test churn -- --nocapture
 
 # cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP lets the pinned stable
 # toolchain build them. New corpus entries land in crates/*/fuzz/corpus and

@@ -7,11 +7,13 @@
 //! * [`TestEnv`]: a private host namespace, a temporary data directory and the plugin
 //!   directory, plus container namespaces on demand.
 //! * [`plugin_bin`] / [`reference_bin`]: where our and the Go reference binaries live.
+//! * [`serve`], [`tcp_get`], [`udp_ask`]: real traffic to and from a namespace.
 //!
 //! All network changes happen in namespaces created here, never in the caller's namespace.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -554,4 +556,77 @@ impl Default for TestEnv {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// How long [`tcp_get`] and [`udp_ask`] wait to connect and for the answer.
+pub const TRAFFIC_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A TCP server answering `reply` to every connection, and a UDP server answering
+/// `reply` to every datagram, both inside `ns` on ports 80 and 53 (any address, both
+/// families), served by threads of the test process for as long as it runs.
+///
+/// # Panics
+/// When the ports cannot be bound.
+pub fn serve(ns: &Netns, reply: impl Into<String>) {
+    let reply: std::sync::Arc<str> = reply.into().into();
+    let (tcp, udp) = ns.run_in(|| {
+        (
+            TcpListener::bind("[::]:80").expect("bind tcp [::]:80"),
+            UdpSocket::bind("[::]:53").expect("bind udp [::]:53"),
+        )
+    });
+    let r = reply.clone();
+    std::thread::spawn(move || {
+        for mut s in tcp.incoming().flatten() {
+            let _ = s.write_all(r.as_bytes());
+        }
+    });
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((_, from)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(reply.as_bytes(), from);
+        }
+    });
+}
+
+/// Connects from `ns` to `addr` over TCP and reads until the server closes: the reply
+/// of a [`serve`] server, or the error text.
+///
+/// # Errors
+/// Connecting or reading failed (or timed out after [`TRAFFIC_TIMEOUT`]).
+///
+/// # Panics
+/// When `addr` is not a socket address.
+pub fn tcp_get(ns: &Netns, addr: &str) -> Result<String, String> {
+    let addr: SocketAddr = addr.parse().expect("socket address");
+    ns.run_in(|| {
+        let mut s =
+            TcpStream::connect_timeout(&addr, TRAFFIC_TIMEOUT).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(TRAFFIC_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+        Ok(out)
+    })
+}
+
+/// Sends one UDP datagram from `local` in `ns` to `addr` and returns the answer.
+///
+/// # Errors
+/// Binding, sending or receiving failed (or timed out after [`TRAFFIC_TIMEOUT`]).
+///
+/// # Panics
+/// When `addr` is not a socket address.
+pub fn udp_ask(ns: &Netns, local: &str, addr: &str) -> Result<String, String> {
+    let addr: SocketAddr = addr.parse().expect("socket address");
+    let local = local.to_owned();
+    ns.run_in(move || {
+        let s = UdpSocket::bind(&local).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(TRAFFIC_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        s.send_to(b"ping", addr).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 64];
+        let (n, _) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
 }

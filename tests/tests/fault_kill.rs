@@ -13,13 +13,11 @@
 
 mod common;
 
-use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cni_tests::{PluginCall, require_root};
-use common::{Node, Side};
+use cni_tests::require_root;
+use common::{Node, Side, run_and_kill, wait_for_orphans};
 use serde_json::{Value, json};
 
 const STEPS: &[&str] = &[
@@ -86,54 +84,6 @@ fn bridge_aborted_after_every_step_is_cleaned_by_del() {
         n.run(Side::Ours, "bridge", &call).assert_success();
         n.del(Side::Ours, "bridge", &conf, Some(&ctr), "ab-after");
         n.assert_clean(Some(&ctr), "ab-after");
-    }
-}
-
-/// Spawns `plugin` with `call` in the node's host namespace and SIGKILLs it after
-/// `delay` (if still running). Returns true when it was killed.
-fn run_and_kill(n: &Node, plugin: &str, call: &PluginCall, delay: Duration) -> bool {
-    let bin = Side::Ours.bin(plugin);
-    let mut child = n.env.host.run_in(|| {
-        Command::new(&bin)
-            .env_clear()
-            .envs(call.environment())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    });
-    let _ = child.stdin.take().unwrap().write_all(&call.stdin);
-    std::thread::sleep(delay);
-    let killed = matches!(child.try_wait(), Ok(None));
-    let _ = child.kill();
-    let _ = child.wait();
-    killed
-}
-
-/// Waits (at most 10 s) until no helper a killed plugin may have left running (the
-/// delegated host-local, iptables-restore, nft) is alive: they finish their work after
-/// the parent died, and a DEL must come after that work to see it.
-fn wait_for_orphans() {
-    let ours = Side::Ours.bin("host-local");
-    let t0 = std::time::Instant::now();
-    while t0.elapsed() < Duration::from_secs(10) {
-        let busy = std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(Result::ok)
-            .any(|e| {
-                std::fs::read_link(e.path().join("exe")).is_ok_and(|exe| {
-                    exe == ours
-                        || exe.file_name().is_some_and(|n| {
-                            ["xtables-nft-multi", "xtables-legacy-multi", "nft"]
-                                .contains(&n.to_str().unwrap_or(""))
-                        })
-                })
-            });
-        if !busy {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

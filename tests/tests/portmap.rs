@@ -15,14 +15,11 @@
     reason = "tests"
 )]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
 
-use cni_tests::{Netns, PluginOutput, TestEnv, reference_bin, require_root};
-
-const TIMEOUT: Duration = Duration::from_secs(2);
+use cni_tests::{
+    Netns, PluginOutput, TestEnv, reference_bin, require_root, serve, tcp_get, udp_ask,
+};
 
 struct Topo {
     env: TestEnv,
@@ -156,54 +153,6 @@ fn conf(version: &str, backend: Option<&str>, mappings: &str, ip_last: u8) -> St
         "prevResult":{{"cniVersion":"{version}","interfaces":[{{"name":"eth0","sandbox":"/x"}}],
         "ips":[{{{v4}"interface":0,"address":"10.99.0.{ip_last}/24","gateway":"10.99.0.1"}},{{{v6}"interface":0,"address":"fd00:99::{ip_last}/64"}}]}}}}"#
     )
-}
-
-/// A TCP server answering `reply` to every connection, and a UDP server answering
-/// `reply` to every datagram, both inside `ns` on ports 80 and 53.
-fn serve(ns: &Netns, reply: &'static str) {
-    let (tcp, udp) = ns.run_in(|| {
-        (
-            TcpListener::bind("[::]:80").unwrap(),
-            UdpSocket::bind("[::]:53").unwrap(),
-        )
-    });
-    std::thread::spawn(move || {
-        for mut s in tcp.incoming().flatten() {
-            let _ = s.write_all(reply.as_bytes());
-        }
-    });
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        while let Ok((_, from)) = udp.recv_from(&mut buf) {
-            let _ = udp.send_to(reply.as_bytes(), from);
-        }
-    });
-}
-
-fn tcp_get(ns: &Netns, addr: &str) -> Result<String, String> {
-    let addr: SocketAddr = addr.parse().unwrap();
-    ns.run_in(|| {
-        let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(TIMEOUT))
-            .map_err(|e| e.to_string())?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-        Ok(out)
-    })
-}
-
-fn udp_ask(ns: &Netns, local: &str, addr: &str) -> Result<String, String> {
-    let addr: SocketAddr = addr.parse().unwrap();
-    let local = local.to_owned();
-    ns.run_in(move || {
-        let s = UdpSocket::bind(&local).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(TIMEOUT))
-            .map_err(|e| e.to_string())?;
-        s.send_to(b"ping", addr).map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 64];
-        let (n, _) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
-        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
-    })
 }
 
 const MAPPINGS: &str = r#"[{"hostPort":8080,"containerPort":80,"protocol":"tcp"},{"hostPort":8053,"containerPort":53,"protocol":"udp"},

@@ -122,7 +122,8 @@ fn join(errors: &[Error]) -> String {
 
 impl Error {
     /// True when the failure (or one of several) was the bounded xtables lock wait or
-    /// network-namespace lock wait ([`crate::netns_lock`]) running out; plugins map this to CNI code 11 ("try again later").
+    /// network-namespace lock wait ([`crate::netns_lock`]) running out; plugins map
+    /// this to CNI code 11 ("try again later").
     pub fn is_lock_timeout(&self) -> bool {
         match self {
             Error::LockTimeout { .. } | Error::NetnsLockTimeout { .. } => true,

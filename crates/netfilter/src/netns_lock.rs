@@ -57,6 +57,7 @@ const MAX_POLL: Duration = Duration::from_millis(5);
 pub struct NetnsLock {
     _file: File,
     waited: Duration,
+    contended: bool,
 }
 
 impl NetnsLock {
@@ -82,15 +83,18 @@ impl NetnsLock {
         let file = File::open(OWN_NETNS).map_err(|e| io("opening", e))?;
         let started = Instant::now();
         let mut pause = Duration::from_micros(100);
+        let mut contended = false;
         loop {
             match file.try_lock() {
                 Ok(()) => {
                     return Ok(NetnsLock {
                         _file: file,
                         waited: started.elapsed(),
+                        contended,
                     });
                 }
                 Err(TryLockError::WouldBlock) => {
+                    contended = true;
                     let waited = started.elapsed();
                     if waited >= wait {
                         let netns = file
@@ -114,6 +118,12 @@ impl NetnsLock {
     /// How long the acquisition waited.
     pub fn waited(&self) -> Duration {
         self.waited
+    }
+
+    /// Whether another process held the lock when we asked for it: it may just have
+    /// created what we were about to create, so a cheap re-check is worth it.
+    pub fn was_contended(&self) -> bool {
+        self.contended
     }
 }
 
@@ -150,6 +160,7 @@ mod tests {
         drop(held);
         let again = NetnsLock::acquire_within("third", Duration::from_millis(80)).expect("free");
         assert!(again.waited() < Duration::from_millis(80));
+        assert!(!again.was_contended());
     }
 
     #[test]
@@ -165,6 +176,14 @@ mod tests {
         drop(held);
         let got = waiter.join().expect("thread").expect("acquired");
         assert!(got >= released);
+        let contended = thread::spawn(|| {
+            let _held = NetnsLock::acquire("holder").expect("lock");
+            thread::sleep(Duration::from_millis(30));
+        });
+        thread::sleep(Duration::from_millis(10));
+        let after = NetnsLock::acquire("waiter").expect("acquired");
+        assert!(after.was_contended() && after.waited() > Duration::ZERO);
+        contended.join().expect("thread");
     }
 
     #[test]

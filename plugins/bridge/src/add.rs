@@ -311,6 +311,15 @@ impl AddCtx<'_> {
         if gws.is_empty() {
             return Ok(());
         }
+        // The gateway addresses and the bridge MAC pinned with the first one are shared
+        // by every attachment: under the namespace lock, an ADD that finds the address
+        // present also finds the MAC pinned (the result reports the bridge MAC read after
+        // this, so concurrent first ADDs all report the final one and CHECK agrees).
+        let _lock = cni_netfilter::netns_lock::NetnsLock::acquire(&format!(
+            "setting the gateway addresses of bridge {:?}",
+            br.name
+        ))
+        .ctx("failed to lock the host network namespace")?;
         let target = if self.s.vlan != 0 {
             let (g, _created) = links::ensure_vlan_gateway(self.host, br, self.s)?;
             result.interfaces.push(iface(&g, None));

@@ -7,7 +7,9 @@
 #![allow(dead_code, reason = "each test crate uses a subset")]
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use cni_tests::{Netns, PluginCall, PluginOutput, TestEnv, bin_dir, reference_bin};
@@ -357,4 +359,85 @@ pub fn first_ip(r: &Value) -> String {
 pub fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// Spawns `plugin` with `call` in the node's host namespace and SIGKILLs it after
+/// `delay` (if still running); then waits (at most 10 s) until the helpers it started
+/// (the delegated IPAM plugin, `iptables-restore`, `nft`: its process group) are gone,
+/// since they finish their work after the parent died and a DEL must come after it.
+/// Returns true when the plugin was killed.
+pub fn run_and_kill(n: &Node, plugin: &str, call: &PluginCall, delay: Duration) -> bool {
+    use std::os::unix::process::CommandExt;
+    let bin = Side::Ours.bin(plugin);
+    let mut child = n.env.host.run_in(|| {
+        Command::new(&bin)
+            .process_group(0)
+            .env_clear()
+            .envs(call.environment())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    });
+    let _ = child.stdin.take().unwrap().write_all(&call.stdin);
+    std::thread::sleep(delay);
+    let killed = matches!(child.try_wait(), Ok(None));
+    let _ = child.kill();
+    let _ = child.wait();
+    wait_group_gone(child.id());
+    killed
+}
+
+/// Waits (at most 10 s) until no process of process group `pgid` is left.
+pub fn wait_group_gone(pgid: u32) {
+    let in_group = |stat: &str| {
+        // pid (comm) state ppid pgrp ...: comm may hold spaces, so split after ')'.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+            .is_some_and(|g| g == pgid.to_string())
+    };
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        let busy = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+            })
+            .any(|e| std::fs::read_to_string(e.path().join("stat")).is_ok_and(|s| in_group(&s)));
+        if !busy {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits (at most 10 s) until no helper a killed plugin may have left running (the
+/// delegated host-local, iptables-restore, nft) is alive: they finish their work after
+/// the parent died, and a DEL must come after that work to see it.
+pub fn wait_for_orphans() {
+    let ours = Side::Ours.bin("host-local");
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        let busy = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| {
+                std::fs::read_link(e.path().join("exe")).is_ok_and(|exe| {
+                    exe == ours
+                        || exe.file_name().is_some_and(|n| {
+                            ["xtables-nft-multi", "xtables-legacy-multi", "nft"]
+                                .contains(&n.to_str().unwrap_or(""))
+                        })
+                })
+            });
+        if !busy {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

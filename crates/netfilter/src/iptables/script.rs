@@ -47,7 +47,9 @@ fn render_args<S: AsRef<str>>(args: &[S]) -> String {
 ///
 /// Declaring a chain (`:NAME - [0:0]`) creates it, or, if it exists, flushes it (that is
 /// what `--noflush` restore does with a user-chain declaration), so only declare chains
-/// that are absent or meant to be emptied.
+/// that are absent or meant to be emptied, and never a chain other operations share:
+/// one absent when the table was read may have been created and filled by a concurrent
+/// operation since (use [`Script::new_chain`], which fails instead).
 #[derive(Debug, Clone)]
 pub struct Script {
     table: String,

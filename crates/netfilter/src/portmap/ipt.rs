@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::iptables::native::{self, Want};
 use crate::iptables::{self, Family, NAT, SavedRule, SavedTable, Script};
 use crate::names;
+use crate::netns_lock::NetnsLock;
 
 /// Shared DNAT chain hooked from PREROUTING and OUTPUT.
 pub(crate) const DNAT_CHAIN: &str = "CNI-HOSTPORT-DNAT";
@@ -153,6 +154,14 @@ fn same_list(current: &[&SavedRule], wanted: &[Vec<String>]) -> bool {
 }
 
 /// The restore script turning `saved` into the layout for one family.
+///
+/// Shared chains are created with `-N`, never declared: a `:CHAIN` line of a
+/// `--noflush` restore flushes a chain that exists, so a concurrent ADD that created
+/// it since `saved` was read (and put its jump there) would lose that jump. With `-N`
+/// the restore fails instead and changes nothing; [`add`] then reads the table again.
+/// [`add`] builds and applies this script under the network namespace's lock
+/// ([`crate::netns_lock`]), so that no other of our processes adds the same hook or
+/// shared rule between the read and the write.
 pub(crate) fn add_script(
     saved: &SavedTable,
     owner: &Owner<'_>,
@@ -164,7 +173,7 @@ pub(crate) fn add_script(
     let chain = names::portmap_dnat_chain(owner.network, owner.container_id);
 
     if !saved.has_chain(DNAT_CHAIN) {
-        s.declare_chain(DNAT_CHAIN);
+        s.new_chain(DNAT_CHAIN);
     }
     for hook in ["PREROUTING", "OUTPUT"] {
         if !saved.contains(hook, &hook_rule()) {
@@ -177,7 +186,7 @@ pub(crate) fn add_script(
             (MASQ_CHAIN, masq_rule(opts)),
         ] {
             if !saved.has_chain(name) {
-                s.declare_chain(name);
+                s.new_chain(name);
             }
             if !saved.contains(name, &rule) {
                 s.append(name, &rule);
@@ -331,19 +340,57 @@ pub(super) fn add(
         )? {
             continue;
         }
-        let saved = iptables::save(family, NAT)?;
-        let script = add_script(&saved, owner, opts, mappings, net);
-        iptables::restore(
-            family,
-            &script,
-            &format!(
-                "setting up port mappings of container {} (chain {})",
-                owner.container_id,
-                names::portmap_dnat_chain(owner.network, owner.container_id)
-            ),
-        )?;
+        slow_add(family, owner, opts, mappings, net)?;
     }
     Ok(())
+}
+
+/// How many times [`slow_add`] reads the table again after its restore was rejected
+/// (a shared chain created meanwhile by a process that does not take our lock).
+const SLOW_ADD_ATTEMPTS: usize = 3;
+
+/// Read-compare-write of one family's layout, under the network namespace's lock:
+/// among our processes, only one at a time finds a shared chain or hook rule missing
+/// and creates it. A restore rejected because something appeared between the read and
+/// the write (`-N` of an existing chain) is retried on a fresh read; a failure is
+/// returned, never swallowed.
+fn slow_add(
+    family: Family,
+    owner: &Owner<'_>,
+    opts: &PortMapOptions,
+    mappings: &[PortMapping],
+    net: &IpNetwork,
+) -> Result<()> {
+    let chain = names::portmap_dnat_chain(owner.network, owner.container_id);
+    let op = format!(
+        "setting up port mappings of container {} (chain {chain})",
+        owner.container_id
+    );
+    let lock = NetnsLock::acquire(&op)?;
+    // Concurrent first ADDs on a fresh node queue here: the holder before us most
+    // likely created every shared chain and rule, so assert them (-C) and add ours in
+    // one restore before reading the whole table.
+    if lock.was_contended()
+        && iptables::try_restore(
+            family,
+            &fast_add_script(owner, opts, mappings, net, false),
+            &op,
+        )?
+    {
+        return Ok(());
+    }
+    let mut attempt = 1;
+    loop {
+        let saved = iptables::save(family, NAT)?;
+        let script = add_script(&saved, owner, opts, mappings, net);
+        match iptables::restore(family, &script, &op) {
+            Err(Error::Tool { stderr, .. }) if attempt < SLOW_ADD_ATTEMPTS => {
+                log::debug!("{op}: restore rejected ({stderr}), reading the table again");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The restore script removing the container's chains (and legacy SNAT chain).
@@ -525,6 +572,17 @@ mod tests {
         ]
     }
 
+    /// A restore script as `iptables-save` would list its result: `-N X` is `:X`.
+    fn as_listing(script: &str) -> String {
+        script
+            .lines()
+            .map(|l| match l.strip_prefix("-N ") {
+                Some(chain) => format!(":{chain} - [0:0]\n"),
+                None => format!("{l}\n"),
+            })
+            .collect()
+    }
+
     const OWNER: Owner<'static> = Owner {
         network: "ccnet",
         container_id: "ctr1",
@@ -545,13 +603,13 @@ mod tests {
         assert_eq!(
             script.render(),
             r#"*nat
-:CNI-HOSTPORT-DNAT - [0:0]
-:CNI-HOSTPORT-SETMARK - [0:0]
-:CNI-HOSTPORT-MASQ - [0:0]
 :CNI-DN-fe994aa6f38cd8a2c97f6 - [0:0]
+-N CNI-HOSTPORT-DNAT
 -A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT
 -A OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT
+-N CNI-HOSTPORT-SETMARK
 -A CNI-HOSTPORT-SETMARK -m comment --comment "CNI portfwd masquerade mark" -j MARK --set-xmark 0x2000/0x2000
+-N CNI-HOSTPORT-MASQ
 -A CNI-HOSTPORT-MASQ -m mark --mark 0x2000/0x2000 -j MASQUERADE
 -I POSTROUTING 1 -m comment --comment "CNI portfwd requiring masquerade" -j CNI-HOSTPORT-MASQ
 -A CNI-DN-fe994aa6f38cd8a2c97f6 -s 10.99.0.0/24 -p tcp -m tcp --dport 8080 -j CNI-HOSTPORT-SETMARK
@@ -625,7 +683,7 @@ COMMIT
         let listing = add_script(&SavedTable::default(), &OWNER, &opts, &sample(), &net)
             .render()
             .replace("-I POSTROUTING 1 ", "-A POSTROUTING ");
-        let saved = SavedTable::parse(&listing, "nat", "t").unwrap();
+        let saved = SavedTable::parse(&as_listing(&listing), "nat", "t").unwrap();
         let slow = del_script(&saved, &OWNER).render();
         let ips = ["fd00::3/64".parse().unwrap(), net];
         let known = Known {
@@ -711,7 +769,8 @@ COMMIT
         let as_saved = first
             .replace("-I POSTROUTING 1 ", "-A POSTROUTING ")
             .replace("COMMIT\n", "");
-        let saved = SavedTable::parse(&format!("{as_saved}COMMIT\n"), "nat", "t").unwrap();
+        let saved =
+            SavedTable::parse(&as_listing(&format!("{as_saved}COMMIT\n")), "nat", "t").unwrap();
         assert!(add_script(&saved, &OWNER, &opts, &sample(), &net).is_empty());
         let changed = add_script(
             &saved,
