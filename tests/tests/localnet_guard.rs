@@ -22,16 +22,15 @@
     reason = "tests"
 )]
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::io::Write;
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cni_tests::{Netns, PluginOutput, TestEnv, reference_bin, require_root};
+use cni_tests::{Netns, PluginOutput, TestEnv, reference_bin, require_root, serve, tcp_get};
 
-const TIMEOUT: Duration = Duration::from_millis(1500);
 const GATEWAY: &str = "10.97.0.1";
 const SECRET_TCP: &str = "127.0.0.1:9999";
 const SECRET_UDP_PORT: u16 = 9998;
@@ -140,28 +139,6 @@ fn serve_secrets(host: &Netns) -> Secrets {
         }
     });
     secrets
-}
-
-/// A TCP server in `ns` on port 80 answering `reply`.
-fn serve_http(ns: &Netns, reply: &'static str) {
-    let tcp = ns.run_in(|| TcpListener::bind("0.0.0.0:80").unwrap());
-    std::thread::spawn(move || {
-        for mut s in tcp.incoming().flatten() {
-            let _ = s.write_all(reply.as_bytes());
-        }
-    });
-}
-
-fn tcp_get(ns: &Netns, addr: &str) -> Result<String, String> {
-    let addr: SocketAddr = addr.parse().unwrap();
-    ns.run_in(|| {
-        let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(TIMEOUT))
-            .map_err(|e| e.to_string())?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-        Ok(out)
-    })
 }
 
 fn mac_of(ns: &Netns, dev: &str) -> [u8; 6] {
@@ -292,7 +269,7 @@ fn blocked_with_ours(backend: &str) {
     let secrets = serve_secrets(&t.env.host);
     let server = t.container(2);
     let attacker = t.container(3);
-    serve_http(&t.containers[server], "A");
+    serve(&t.containers[server], "A");
     let ours = cni_tests::plugin_bin("portmap");
     t.portmap(&ours, "ADD", "ctr-server", server, &conf(backend, 2))
         .assert_success();
@@ -384,7 +361,7 @@ fn reference_portmap_exposes_host_localhost() {
     let secrets = serve_secrets(&t.env.host);
     let server = t.container(2);
     let attacker = t.container(3);
-    serve_http(&t.containers[server], "A");
+    serve(&t.containers[server], "A");
     t.portmap(
         &reference,
         "ADD",
