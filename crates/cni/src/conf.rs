@@ -2,17 +2,20 @@
 //! configuration", CONVENTIONS.md for `runtimeConfig` and `args`).
 //!
 //! [`NetConf`] holds the keys every plugin shares; a plugin's own keys land
-//! in `plugin: P` through `#[serde(flatten)]`. Unknown keys are ignored, as
-//! the reference plugins do.
+//! in `plugin: P`, decoded from the same object. Every input is decoded with
+//! Go's key matching ([`crate::gojson`]); unknown keys are ignored, as the
+//! reference plugins do.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::Result;
+use crate::gojson;
 use crate::types::{Dns, Success};
 use crate::version::SpecVersion;
 
@@ -51,47 +54,104 @@ pub fn cidr_with_prefix<'de, D: Deserializer<'de>>(
 pub struct NoPluginConfig {}
 
 /// The network configuration given to one plugin.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+///
+/// Decoded as Go decodes it (see [`crate::gojson`]): keys match fields
+/// case-insensitively, the last key landing on a field wins, unknown keys are
+/// ignored. The plugin's own keys are decoded from the same object into `P`
+/// by a second pass (each pass ignores the other's keys).
+#[derive(Debug, Clone)]
 pub struct NetConf<P = NoPluginConfig> {
     /// The configuration's `cniVersion` as written (absent means 0.1.0).
-    #[serde(default)]
     pub cni_version: Option<String>,
     /// The resolved version; filled in by the skel after the version gate.
-    #[serde(skip)]
     pub version: SpecVersion,
     /// Network name (validated by the skel).
     pub name: String,
     /// Plugin type (the executable's name).
-    #[serde(rename = "type", default)]
     pub plugin_type: String,
     /// Capabilities this plugin declared in the network list.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub capabilities: BTreeMap<String, bool>,
     /// The IPAM section; absent or with an empty `type` means no IPAM.
-    #[serde(default)]
     pub ipam: Option<IpamConf>,
     /// DNS settings from the configuration.
-    #[serde(default)]
     pub dns: Option<Dns>,
     /// Capability arguments injected by the runtime.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub runtime_config: RuntimeConfig,
     /// Per-attachment `args` (CONVENTIONS.md "args in network config").
-    #[serde(default, deserialize_with = "null_as_default")]
     pub args: ArgsConf,
     /// The previous plugin's result, raw; see [`NetConf::prev_result`].
-    #[serde(default)]
     pub prev_result: Option<Value>,
     /// GC: the attachments that must be kept.
-    #[serde(rename = "cni.dev/valid-attachments", default)]
     pub valid_attachments: Option<Vec<GcAttachment>>,
     /// GC: the same list under the key of an older draft (cni issue #1101).
-    #[serde(rename = "cni.dev/attachments", default)]
     pub legacy_attachments: Option<Vec<GcAttachment>>,
     /// The plugin's own keys.
-    #[serde(flatten)]
     pub plugin: P,
+}
+
+/// The keys every plugin shares (all of [`NetConf`] but `prevResult`, which
+/// is moved out of the object rather than copied, and the plugin's keys).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CommonKeys {
+    #[serde(default)]
+    cni_version: Option<String>,
+    name: String,
+    #[serde(rename = "type", default)]
+    plugin_type: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    capabilities: BTreeMap<String, bool>,
+    #[serde(default)]
+    ipam: Option<IpamConf>,
+    #[serde(default)]
+    dns: Option<Dns>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    runtime_config: RuntimeConfig,
+    #[serde(default, deserialize_with = "null_as_default")]
+    args: ArgsConf,
+    #[serde(rename = "cni.dev/valid-attachments", default)]
+    valid_attachments: Option<Vec<GcAttachment>>,
+    #[serde(rename = "cni.dev/attachments", default)]
+    legacy_attachments: Option<Vec<GcAttachment>>,
+}
+
+impl<P: DeserializeOwned> NetConf<P> {
+    /// Decode a configuration parsed from stdin (ideally with
+    /// [`gojson::parse_slice`]). `prevResult` is moved out of `value`, not
+    /// copied.
+    ///
+    /// # Errors
+    /// serde_json's message for a missing `name` or a value of the wrong type.
+    pub fn from_value(mut value: Value) -> std::result::Result<Self, serde_json::Error> {
+        let prev_result = match &mut value {
+            Value::Object(map) => gojson::take(map, "prevResult"),
+            _ => None,
+        };
+        let common: CommonKeys = gojson::from_value(&value)?;
+        let plugin: P = gojson::from_value(&value)?;
+        Ok(Self {
+            cni_version: common.cni_version,
+            version: SpecVersion::default(),
+            name: common.name,
+            plugin_type: common.plugin_type,
+            capabilities: common.capabilities,
+            ipam: common.ipam,
+            dns: common.dns,
+            runtime_config: common.runtime_config,
+            args: common.args,
+            prev_result,
+            valid_attachments: common.valid_attachments,
+            legacy_attachments: common.legacy_attachments,
+            plugin,
+        })
+    }
+}
+
+impl<'de, P: DeserializeOwned> Deserialize<'de> for NetConf<P> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        Self::from_value(Value::deserialize(d)?).map_err(D::Error::custom)
+    }
 }
 
 impl<P> NetConf<P> {
@@ -145,8 +205,9 @@ impl<P> NetConf<P> {
 pub struct IpamConf {
     /// `ipam.type`; empty means layer-2 only.
     pub plugin_type: String,
-    /// Every key of the section, including `type`.
-    pub raw: Map<String, Value>,
+    /// The section as written (an object), including `type`; decode it with
+    /// [`gojson::from_value`].
+    pub raw: Value,
 }
 
 impl<'de> Deserialize<'de> for IpamConf {
@@ -156,7 +217,7 @@ impl<'de> Deserialize<'de> for IpamConf {
             Some(m) => m,
             None => Map::new(),
         };
-        let plugin_type = match raw.get("type") {
+        let plugin_type = match gojson::get(&raw, "type") {
             None | Some(Value::Null) => String::new(),
             Some(Value::String(s)) => s.clone(),
             Some(other) => {
@@ -165,7 +226,10 @@ impl<'de> Deserialize<'de> for IpamConf {
                 )));
             }
         };
-        Ok(Self { plugin_type, raw })
+        Ok(Self {
+            plugin_type,
+            raw: Value::Object(raw),
+        })
     }
 }
 

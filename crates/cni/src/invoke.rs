@@ -302,7 +302,7 @@ fn spawn(
 }
 
 fn plugin_error(bin: &Path, output: &Output) -> Error {
-    if let Ok(e) = serde_json::from_slice::<Error>(&output.stdout) {
+    if let Ok(e) = crate::gojson::from_slice::<Error>(&output.stdout) {
         return e;
     }
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();

@@ -493,7 +493,7 @@ impl CniConfig {
             stdin.as_bytes(),
         )
         .map_err(ctx)?;
-        serde_json::from_slice(&out).map_err(|e| {
+        cni::gojson::from_slice(&out).map_err(|e| {
             ctx(cni::Error::decode(format!(
                 "failed to decode version info: {e}"
             )))

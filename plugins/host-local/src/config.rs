@@ -18,7 +18,7 @@ use cni_ipam::store::DEFAULT_DATA_DIR;
 use cni_ipam::{RangeSet, RangeSpec, ip};
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Where a network's state lives: all DEL and GC need.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,15 +88,15 @@ struct RawLocation {
     data_dir: Option<String>,
 }
 
-fn ipam_section<P>(conf: &NetConf<P>) -> Result<&Map<String, Value>> {
+fn ipam_section<P>(conf: &NetConf<P>) -> Result<&Value> {
     conf.ipam
         .as_ref()
         .map(|i| &i.raw)
         .ok_or_else(|| Error::invalid_config("IPAM config missing 'ipam' key"))
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(raw: &Map<String, Value>) -> Result<T> {
-    T::deserialize(Value::Object(raw.clone()))
+fn decode<T: for<'de> Deserialize<'de>>(raw: &Value) -> Result<T> {
+    cni::gojson::from_value(raw)
         .map_err(|e| Error::invalid_config(format!("invalid ipam config: {e}")))
 }
 

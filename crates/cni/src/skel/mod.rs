@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::args::CniArgs;
 use crate::conf::NetConf;
 use crate::error::{Code, Error, Result};
+use crate::gojson;
 use crate::types::Success;
 use crate::version::{ALL, LATEST, SpecVersion, require_supported};
 
@@ -302,12 +303,12 @@ fn dispatch_inner<P: Plugin>(
         return version_reply(plugin, &bytes).map(Some);
     }
 
-    let value: Value = serde_json::from_slice(&bytes)
+    let value: Value = gojson::parse_slice(&bytes)
         .map_err(|e| Error::decode(format!("error unmarshalling network config: {e}")))?;
     let Value::Object(map) = &value else {
         return Err(Error::decode("network config must be a JSON object"));
     };
-    let raw_version = match map.get("cniVersion") {
+    let raw_version = match gojson::get(map, "cniVersion") {
         // An empty string means 0.1.0, as in the Go skel.
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.is_empty() => None,
@@ -321,13 +322,13 @@ fn dispatch_inner<P: Plugin>(
     if let Some(raw) = raw_version.filter(|r| r.parse::<SpecVersion>().is_ok()) {
         raw.clone_into(version_for_errors);
     }
-    validate_network_name(map.get("name"))?;
+    validate_network_name(gojson::get(map, "name"))?;
     let version = require_supported(raw_version, plugin.supported_versions())?;
     *version_for_errors = version.to_string();
     remember_version(version_for_errors);
     gate(command, version)?;
 
-    let mut conf: NetConf<P::Config> = serde_json::from_value(value)
+    let mut conf = NetConf::<P::Config>::from_value(value)
         .map_err(|e| Error::invalid_config(format!("invalid network config: {e}")))?;
     conf.version = version;
 
@@ -384,10 +385,10 @@ fn gate(command: Command, version: SpecVersion) -> Result<()> {
 }
 
 fn version_reply<P: Plugin>(plugin: &P, bytes: &[u8]) -> Result<String> {
-    let input_version = serde_json::from_slice::<Value>(bytes)
+    let input_version = gojson::parse_slice(bytes)
         .ok()
         .and_then(|v| {
-            v.get("cniVersion")
+            gojson::get_in(&v, "cniVersion")
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         })
