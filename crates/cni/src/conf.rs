@@ -49,6 +49,23 @@ pub fn cidr_with_prefix<'de, D: Deserializer<'de>>(
         .map_err(|_| D::Error::custom(format!("invalid CIDR address: {raw}")))
 }
 
+/// Deserialize an optional IP address where `""` means absent, as Go's
+/// `net.IP` decodes it: containerd's go-cni sends every field of its
+/// `IPRanges` struct, `"RangeStart": ""` included.
+///
+/// # Errors
+/// `invalid IP address syntax` for any other text that is not an address.
+pub fn empty_ip_as_none<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<IpAddr>, D::Error> {
+    use serde::de::Error as _;
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) if s.is_empty() => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(D::Error::custom),
+    }
+}
+
 /// A plugin configuration with no keys of its own.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct NoPluginConfig {}
@@ -278,13 +295,25 @@ pub struct RangeConf {
     #[serde(deserialize_with = "cidr_with_prefix")]
     pub subnet: IpNetwork,
     /// First address to allocate (inclusive).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_ip_as_none"
+    )]
     pub range_start: Option<IpAddr>,
     /// Last address to allocate (inclusive).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_ip_as_none"
+    )]
     pub range_end: Option<IpAddr>,
     /// Gateway of the subnet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_ip_as_none"
+    )]
     pub gateway: Option<IpAddr>,
 }
 

@@ -264,3 +264,18 @@ fn netconf_plugin_keys_last_wins_and_missing_name() {
     let e = NetConf::<Bridgeish>::from_value(v).unwrap_err();
     assert_eq!(e.to_string(), "missing field `name`");
 }
+
+#[test]
+fn go_cni_ip_ranges_with_empty_fields() {
+    // go-cni's IPRanges has no JSON tags and no omitempty: unset fields are "".
+    let v = parse_slice(
+        br#"{"name":"n","runtimeConfig":{"ipRanges":[[{"Subnet":"10.9.0.0/24","RangeStart":"","RangeEnd":"","Gateway":""}]]}}"#,
+    )
+    .unwrap();
+    let c = NetConf::<Bridgeish>::from_value(v).unwrap();
+    let r = &c.runtime_config.ip_ranges[0][0];
+    assert_eq!(r.subnet.to_string(), "10.9.0.0/24");
+    assert_eq!((r.range_start, r.range_end, r.gateway), (None, None, None));
+    let e = from_slice::<RangeConf>(br#"{"Subnet":"10.9.0.0/24","Gateway":"nope"}"#).unwrap_err();
+    assert_eq!(e.to_string(), "invalid IP address syntax");
+}
