@@ -106,8 +106,9 @@ pub struct NetConf<P = NoPluginConfig> {
     pub plugin: P,
 }
 
-/// The keys every plugin shares (all of [`NetConf`] but `prevResult`, which
-/// is moved out of the object rather than copied, and the plugin's keys).
+/// The keys every plugin shares (all of [`NetConf`] but `prevResult` and
+/// `ipam`, which are moved out of the object rather than copied, and the
+/// plugin's keys).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct CommonKeys {
@@ -118,8 +119,6 @@ struct CommonKeys {
     plugin_type: String,
     #[serde(default, deserialize_with = "null_as_default")]
     capabilities: BTreeMap<String, bool>,
-    #[serde(default)]
-    ipam: Option<IpamConf>,
     #[serde(default)]
     dns: Option<Dns>,
     #[serde(default, deserialize_with = "null_as_default")]
@@ -134,15 +133,19 @@ struct CommonKeys {
 
 impl<P: DeserializeOwned> NetConf<P> {
     /// Decode a configuration parsed from stdin (ideally with
-    /// [`gojson::parse_slice`]). `prevResult` is moved out of `value`, not
-    /// copied.
+    /// [`gojson::parse_slice`]). `prevResult` and `ipam` are moved out of
+    /// `value`, not copied.
     ///
     /// # Errors
     /// serde_json's message for a missing `name` or a value of the wrong type.
     pub fn from_value(mut value: Value) -> std::result::Result<Self, serde_json::Error> {
-        let prev_result = match &mut value {
-            Value::Object(map) => gojson::take(map, "prevResult"),
-            _ => None,
+        let (prev_result, ipam) = match &mut value {
+            Value::Object(map) => (gojson::take(map, "prevResult"), gojson::take(map, "ipam")),
+            _ => (None, None),
+        };
+        let ipam = match ipam {
+            None => None,
+            Some(v) => IpamConf::from_value(v)?,
         };
         let common: CommonKeys = gojson::from_value(&value)?;
         let plugin: P = gojson::from_value(&value)?;
@@ -152,7 +155,7 @@ impl<P: DeserializeOwned> NetConf<P> {
             name: common.name,
             plugin_type: common.plugin_type,
             capabilities: common.capabilities,
-            ipam: common.ipam,
+            ipam,
             dns: common.dns,
             runtime_config: common.runtime_config,
             args: common.args,
@@ -166,8 +169,9 @@ impl<P: DeserializeOwned> NetConf<P> {
 
 impl<'de, P: DeserializeOwned> Deserialize<'de> for NetConf<P> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        use serde::de::Error as _;
-        Self::from_value(Value::deserialize(d)?).map_err(D::Error::custom)
+        use serde::de::{DeserializeSeed as _, Error as _};
+        let value = gojson::GoOrderSeed.deserialize(d)?;
+        Self::from_value(value).map_err(D::Error::custom)
     }
 }
 
@@ -227,18 +231,26 @@ pub struct IpamConf {
     pub raw: Value,
 }
 
-impl<'de> Deserialize<'de> for IpamConf {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        use serde::de::Error as _;
-        let raw = match Option::<Map<String, Value>>::deserialize(d)? {
-            Some(m) => m,
-            None => Map::new(),
-        };
+impl IpamConf {
+    /// The section from its value, moved rather than copied; `null` is no
+    /// section.
+    ///
+    /// # Errors
+    /// As the `Deserialize` impl: not an object, or a `type` that is not a
+    /// string.
+    pub fn from_value(value: Value) -> std::result::Result<Option<Self>, serde_json::Error> {
+        match value {
+            Value::Object(raw) => Self::from_map(raw).map(Some),
+            other => Option::<Self>::deserialize(gojson::GoValue(&other)),
+        }
+    }
+
+    fn from_map<E: serde::de::Error>(raw: Map<String, Value>) -> std::result::Result<Self, E> {
         let plugin_type = match gojson::get(&raw, "type") {
             None | Some(Value::Null) => String::new(),
             Some(Value::String(s)) => s.clone(),
             Some(other) => {
-                return Err(D::Error::custom(format!(
+                return Err(E::custom(format!(
                     "ipam.type must be a string, got {other}"
                 )));
             }
@@ -247,6 +259,13 @@ impl<'de> Deserialize<'de> for IpamConf {
             plugin_type,
             raw: Value::Object(raw),
         })
+    }
+}
+
+impl<'de> Deserialize<'de> for IpamConf {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let raw = Option::<Map<String, Value>>::deserialize(d)?.unwrap_or_default();
+        Self::from_map(raw)
     }
 }
 

@@ -406,8 +406,9 @@ fn unexpected(value: &Value) -> de::Unexpected<'_> {
 }
 
 /// Builds a `Value` like serde_json does, except that a repeated key moves
-/// to its last position (Go applies keys in document order).
-struct GoOrderSeed;
+/// to its last position (Go applies keys in document order), from any
+/// deserializer.
+pub(crate) struct GoOrderSeed;
 
 impl<'de> DeserializeSeed<'de> for GoOrderSeed {
     type Value = Value;
@@ -471,13 +472,22 @@ impl<'de> Visitor<'de> for GoOrderVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = Map::new();
+        // serde_json gives no size hint; most CNI objects have a few keys,
+        // and growing the ordered map from empty costs more than the slack.
+        let mut out = Map::with_capacity(map.size_hint().unwrap_or(8));
         while let Some(key) = map.next_key::<String>()? {
             let value = map.next_value_seed(GoOrderSeed)?;
-            if out.contains_key(&key) {
-                out.shift_remove(&key);
+            match out.entry(key) {
+                serde_json::map::Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                serde_json::map::Entry::Occupied(slot) => {
+                    // Rare: the key again; it counts at its new position.
+                    let key = slot.key().clone();
+                    slot.shift_remove();
+                    out.insert(key, value);
+                }
             }
-            out.insert(key, value);
         }
         Ok(Value::Object(out))
     }
