@@ -393,6 +393,18 @@ mod tests {
     }
 
     #[test]
+    fn ipam_of_the_wrong_type_keeps_serdes_message() {
+        let e = serde_json::from_str::<NetConf>(r#"{"name":"n","IPAM":"x"}"#).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(r#"invalid type: string "x", expected a map"#),
+            "{e}"
+        );
+        let e = serde_json::from_str::<NetConf>(r#"{"name":"n","ipam":{"type":5}}"#).unwrap_err();
+        assert!(e.to_string().contains("ipam.type must be a string"), "{e}");
+    }
+
+    #[test]
     fn empty_ipam_means_layer_two() {
         for ipam in [r#""ipam":{}"#, r#""ipam":null"#, r#""ipam":{"type":""}"#] {
             let c: NetConf = serde_json::from_str(&format!(r#"{{"name":"n",{ipam}}}"#)).unwrap();

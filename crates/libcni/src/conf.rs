@@ -418,6 +418,32 @@ mod tests {
     }
 
     #[test]
+    fn plugin_keys_match_as_go_and_list_keys_exactly() {
+        // A plugin object is decoded into libcni's Go structs (case-insensitive keys);
+        // the list's own keys are map look-ups (exact), as in libcni.
+        let l = list(
+            r#"{"name":"n","cniVersion":"1.0.0","DisableCheck":true,
+               "plugins":[{"TYPE":"bridge","Name":"b","Capabilities":{"portMappings":true,"IPs":true}}]}"#,
+        );
+        assert!(!l.disable_check);
+        let p = &l.plugins[0];
+        assert_eq!(p.plugin_type, "bridge");
+        assert_eq!(p.name.as_deref(), Some("b"));
+        assert_eq!(
+            p.enabled_capabilities().collect::<Vec<_>>(),
+            ["IPs", "portMappings"],
+            "capability names are map keys: kept as written"
+        );
+        let single =
+            PluginConf::from_bytes(br#"{"CNIVersion":"0.4.0","NAME":"one","Type":"x"}"#).unwrap();
+        let wrapped = NetworkConfigList::from_plugin_conf(single).unwrap();
+        assert_eq!(
+            (wrapped.name.as_str(), wrapped.cni_version.as_str()),
+            ("one", "0.4.0")
+        );
+    }
+
+    #[test]
     fn rejects_invalid_lists() {
         for (json, want) in [
             (r#"{"plugins":[{"type":"x"}]}"#, "no name"),
