@@ -350,12 +350,15 @@ fn requested_ips_from_cni_args_args_and_runtime_config() {
         .container_id("e")
         .cni_args("IP=10.1.2.1"));
     assert_code(&gw, 7, "requested ip 10.1.2.1 is subnet's gateway");
-    // two in one set: the first (CNI_ARGS) wins, the other is unused -> nothing reserved
+    // two in one set: the first wins, the other is unused -> nothing reserved
     let before = net.reservations();
-    let two = run(&call("ADD", &with_args)
-        .container_id("f")
-        .cni_args("IP=10.1.2.20"));
-    assert_code(&two, 7, "failed to allocate all requested IPs: 10.1.2.11");
+    let two_in_one = net.conf_with(
+        "1.0.0",
+        ipam.clone(),
+        json!({"args": {"cni": {"ips": ["10.1.2.20", "10.1.2.21"]}}}),
+    );
+    let two = add(&two_in_one, "f", "eth0");
+    assert_code(&two, 7, "failed to allocate all requested IPs: 10.1.2.21");
     // outside every set
     let out = run(&call("ADD", &plain)
         .container_id("g")

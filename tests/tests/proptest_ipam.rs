@@ -345,11 +345,11 @@ proptest! {
         if let Some(ips) = runtime_ips {
             conf["runtimeConfig"] = json!({"ips": ips});
         }
-        let Ok(mut nc) = serde_json::from_value::<NetConf<BTreeMap<String, Value>>>(conf) else {
+        let Ok(mut nc) = NetConf::<BTreeMap<String, Value>>::from_value(conf) else {
             return Ok(()); // rejected by the skel's decode (code 7) before host-local runs
         };
         nc.version = version.parse().unwrap();
-        match host_local::config::load(&nc, &cni_args) {
+        match host_local::config::load(&nc, std::ffi::OsStr::new(&cni_args)) {
             Ok(c) => {
                 prop_assert!(!c.range_sets.is_empty());
                 for (i, a) in c.range_sets.iter().enumerate() {

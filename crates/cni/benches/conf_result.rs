@@ -148,7 +148,7 @@ fn skel(c: &mut Criterion) {
     ]
     .into_iter()
     .collect();
-    let getenv = |k: &str| env.get(k).map(|v| (*v).to_owned());
+    let getenv = |k: &str| env.get(k).map(std::ffi::OsString::from);
     c.bench_function("skel_dispatch_add", |b| {
         b.iter(|| {
             let mut stdin = BRIDGE_CONF.as_bytes();

@@ -2,17 +2,20 @@
 //! configuration", CONVENTIONS.md for `runtimeConfig` and `args`).
 //!
 //! [`NetConf`] holds the keys every plugin shares; a plugin's own keys land
-//! in `plugin: P` through `#[serde(flatten)]`. Unknown keys are ignored, as
-//! the reference plugins do.
+//! in `plugin: P`, decoded from the same object. Every input is decoded with
+//! Go's key matching ([`crate::gojson`]); unknown keys are ignored, as the
+//! reference plugins do.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::Result;
+use crate::gojson;
 use crate::types::{Dns, Success};
 use crate::version::SpecVersion;
 
@@ -49,7 +52,7 @@ pub fn cidr_with_prefix<'de, D: Deserializer<'de>>(
 /// The JSON keys a `#[derive(Deserialize)]` struct reads (field names after renames), so
 /// that tests can check every key is documented (the plugins' README pages). Empty for
 /// anything that is not a plain struct (e.g. one with a `#[serde(flatten)]` field).
-pub fn struct_keys<T: serde::de::DeserializeOwned>() -> Vec<&'static str> {
+pub fn struct_keys<T: DeserializeOwned>() -> Vec<&'static str> {
     let mut keys = Vec::new();
     let _ = T::deserialize(KeyProbe(&mut keys));
     keys
@@ -85,52 +88,130 @@ impl<'de> Deserializer<'de> for KeyProbe<'_> {
     }
 }
 
+/// Deserialize an optional IP address where `""` means absent, as Go's
+/// `net.IP` decodes it: containerd's go-cni sends every field of its
+/// `IPRanges` struct, `"RangeStart": ""` included.
+///
+/// # Errors
+/// `invalid IP address syntax` for any other text that is not an address.
+pub fn empty_ip_as_none<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<IpAddr>, D::Error> {
+    use serde::de::Error as _;
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) if s.is_empty() => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(D::Error::custom),
+    }
+}
+
 /// A plugin configuration with no keys of its own.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct NoPluginConfig {}
 
 /// The network configuration given to one plugin.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+///
+/// Decoded as Go decodes it (see [`crate::gojson`]): keys match fields
+/// case-insensitively, the last key landing on a field wins, unknown keys are
+/// ignored. The plugin's own keys are decoded from the same object into `P`
+/// by a second pass (each pass ignores the other's keys).
+#[derive(Debug, Clone)]
 pub struct NetConf<P = NoPluginConfig> {
     /// The configuration's `cniVersion` as written (absent means 0.1.0).
-    #[serde(default)]
     pub cni_version: Option<String>,
     /// The resolved version; filled in by the skel after the version gate.
-    #[serde(skip)]
     pub version: SpecVersion,
     /// Network name (validated by the skel).
     pub name: String,
     /// Plugin type (the executable's name).
-    #[serde(rename = "type", default)]
     pub plugin_type: String,
     /// Capabilities this plugin declared in the network list.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub capabilities: BTreeMap<String, bool>,
     /// The IPAM section; absent or with an empty `type` means no IPAM.
-    #[serde(default)]
     pub ipam: Option<IpamConf>,
     /// DNS settings from the configuration.
-    #[serde(default)]
     pub dns: Option<Dns>,
     /// Capability arguments injected by the runtime.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub runtime_config: RuntimeConfig,
     /// Per-attachment `args` (CONVENTIONS.md "args in network config").
-    #[serde(default, deserialize_with = "null_as_default")]
     pub args: ArgsConf,
     /// The previous plugin's result, raw; see [`NetConf::prev_result`].
-    #[serde(default)]
     pub prev_result: Option<Value>,
     /// GC: the attachments that must be kept.
-    #[serde(rename = "cni.dev/valid-attachments", default)]
     pub valid_attachments: Option<Vec<GcAttachment>>,
     /// GC: the same list under the key of an older draft (cni issue #1101).
-    #[serde(rename = "cni.dev/attachments", default)]
     pub legacy_attachments: Option<Vec<GcAttachment>>,
     /// The plugin's own keys.
-    #[serde(flatten)]
     pub plugin: P,
+}
+
+/// The keys every plugin shares (all of [`NetConf`] but `prevResult` and
+/// `ipam`, which are moved out of the object rather than copied, and the
+/// plugin's keys).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CommonKeys {
+    #[serde(default)]
+    cni_version: Option<String>,
+    name: String,
+    #[serde(rename = "type", default)]
+    plugin_type: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    capabilities: BTreeMap<String, bool>,
+    #[serde(default)]
+    dns: Option<Dns>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    runtime_config: RuntimeConfig,
+    #[serde(default, deserialize_with = "null_as_default")]
+    args: ArgsConf,
+    #[serde(rename = "cni.dev/valid-attachments", default)]
+    valid_attachments: Option<Vec<GcAttachment>>,
+    #[serde(rename = "cni.dev/attachments", default)]
+    legacy_attachments: Option<Vec<GcAttachment>>,
+}
+
+impl<P: DeserializeOwned> NetConf<P> {
+    /// Decode a configuration parsed from stdin (ideally with
+    /// [`gojson::parse_slice`]). `prevResult` and `ipam` are moved out of
+    /// `value`, not copied.
+    ///
+    /// # Errors
+    /// serde_json's message for a missing `name` or a value of the wrong type.
+    pub fn from_value(mut value: Value) -> std::result::Result<Self, serde_json::Error> {
+        let (prev_result, ipam) = match &mut value {
+            Value::Object(map) => (gojson::take(map, "prevResult"), gojson::take(map, "ipam")),
+            _ => (None, None),
+        };
+        let ipam = match ipam {
+            None => None,
+            Some(v) => IpamConf::from_value(v)?,
+        };
+        let common: CommonKeys = gojson::from_value(&value)?;
+        let plugin: P = gojson::from_value(&value)?;
+        Ok(Self {
+            cni_version: common.cni_version,
+            version: SpecVersion::default(),
+            name: common.name,
+            plugin_type: common.plugin_type,
+            capabilities: common.capabilities,
+            ipam,
+            dns: common.dns,
+            runtime_config: common.runtime_config,
+            args: common.args,
+            prev_result,
+            valid_attachments: common.valid_attachments,
+            legacy_attachments: common.legacy_attachments,
+            plugin,
+        })
+    }
+}
+
+impl<'de, P: DeserializeOwned> Deserialize<'de> for NetConf<P> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::{DeserializeSeed as _, Error as _};
+        let value = gojson::GoOrderSeed.deserialize(d)?;
+        Self::from_value(value).map_err(D::Error::custom)
+    }
 }
 
 impl<P> NetConf<P> {
@@ -184,27 +265,46 @@ impl<P> NetConf<P> {
 pub struct IpamConf {
     /// `ipam.type`; empty means layer-2 only.
     pub plugin_type: String,
-    /// Every key of the section, including `type`.
-    pub raw: Map<String, Value>,
+    /// The section as written (an object), including `type`; decode it with
+    /// [`gojson::from_value`].
+    pub raw: Value,
 }
 
-impl<'de> Deserialize<'de> for IpamConf {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        use serde::de::Error as _;
-        let raw = match Option::<Map<String, Value>>::deserialize(d)? {
-            Some(m) => m,
-            None => Map::new(),
-        };
-        let plugin_type = match raw.get("type") {
+impl IpamConf {
+    /// The section from its value, moved rather than copied; `null` is no
+    /// section.
+    ///
+    /// # Errors
+    /// As the `Deserialize` impl: not an object, or a `type` that is not a
+    /// string.
+    pub fn from_value(value: Value) -> std::result::Result<Option<Self>, serde_json::Error> {
+        match value {
+            Value::Object(raw) => Self::from_map(raw).map(Some),
+            other => Option::<Self>::deserialize(gojson::GoValue(&other)),
+        }
+    }
+
+    fn from_map<E: serde::de::Error>(raw: Map<String, Value>) -> std::result::Result<Self, E> {
+        let plugin_type = match gojson::get(&raw, "type") {
             None | Some(Value::Null) => String::new(),
             Some(Value::String(s)) => s.clone(),
             Some(other) => {
-                return Err(D::Error::custom(format!(
+                return Err(E::custom(format!(
                     "ipam.type must be a string, got {other}"
                 )));
             }
         };
-        Ok(Self { plugin_type, raw })
+        Ok(Self {
+            plugin_type,
+            raw: Value::Object(raw),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for IpamConf {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let raw = Option::<Map<String, Value>>::deserialize(d)?.unwrap_or_default();
+        Self::from_map(raw)
     }
 }
 
@@ -253,13 +353,25 @@ pub struct RangeConf {
     #[serde(deserialize_with = "cidr_with_prefix")]
     pub subnet: IpNetwork,
     /// First address to allocate (inclusive).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_ip_as_none"
+    )]
     pub range_start: Option<IpAddr>,
     /// Last address to allocate (inclusive).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_ip_as_none"
+    )]
     pub range_end: Option<IpAddr>,
     /// Gateway of the subnet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "empty_ip_as_none"
+    )]
     pub gateway: Option<IpAddr>,
 }
 
@@ -330,6 +442,18 @@ mod tests {
             ["subnet", "rangeStart", "rangeEnd", "gateway"]
         );
         assert!(struct_keys::<String>().is_empty());
+    }
+
+    #[test]
+    fn ipam_of_the_wrong_type_keeps_serdes_message() {
+        let e = serde_json::from_str::<NetConf>(r#"{"name":"n","IPAM":"x"}"#).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains(r#"invalid type: string "x", expected a map"#),
+            "{e}"
+        );
+        let e = serde_json::from_str::<NetConf>(r#"{"name":"n","ipam":{"type":5}}"#).unwrap_err();
+        assert!(e.to_string().contains("ipam.type must be a string"), "{e}");
     }
 
     #[test]

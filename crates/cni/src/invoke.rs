@@ -36,7 +36,7 @@
 
 mod builtin;
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -117,7 +117,7 @@ pub struct ExecParams<'a> {
     /// `CNI_IFNAME`.
     pub ifname: &'a str,
     /// `CNI_ARGS`, already joined as `K=V;K2=V2`.
-    pub cni_args: &'a str,
+    pub cni_args: &'a OsStr,
     /// `CNI_PATH`, already joined with `:`.
     pub path: &'a OsStr,
 }
@@ -148,8 +148,8 @@ fn exec(plugin: &str, command: Command, args: &CmdArgs) -> Result<Vec<u8>> {
 /// provably the same (module docs); the decision is logged at debug level.
 fn in_process_candidate(plugin: &str, bin: &Path, params: &ExecParams<'_>) -> Option<Builtin> {
     let builtin = builtin::registered(plugin)?;
-    let strings = [params.container_id, params.ifname, params.cni_args];
-    let os = [params.netns, params.path];
+    let strings = [params.container_id, params.ifname];
+    let os = [params.netns, params.path, params.cni_args];
     let decision = if std::env::var(FORCE_EXEC_ENV)
         .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true"))
     {
@@ -188,15 +188,15 @@ fn run_builtin(
     params: &ExecParams<'_>,
     stdin: &[u8],
 ) -> Output {
-    let env = |key: &str| -> Option<String> {
+    let env = |key: &str| -> Option<OsString> {
         match key {
-            "CNI_COMMAND" => Some(command.as_str().to_owned()),
-            "CNI_CONTAINERID" => Some(params.container_id.to_owned()),
-            "CNI_NETNS" => params.netns.to_str().map(str::to_owned),
-            "CNI_IFNAME" => Some(params.ifname.to_owned()),
+            "CNI_COMMAND" => Some(command.as_str().into()),
+            "CNI_CONTAINERID" => Some(params.container_id.into()),
+            "CNI_NETNS" => Some(params.netns.to_owned()),
+            "CNI_IFNAME" => Some(params.ifname.into()),
             "CNI_ARGS" => Some(params.cni_args.to_owned()),
-            "CNI_PATH" => params.path.to_str().map(str::to_owned),
-            _ => std::env::var(key).ok(),
+            "CNI_PATH" => Some(params.path.to_owned()),
+            _ => std::env::var_os(key),
         }
     };
     let mut input = stdin;
@@ -302,7 +302,7 @@ fn spawn(
 }
 
 fn plugin_error(bin: &Path, output: &Output) -> Error {
-    if let Ok(e) = serde_json::from_slice::<Error>(&output.stdout) {
+    if let Ok(e) = crate::gojson::from_slice::<Error>(&output.stdout) {
         return e;
     }
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
@@ -644,21 +644,21 @@ echo '{"cniVersion":"0.4.0","ips":[{"version":"4","address":"10.1.0.2/24","gatew
     /// A built-in that checks what a spawned plugin would have seen and
     /// answers like a plugin: a 0.4.0 result, or an error object.
     fn fake_builtin(
-        env: &dyn Fn(&str) -> Option<String>,
+        env: &dyn Fn(&str) -> Option<OsString>,
         stdin: &mut dyn std::io::Read,
         stdout: &mut dyn Write,
         _stderr: &mut dyn Write,
     ) -> i32 {
         let mut input = String::new();
         let _ = stdin.read_to_string(&mut input);
-        let get = |k: &str| env(k).unwrap_or_default();
+        let get = |k: &str| env(k).unwrap_or_default().to_string_lossy().into_owned();
         let path_ok = get("CNI_PATH").split(':').any(|p| p.ends_with("/bin-dir"));
         let ok = get("CNI_CONTAINERID") == "ctr1"
             && get("CNI_IFNAME") == "eth0"
             && get("CNI_NETNS") == "/var/run/netns/x"
             && get("CNI_ARGS") == "IgnoreUnknown=1"
             && path_ok
-            && env("PATH") == std::env::var("PATH").ok();
+            && env("PATH") == std::env::var_os("PATH");
         if !ok {
             let _ = stdout.write_all(br#"{"code":4,"msg":"bad env"}"#);
             return 1;
@@ -817,7 +817,7 @@ echo '{"cniVersion":"0.4.0","ips":[{"version":"4","address":"10.1.0.2/24","gatew
     }
 
     fn version_reporter(
-        _env: &dyn Fn(&str) -> Option<String>,
+        _env: &dyn Fn(&str) -> Option<OsString>,
         _stdin: &mut dyn std::io::Read,
         stdout: &mut dyn Write,
         _stderr: &mut dyn Write,

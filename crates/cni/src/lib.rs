@@ -1,13 +1,15 @@
 //! The CNI contract shared by every plugin of the suite: spec versions
 //! ([`version`]), results in every layout ([`types`]), network configuration
-//! ([`conf`]), errors with the spec's codes ([`error`]), `CNI_ARGS`
-//! ([`args`]), the plugin entry point ([`skel`]) and delegation
-//! ([`invoke`]). It follows the CNI SPEC.md 1.1.0 and CONVENTIONS.md of
-//! containernetworking/cni, and the Go library's package names.
+//! ([`conf`]), JSON decoding with Go's key matching ([`gojson`]), errors
+//! with the spec's codes ([`error`]), `CNI_ARGS` ([`args`]), the plugin
+//! entry point ([`skel`]) and delegation ([`invoke`]). It follows the CNI
+//! SPEC.md 1.1.0 and CONVENTIONS.md of containernetworking/cni, and the Go
+//! library's package names.
 
 pub mod args;
 pub mod conf;
 pub mod error;
+pub mod gojson;
 pub mod invoke;
 pub mod skel;
 pub mod types;

@@ -20,7 +20,7 @@ mod fuzz_targets;
 use fuzz_targets::Echo;
 
 fn dispatch(env: &HashMap<&str, String>, stdin: &[u8]) -> (i32, String) {
-    let lookup = |k: &str| env.get(k).cloned();
+    let lookup = |k: &str| env.get(k).map(std::ffi::OsString::from);
     let mut out = Vec::new();
     let code = cni::skel::dispatch(&Echo, &lookup, &mut &stdin[..], &mut out, &mut Vec::new());
     (code, String::from_utf8(out).expect("stdout is UTF-8"))
@@ -270,7 +270,7 @@ proptest! {
     }
 
     #[test]
-    fn cni_args_parse_is_total_and_round_trips(pairs in proptest::collection::vec(("[A-Za-z_][A-Za-z0-9_]{0,8}", "[^;]{0,12}"), 0..6),
+    fn cni_args_parse_is_total_and_round_trips(pairs in proptest::collection::vec(("[A-Za-z_][A-Za-z0-9_]{0,8}", "[^;=]{0,12}"), 0..6),
                                                raw in ".{0,40}") {
         let _ = CniArgs::parse(&raw);
         let joined = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";");
@@ -278,7 +278,7 @@ proptest! {
         prop_assert_eq!(parsed.pairs().len(), pairs.len());
         for (k, _) in &pairs {
             let last = pairs.iter().rev().find(|(k2, _)| k2 == k).map(|(_, v)| v.as_str());
-            prop_assert_eq!(parsed.get(k), last);
+            prop_assert_eq!(parsed.get(k).unwrap(), last);
         }
     }
 }

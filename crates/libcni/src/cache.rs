@@ -190,7 +190,7 @@ impl ResultCache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err(format!("cannot read {}", path.display()), e)),
         };
-        if let Ok(entry) = serde_json::from_slice::<CacheEntry>(&bytes)
+        if let Ok(entry) = cni::gojson::from_slice::<CacheEntry>(&bytes)
             && entry.kind == CACHE_KIND_V1
         {
             return Ok(Some(entry));
@@ -261,7 +261,7 @@ impl ResultCache {
             let Ok(bytes) = std::fs::read(&path) else {
                 continue;
             };
-            let Ok(entry) = serde_json::from_slice::<CacheEntry>(&bytes) else {
+            let Ok(entry) = cni::gojson::from_slice::<CacheEntry>(&bytes) else {
                 continue;
             };
             if entry.kind != CACHE_KIND_V1

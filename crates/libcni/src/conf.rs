@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use cni::SpecVersion;
+use cni::{SpecVersion, gojson};
 use serde_json::{Map, Value};
 
 use crate::Error;
@@ -42,7 +42,10 @@ impl PluginConf {
             .as_object()
             .ok_or_else(|| Error::Config("error parsing configuration: not a JSON object".into()))?
             .clone();
-        let plugin_type = match raw.get("type") {
+        // The plugin object is decoded by libcni into Go structs: its keys
+        // match case-insensitively (the list's own keys are map look-ups,
+        // case-sensitive, as in libcni).
+        let plugin_type = match gojson::get(&raw, "type") {
             Some(Value::String(t)) if !t.is_empty() => t.clone(),
             Some(Value::String(_)) | None => {
                 return Err(Error::Config(
@@ -55,13 +58,13 @@ impl PluginConf {
                 )));
             }
         };
-        let name = match raw.get("name") {
+        let name = match gojson::get(&raw, "name") {
             Some(Value::String(n)) => Some(n.clone()),
             _ => None,
         };
-        let capabilities = match raw.get("capabilities") {
+        let capabilities = match gojson::get(&raw, "capabilities") {
             None | Some(Value::Null) => BTreeMap::new(),
-            Some(v) => serde_json::from_value::<BTreeMap<String, bool>>(v.clone()).map_err(|e| {
+            Some(v) => gojson::from_value::<BTreeMap<String, bool>>(v).map_err(|e| {
                 Error::Config(format!(
                     "error parsing configuration: invalid 'capabilities' of plugin {plugin_type:?}: {e}"
                 ))
@@ -80,7 +83,7 @@ impl PluginConf {
     /// # Errors
     /// As [`PluginConf::from_value`], or invalid JSON.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
-        let v: Value = serde_json::from_slice(bytes)
+        let v: Value = gojson::parse_slice(bytes)
             .map_err(|e| Error::Config(format!("error parsing configuration: {e}")))?;
         Self::from_value(&v)
     }
@@ -134,8 +137,7 @@ impl NetworkConfigList {
     /// plugin.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         let bad = |m: String| Error::Config(format!("error parsing configuration list: {m}"));
-        let raw: Map<String, Value> =
-            serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        let raw: Map<String, Value> = gojson::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
         let name = match raw.get("name") {
             Some(Value::String(n)) => n.clone(),
             Some(other) => return Err(bad(format!("invalid name type: {other}"))),
@@ -238,7 +240,7 @@ impl NetworkConfigList {
             .ok_or_else(|| Error::Config("error parsing configuration list: no name".into()))?;
         let mut wrapper = Map::new();
         wrapper.insert("name".into(), Value::String(name));
-        if let Some(v) = plugin.raw.get("cniVersion") {
+        if let Some(v) = gojson::get(&plugin.raw, "cniVersion") {
             wrapper.insert("cniVersion".into(), v.clone());
         }
         wrapper.insert(
@@ -413,6 +415,32 @@ mod tests {
         assert_eq!(l.plugins[0].description(), r#"type="bridge""#);
         assert_eq!(l.plugins[1].description(), r#"type="portmap" name="pm""#);
         assert_eq!(l.version().unwrap(), cni::version::V1_0_0);
+    }
+
+    #[test]
+    fn plugin_keys_match_as_go_and_list_keys_exactly() {
+        // A plugin object is decoded into libcni's Go structs (case-insensitive keys);
+        // the list's own keys are map look-ups (exact), as in libcni.
+        let l = list(
+            r#"{"name":"n","cniVersion":"1.0.0","DisableCheck":true,
+               "plugins":[{"TYPE":"bridge","Name":"b","Capabilities":{"portMappings":true,"IPs":true}}]}"#,
+        );
+        assert!(!l.disable_check);
+        let p = &l.plugins[0];
+        assert_eq!(p.plugin_type, "bridge");
+        assert_eq!(p.name.as_deref(), Some("b"));
+        assert_eq!(
+            p.enabled_capabilities().collect::<Vec<_>>(),
+            ["IPs", "portMappings"],
+            "capability names are map keys: kept as written"
+        );
+        let single =
+            PluginConf::from_bytes(br#"{"CNIVersion":"0.4.0","NAME":"one","Type":"x"}"#).unwrap();
+        let wrapped = NetworkConfigList::from_plugin_conf(single).unwrap();
+        assert_eq!(
+            (wrapped.name.as_str(), wrapped.cni_version.as_str()),
+            ("one", "0.4.0")
+        );
     }
 
     #[test]

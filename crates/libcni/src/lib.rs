@@ -493,7 +493,7 @@ impl CniConfig {
             stdin.as_bytes(),
         )
         .map_err(ctx)?;
-        serde_json::from_slice(&out).map_err(|e| {
+        cni::gojson::from_slice(&out).map_err(|e| {
             ctx(cni::Error::decode(format!(
                 "failed to decode version info: {e}"
             )))
@@ -566,7 +566,7 @@ impl CniConfig {
             container_id: rt.map(|r| r.container_id.as_str()).unwrap_or_default(),
             netns: rt.map(|r| r.netns.as_ref()).unwrap_or_default(),
             ifname: rt.map(|r| r.ifname.as_str()).unwrap_or_default(),
-            cni_args: &cni_args,
+            cni_args: cni_args.as_ref(),
             path: &path,
         };
         cni::invoke::exec_plugin(&bin, command, &params, &stdin)

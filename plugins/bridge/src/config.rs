@@ -255,13 +255,17 @@ pub fn collect_trunk(entries: &[TrunkEntry]) -> cni::Result<Vec<u16>> {
 fn select_mac(conf: &NetConf<BridgeConf>, args: &CmdArgs) -> cni::Result<Option<MacAddr>> {
     let cni_args = args.cni_args()?;
     cni_args.require_known(&["MAC"])?;
-    let chosen = conf
+    let from_conf = conf
         .runtime_config
         .mac
         .as_deref()
         .map(|m| ("runtimeConfig.mac", m))
-        .or_else(|| conf.args.cni.mac.as_deref().map(|m| ("args.cni.mac", m)))
-        .or_else(|| cni_args.get("MAC").map(|m| ("CNI_ARGS MAC", m)));
+        .or_else(|| conf.args.cni.mac.as_deref().map(|m| ("args.cni.mac", m)));
+    // CNI_ARGS MAC only when the configuration names none (CONVENTIONS.md).
+    let chosen = match from_conf {
+        Some(c) => Some(c),
+        None => cni_args.get("MAC")?.map(|m| ("CNI_ARGS MAC", m)),
+    };
     match chosen {
         None => Ok(None),
         Some((key, m)) => m

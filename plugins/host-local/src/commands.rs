@@ -1,6 +1,7 @@
 //! The five commands, each reading the configuration, opening the store
 //! once (one lock per command) and calling the engine.
 
+use std::ffi::OsStr;
 use std::net::IpAddr;
 
 use cni::{CmdArgs, Dns, Error, IpConfig, NetConf, Result, Success};
@@ -143,7 +144,7 @@ pub fn gc_cmd<P>(conf: &NetConf<P>) -> Result<()> {
 /// Code 50 when some range set has no free address or the store is
 /// unusable; 7 for an invalid configuration; 11 on lock timeout.
 pub fn status_cmd<P>(conf: &NetConf<P>) -> Result<()> {
-    let cfg = config::load(conf, "")?;
+    let cfg = config::load(conf, OsStr::new(""))?;
     let loc = &cfg.location;
     status::disk_status(&cfg.range_sets, &loc.data_dir, &loc.network, &options())
         .map_err(|e| errors::from_status(&e))

@@ -6,9 +6,11 @@
 //! Range sets, in order: `runtimeConfig.ipRanges`, then the legacy
 //! top-level `subnet`/`rangeStart`/`rangeEnd`/`gateway` range (only when
 //! `subnet` is set), then `ranges`. Requested addresses, in order:
-//! `CNI_ARGS` `IP=`, `args.cni.ips`, `runtimeConfig.ips` (each `ip` or
-//! `ip/prefix`; the prefix is ignored).
+//! `args.cni.ips`, `runtimeConfig.ips` (each `ip` or `ip/prefix`; the prefix
+//! is ignored); `CNI_ARGS` `IP=` only when neither list is given
+//! (CONVENTIONS.md).
 
+use std::ffi::OsStr;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -18,7 +20,7 @@ use cni_ipam::store::DEFAULT_DATA_DIR;
 use cni_ipam::{RangeSet, RangeSpec, ip};
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Where a network's state lives: all DEL and GC need.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,15 +90,15 @@ struct RawLocation {
     data_dir: Option<String>,
 }
 
-fn ipam_section<P>(conf: &NetConf<P>) -> Result<&Map<String, Value>> {
+fn ipam_section<P>(conf: &NetConf<P>) -> Result<&Value> {
     conf.ipam
         .as_ref()
         .map(|i| &i.raw)
         .ok_or_else(|| Error::invalid_config("IPAM config missing 'ipam' key"))
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(raw: &Map<String, Value>) -> Result<T> {
-    T::deserialize(Value::Object(raw.clone()))
+fn decode<T: for<'de> Deserialize<'de>>(raw: &Value) -> Result<T> {
+    cni::gojson::from_value(raw)
         .map_err(|e| Error::invalid_config(format!("invalid ipam config: {e}")))
 }
 
@@ -146,9 +148,9 @@ pub fn load_location<P>(conf: &NetConf<P>) -> Result<StoreLocation> {
 /// # Errors
 /// Code 7 for an invalid configuration (the reference's messages), code 4
 /// for an invalid `CNI_ARGS`.
-pub fn load<P>(conf: &NetConf<P>, cni_args: &str) -> Result<IpamConfig> {
+pub fn load<P>(conf: &NetConf<P>, cni_args: impl AsRef<OsStr>) -> Result<IpamConfig> {
     let raw: RawIpam = decode(ipam_section(conf)?)?;
-    let requested = requested_ips(conf, cni_args)?;
+    let requested = requested_ips(conf, cni_args.as_ref())?;
 
     let mut specs: Vec<Vec<RangeSpec>> = conf
         .runtime_config
@@ -283,18 +285,21 @@ fn parse_requested(text: &str) -> Option<IpAddr> {
     Some(ip::canonical(addr))
 }
 
-fn requested_ips<P>(conf: &NetConf<P>, cni_args: &str) -> Result<Vec<IpAddr>> {
+/// The requested addresses. `CNI_ARGS` is always parsed (a malformed one
+/// is an error), but its `IP` is used only when neither `args.cni.ips` nor
+/// `runtimeConfig.ips` is given: CONVENTIONS.md, "if a runtime passes an
+/// equivalent key via args … the plugin must ignore the CNI_ARGS Field".
+fn requested_ips<P>(conf: &NetConf<P>, cni_args: &OsStr) -> Result<Vec<IpAddr>> {
     let mut out = Vec::new();
-    if !cni_args.is_empty() {
-        let args = CniArgs::parse(cni_args)?;
-        args.require_known(&["IP"])?;
-        if let Some(v) = args.get("IP").filter(|v| !v.is_empty()) {
-            out.push(parse_requested(v).ok_or_else(|| {
-                Error::invalid_env(format!(
-                    "ARGS: error parsing value of pair \"IP={v}\": invalid IP address {v}"
-                ))
-            })?);
-        }
+    let args = CniArgs::parse_os(cni_args)?;
+    args.require_known(&["IP"])?;
+    let from_args = !conf.args.cni.ips.is_empty() || !conf.runtime_config.ips.is_empty();
+    if !from_args && let Some(v) = args.get("IP")? {
+        out.push(parse_requested(v).ok_or_else(|| {
+            Error::invalid_env(format!(
+                "ARGS: error parsing value of pair \"IP={v}\": invalid IP address {v}"
+            ))
+        })?);
     }
     for (key, list) in [
         ("args.cni.ips", &conf.args.cni.ips),
@@ -341,11 +346,11 @@ mod tests {
     }
 
     fn load_ok(json: &str) -> IpamConfig {
-        load(&conf(json, V1_0_0), "").expect("valid config")
+        load(&conf(json, V1_0_0), OsStr::new("")).expect("valid config")
     }
 
     fn load_err(json: &str, version: SpecVersion, args: &str) -> (u32, String) {
-        let e = load(&conf(json, version), args).expect_err("invalid config");
+        let e = load(&conf(json, version), OsStr::new(args)).expect_err("invalid config");
         (e.code, e.msg)
     }
 
@@ -437,7 +442,20 @@ mod tests {
         )
         .expect("valid");
         let got: Vec<String> = c.requested.iter().map(ToString::to_string).collect();
-        assert_eq!(got, ["10.1.2.10", "10.1.2.11", "10.1.2.12", "2001:db8::5"]);
+        // CNI_ARGS IP= is ignored: the configuration names addresses.
+        assert_eq!(got, ["10.1.2.11", "10.1.2.12", "2001:db8::5"]);
+        for with_rc in [
+            r#"{"name":"net","runtimeConfig":{"ips":["10.1.2.13"]},"ipam":{"subnet":"10.1.2.0/24"}}"#,
+            r#"{"name":"net","args":{"cni":{"ips":["10.1.2.13"]}},"ipam":{"subnet":"10.1.2.0/24"}}"#,
+        ] {
+            let c = load(&conf(with_rc, V1_0_0), "IP=10.1.2.10").expect("valid");
+            assert_eq!(
+                c.requested,
+                [ip::canonical("10.1.2.13".parse().expect("ip"))]
+            );
+            // ignored, but a malformed CNI_ARGS is still an error
+            assert_eq!(load_err(with_rc, V1_0_0, "IP=10.1.2.10;X").0, 4);
+        }
         let c = load(
             &conf(r#"{"name":"net","ipam":{"subnet":"10.1.2.0/24"}}"#, V1_0_0),
             "IP=10.1.2.10",
@@ -453,6 +471,12 @@ mod tests {
     fn bad_requested_ips() {
         let j = r#"{"name":"net","ipam":{"subnet":"10.1.2.0/24"}}"#;
         assert_eq!(load_err(j, V1_0_0, "IP=10.1.2.300").0, 4);
+        assert_eq!(
+            load_err(j, V1_0_0, "IP=").0,
+            4,
+            "an empty request is no address"
+        );
+        assert_eq!(load_err(j, V1_0_0, "IP=10.1.2.3;").0, 4, "not KEY=VALUE");
         assert_eq!(load_err(j, V1_0_0, "FOO=1").0, 4);
         let (code, msg) = load_err(
             r#"{"name":"net","args":{"cni":{"ips":["nope"]}},"ipam":{"subnet":"10.1.2.0/24"}}"#,

@@ -43,7 +43,7 @@ pub const BUILTIN: Builtin = Builtin {
 /// environment and stdio: what the binary's `main` does, minus the process
 /// globals.
 pub fn run_in_process(
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
     stdin: &mut dyn Read,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,

@@ -1,6 +1,7 @@
 //! Built-in delegates: the registry, the identity note and its reader
 //! (see the [`invoke`](super) module docs).
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -23,7 +24,7 @@ pub const NOTE_SECTION: &str = ".note.cni-rs.identity";
 /// [`dispatch`](crate::skel::dispatch) with its environment and stdio
 /// injected; returns the exit status.
 pub type RunFn =
-    fn(&dyn Fn(&str) -> Option<String>, &mut dyn Read, &mut dyn Write, &mut dyn Write) -> i32;
+    fn(&dyn Fn(&str) -> Option<OsString>, &mut dyn Read, &mut dyn Write, &mut dyn Write) -> i32;
 
 /// A plugin linked into this binary that delegation may run in-process.
 #[derive(Debug, Clone, Copy)]

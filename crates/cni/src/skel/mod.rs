@@ -9,6 +9,7 @@
 //! status 1. A panic also ends as an error object (code 999), never a bare
 //! backtrace. [`dispatch`] is the same without process globals, for tests.
 
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -19,6 +20,7 @@ use serde_json::Value;
 use crate::args::CniArgs;
 use crate::conf::NetConf;
 use crate::error::{Code, Error, Result};
+use crate::gojson;
 use crate::types::Success;
 use crate::version::{ALL, LATEST, SpecVersion, require_supported};
 
@@ -101,8 +103,8 @@ pub struct CmdArgs {
     pub netns: Option<PathBuf>,
     /// `CNI_IFNAME` (empty for STATUS and GC).
     pub ifname: String,
-    /// `CNI_ARGS`, raw; parse with [`CmdArgs::cni_args`].
-    pub args: String,
+    /// `CNI_ARGS`, raw bytes; parse with [`CmdArgs::cni_args`].
+    pub args: OsString,
     /// `CNI_PATH`, split on `:`.
     pub path: Vec<PathBuf>,
     /// The configuration bytes exactly as read, for delegation.
@@ -115,7 +117,7 @@ impl CmdArgs {
     /// # Errors
     /// Code 4 for a malformed `CNI_ARGS`.
     pub fn cni_args(&self) -> Result<CniArgs> {
-        CniArgs::parse(&self.args)
+        CniArgs::parse_os(&self.args)
     }
 }
 
@@ -223,7 +225,7 @@ pub(crate) fn output_version() -> String {
 pub fn run<P: Plugin>(plugin: &P) -> ! {
     init_logger(plugin.name());
     install_panic_hook();
-    let env = |k: &str| std::env::var(k).ok();
+    let env = |k: &str| std::env::var_os(k);
     // stdout and stderr are locked per write, never for the whole command: a plugin's
     // other threads log to stderr (and a panic on one of them writes the error to
     // stdout), which would block forever on a lock held by this thread.
@@ -258,12 +260,15 @@ fn install_panic_hook() {
 /// status (0 or 1). This is [`run`] without process globals.
 pub fn dispatch<P: Plugin>(
     plugin: &P,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn Fn(&str) -> Option<OsString>,
     stdin: &mut dyn Read,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> i32 {
-    let Some(raw_command) = env("CNI_COMMAND").filter(|c| !c.is_empty()) else {
+    let Some(raw_command) = env("CNI_COMMAND")
+        .filter(|c| !c.is_empty())
+        .map(|c| c.to_string_lossy().into_owned())
+    else {
         let _ = writeln!(stderr, "{}", about(plugin));
         return 0;
     };
@@ -305,7 +310,7 @@ pub fn about<P: Plugin>(plugin: &P) -> String {
 fn dispatch_inner<P: Plugin>(
     plugin: &P,
     raw_command: &str,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn Fn(&str) -> Option<OsString>,
     stdin: &mut dyn Read,
     version_for_errors: &mut String,
 ) -> Result<Option<String>> {
@@ -320,12 +325,12 @@ fn dispatch_inner<P: Plugin>(
         return version_reply(plugin, &bytes).map(Some);
     }
 
-    let value: Value = serde_json::from_slice(&bytes)
+    let value: Value = gojson::parse_slice(&bytes)
         .map_err(|e| Error::decode(format!("error unmarshalling network config: {e}")))?;
     let Value::Object(map) = &value else {
         return Err(Error::decode("network config must be a JSON object"));
     };
-    let raw_version = match map.get("cniVersion") {
+    let raw_version = match gojson::get(map, "cniVersion") {
         // An empty string means 0.1.0, as in the Go skel.
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.is_empty() => None,
@@ -339,13 +344,13 @@ fn dispatch_inner<P: Plugin>(
     if let Some(raw) = raw_version.filter(|r| r.parse::<SpecVersion>().is_ok()) {
         raw.clone_into(version_for_errors);
     }
-    validate_network_name(map.get("name"))?;
+    validate_network_name(gojson::get(map, "name"))?;
     let version = require_supported(raw_version, plugin.supported_versions())?;
     *version_for_errors = version.to_string();
     remember_version(version_for_errors);
     gate(command, version)?;
 
-    let mut conf: NetConf<P::Config> = serde_json::from_value(value)
+    let mut conf = NetConf::<P::Config>::from_value(value)
         .map_err(|e| Error::invalid_config(format!("invalid network config: {e}")))?;
     conf.version = version;
 
@@ -402,10 +407,10 @@ fn gate(command: Command, version: SpecVersion) -> Result<()> {
 }
 
 fn version_reply<P: Plugin>(plugin: &P, bytes: &[u8]) -> Result<String> {
-    let input_version = serde_json::from_slice::<Value>(bytes)
+    let input_version = gojson::parse_slice(bytes)
         .ok()
         .and_then(|v| {
-            v.get("cniVersion")
+            gojson::get_in(&v, "cniVersion")
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         })
@@ -439,8 +444,12 @@ fn read_stdin(stdin: &mut dyn Read) -> Result<Vec<u8>> {
 
 /// Validate the env vars in the reference order; missing required ones are
 /// reported together, an invalid value at once.
-fn read_env(command: Command, env: &dyn Fn(&str) -> Option<String>) -> Result<CmdArgs> {
+fn read_env(command: Command, env: &dyn Fn(&str) -> Option<OsString>) -> Result<CmdArgs> {
     let get = |k: &str| env(k).unwrap_or_default();
+    // The container ID and interface name are text: bytes that are not UTF-8
+    // are invalid characters (checked here when the command needs the
+    // variable, ignored otherwise, as an unset one is).
+    let text = |k: &str| get(k).into_string();
     let mut missing = Vec::new();
     for var in ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"] {
         let value = get(var);
@@ -450,8 +459,18 @@ fn read_env(command: Command, env: &dyn Fn(&str) -> Option<String>) -> Result<Cm
                 continue;
             }
             match var {
-                "CNI_CONTAINERID" => validate_container_id(&value)?,
-                "CNI_IFNAME" => validate_ifname(&value)?,
+                "CNI_CONTAINERID" => {
+                    validate_container_id(&value.to_string_lossy())?;
+                }
+                "CNI_IFNAME" => match value.to_str() {
+                    Some(name) => validate_ifname(name)?,
+                    None => {
+                        return Err(Error::invalid_env(
+                            "interface name is not valid UTF-8 (CNI_IFNAME)",
+                        )
+                        .with_details(value.to_string_lossy().into_owned()));
+                    }
+                },
                 _ => {}
             }
         }
@@ -467,9 +486,9 @@ fn read_env(command: Command, env: &dyn Fn(&str) -> Option<String>) -> Result<Cm
         .map(PathBuf::from);
     Ok(CmdArgs {
         command,
-        container_id: get("CNI_CONTAINERID"),
+        container_id: text("CNI_CONTAINERID").unwrap_or_default(),
         netns,
-        ifname: get("CNI_IFNAME"),
+        ifname: text("CNI_IFNAME").unwrap_or_default(),
         args: get("CNI_ARGS"),
         path: std::env::split_paths(&get("CNI_PATH"))
             .filter(|p| !p.as_os_str().is_empty())
@@ -553,10 +572,10 @@ fn validate_network_name(name: Option<&Value>) -> Result<()> {
 /// `CNI_NETNS_OVERRIDE` is `1`/`true`). Checked before any change, unlike the
 /// reference skel which checks after ADD/DEL already ran. An unreadable
 /// `CNI_NETNS` is left for the plugin to report.
-fn check_not_own_netns(netns: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<()> {
+fn check_not_own_netns(netns: Option<&Path>, env: &dyn Fn(&str) -> Option<OsString>) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     if env("CNI_NETNS_OVERRIDE")
-        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true"))
+        .is_some_and(|v| matches!(v.to_ascii_lowercase().to_str(), Some("1" | "true")))
     {
         return Ok(());
     }

@@ -94,7 +94,7 @@ fn env_for(cmd: &str) -> HashMap<&'static str, String> {
 }
 
 fn run_with(plugin: &Fake, env: &HashMap<&'static str, String>, stdin: &str) -> Run {
-    let lookup = |k: &str| env.get(k).cloned();
+    let lookup = |k: &str| env.get(k).map(OsString::from);
     let mut out = Vec::new();
     let mut err = Vec::new();
     let code = dispatch(plugin, &lookup, &mut stdin.as_bytes(), &mut out, &mut err);
@@ -412,7 +412,7 @@ fn cmd_args_carry_env_and_stdin() {
     let mut env = env_for("ADD");
     env.insert("CNI_PATH", "/a:/b".to_owned());
     env.insert("CNI_ARGS", "IP=10.0.0.9".to_owned());
-    let lookup = |k: &str| env.get(k).cloned();
+    let lookup = |k: &str| env.get(k).map(OsString::from);
     let code = dispatch(
         &p,
         &lookup,
@@ -424,7 +424,41 @@ fn cmd_args_carry_env_and_stdin() {
     let a = p.0.borrow().clone().unwrap();
     assert_eq!(a.path, [PathBuf::from("/a"), PathBuf::from("/b")]);
     assert_eq!(a.netns.as_deref(), Some(Path::new(NETNS)));
-    assert_eq!(a.cni_args().unwrap().get("IP"), Some("10.0.0.9"));
+    assert_eq!(a.cni_args().unwrap().get("IP").unwrap(), Some("10.0.0.9"));
     assert_eq!(a.stdin, CONF.as_bytes());
     assert_eq!(a.container_id, "ctr-1_a.b");
+
+    // CNI_ARGS is passed on as the bytes it is: a value that is not UTF-8 is
+    // an error where the plugin reads it, not an unset variable.
+    use std::os::unix::ffi::OsStrExt;
+    let raw = std::ffi::OsStr::from_bytes(b"IgnoreUnknown=1;X=\xff;IP=10.0.0.\xfe").to_owned();
+    let lookup = |k: &str| match k {
+        "CNI_ARGS" => Some(raw.clone()),
+        _ => env.get(k).map(OsString::from),
+    };
+    let code = dispatch(
+        &p,
+        &lookup,
+        &mut CONF.as_bytes(),
+        &mut Vec::new(),
+        &mut Vec::new(),
+    );
+    assert_eq!(code, 0);
+    let a = p.0.borrow().clone().unwrap();
+    assert_eq!(a.args, raw);
+    let e = a.cni_args().unwrap().get("IP").unwrap_err();
+    assert_eq!(e.code, 4, "{}", e.msg);
+}
+
+#[test]
+fn cni_version_and_name_keys_match_as_go() {
+    // Go's decoder matches keys case-insensitively: "CNIVersion" is the version.
+    let r = run(
+        "ADD",
+        r#"{"CNIVersion":"0.4.0","NAME":"net","Type":"fake"}"#,
+    );
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(r.json()["cniVersion"], "0.4.0");
+    let r = run("ADD", r#"{"cniVersion":"1.0.0","Name":"bad name"}"#);
+    assert_eq!(r.error().0, 7, "the name is found and validated");
 }

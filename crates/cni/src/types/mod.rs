@@ -175,7 +175,7 @@ impl Success {
     /// # Errors
     /// Code 6 for invalid JSON, otherwise as [`Success::from_value`].
     pub fn from_slice(bytes: &[u8], default_version: SpecVersion) -> Result<Self> {
-        let v: serde_json::Value = serde_json::from_slice(bytes)
+        let v: serde_json::Value = crate::gojson::parse_slice(bytes)
             .map_err(|e| Error::new(Code::Decode, format!("failed to decode result: {e}")))?;
         Self::from_value(&v, default_version)
     }

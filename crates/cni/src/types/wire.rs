@@ -25,6 +25,8 @@ use crate::version::{ResultFamily, SpecVersion, require_supported};
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct Result020 {
+    // Resolved by `from_value` (absent or null means the default version).
+    #[serde(default, skip_deserializing)]
     cni_version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ip4: Option<Ip020>,
@@ -57,6 +59,8 @@ pub(super) struct Route020 {
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct Result040 {
+    // Resolved by `from_value` (absent or null means the default version).
+    #[serde(default, skip_deserializing)]
     cni_version: String,
     #[serde(
         default,
@@ -102,6 +106,8 @@ pub(super) struct Ip040 {
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct Result100 {
+    // Resolved by `from_value` (absent or null means the default version).
+    #[serde(default, skip_deserializing)]
     cni_version: String,
     #[serde(
         default,
@@ -218,7 +224,7 @@ pub(super) fn to_wire(s: &Success, version: SpecVersion) -> Result<Wire> {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(value: &Value, version: SpecVersion) -> Result<T> {
-    T::deserialize(value).map_err(|e| {
+    crate::gojson::from_value(value).map_err(|e| {
         Error::new(
             Code::Decode,
             format!("failed to decode a CNI {version} result: {e}"),
@@ -227,27 +233,27 @@ fn decode<T: serde::de::DeserializeOwned>(value: &Value, version: SpecVersion) -
 }
 
 pub(super) fn from_value(value: &Value, default_version: SpecVersion) -> Result<Success> {
-    let raw_version = match value.get("cniVersion") {
-        None | Some(Value::Null) => default_version.to_string(),
-        Some(Value::String(s)) => s.clone(),
+    let Value::Object(map) = value else {
+        return Err(Error::decode("a CNI result must be a JSON object"));
+    };
+    let raw_version = match crate::gojson::get(map, "cniVersion") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.as_str()),
         Some(other) => {
             return Err(Error::decode(format!(
                 "result cniVersion must be a string, got {other}"
             )));
         }
     };
-    let version = require_supported(Some(&raw_version), &crate::version::ALL)
-        .map_err(|e| e.context("result"))?;
-    // Make the decoders see the resolved version string.
-    let mut value = value.clone();
-    if let Value::Object(map) = &mut value {
-        map.insert("cniVersion".into(), Value::String(raw_version));
-    } else {
-        return Err(Error::decode("a CNI result must be a JSON object"));
-    }
+    let default_text = default_version.to_string();
+    let version = require_supported(
+        Some(raw_version.unwrap_or(&default_text)),
+        &crate::version::ALL,
+    )
+    .map_err(|e| e.context("result"))?;
     match version.family() {
         ResultFamily::V02 => {
-            let r: Result020 = decode(&value, version)?;
+            let r: Result020 = decode(value, version)?;
             let mut out = Success {
                 dns: r.dns,
                 ..Success::default()
@@ -264,7 +270,7 @@ pub(super) fn from_value(value: &Value, default_version: SpecVersion) -> Result<
             Ok(out)
         }
         ResultFamily::V04 => {
-            let r: Result040 = decode(&value, version)?;
+            let r: Result040 = decode(value, version)?;
             let mut ips = Vec::with_capacity(r.ips.len());
             for ip in r.ips {
                 let expected = family_tag(&ip.address);
@@ -297,7 +303,7 @@ pub(super) fn from_value(value: &Value, default_version: SpecVersion) -> Result<
             })
         }
         ResultFamily::V1 => {
-            let r: Result100 = decode(&value, version)?;
+            let r: Result100 = decode(value, version)?;
             Ok(Success {
                 interfaces: r.interfaces,
                 ips: r.ips,

@@ -18,11 +18,11 @@ pub fn ipam_config(data: &[u8]) {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    let Ok(value) = serde_json::from_slice::<Value>(rest) else {
+    let Ok(value) = cni::gojson::parse_slice(rest) else {
         return;
     };
     // What the skel would have rejected never reaches host-local.
-    let Ok(mut conf) = serde_json::from_value::<NetConf<BTreeMap<String, Value>>>(value) else {
+    let Ok(mut conf) = NetConf::<BTreeMap<String, Value>>::from_value(value) else {
         return;
     };
     conf.version = ALL[usize::from(selector & 0x07) % ALL.len()];
@@ -31,7 +31,7 @@ pub fn ipam_config(data: &[u8]) {
     } else {
         "IgnoreUnknown=1;IP=10.1.2.3"
     };
-    match host_local::config::load(&conf, cni_args) {
+    match host_local::config::load(&conf, std::ffi::OsStr::new(cni_args)) {
         Ok(c) => {
             for (i, set) in c.range_sets.iter().enumerate() {
                 for other in &c.range_sets[i + 1..] {
