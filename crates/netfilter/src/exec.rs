@@ -1,7 +1,8 @@
 //! Running the netfilter user-space tools with captured output and contextual errors.
 
-use std::io::Write;
+use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -18,7 +19,9 @@ pub(crate) fn run(tool: &str, args: &[&str], stdin: Option<&str>, op: &str) -> R
         op: op.to_owned(),
         source,
     };
-    let mut child = Command::new(tool)
+    let mut command = Command::new(tool);
+    die_with_caller(&mut command);
+    let mut child = command
         .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -54,6 +57,33 @@ pub(crate) fn run(tool: &str, args: &[&str], stdin: Option<&str>, op: &str) -> R
         tool: tool.to_owned(),
         detail: format!("output is not UTF-8 while {op}: {e}"),
     })
+}
+
+/// Makes the process `cmd` starts die (SIGKILL) when the thread that starts it ends, so
+/// a plugin killed while it waits for a tool leaves no tool behind that could still
+/// commit its change after the runtime's DEL has cleaned up (the ADD's masquerade restore
+/// runs on a second thread, so a DEL may otherwise start while it is in flight). Every
+/// caller waits for the tool on the starting thread, so only a dying plugin fires it.
+fn die_with_caller(cmd: &mut Command) {
+    let parent = nix::unistd::getpid();
+    let hook = move || {
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+            .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+        // The plugin died before the signal was armed: do not run the tool at all.
+        if nix::unistd::getppid() != parent {
+            return Err(io::Error::from_raw_os_error(
+                nix::errno::Errno::ESRCH as i32,
+            ));
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs in the child between fork and exec; it makes only the
+    // async-signal-safe prctl and getppid system calls and allocates nothing (errors are
+    // raw OS errors).
+    #[allow(unsafe_code, reason = "CommandExt::pre_exec is unsafe")]
+    unsafe {
+        cmd.pre_exec(hook);
+    }
 }
 
 /// The search path `execvp` uses when `PATH` is unset (glibc's default).
@@ -92,8 +122,8 @@ pub(crate) fn require_tool(tool: &str, op: &str) -> Result<()> {
     Err(Error::Spawn {
         tool: tool.to_owned(),
         op: op.to_owned(),
-        source: std::io::Error::new(
-            std::io::ErrorKind::NotFound,
+        source: io::Error::new(
+            io::ErrorKind::NotFound,
             "no executable file of that name on PATH",
         ),
     })
