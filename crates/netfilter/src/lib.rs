@@ -25,8 +25,15 @@ pub mod iptables;
 pub mod masq;
 pub mod names;
 pub mod nft;
+pub mod nftnl;
 pub mod portmap;
 pub mod spoofchk;
 
 pub use backend::Backend;
 pub use error::{Error, Result};
+
+/// How many netfilter tool processes (`nft`, `iptables-restore`, ...) this crate has
+/// started on the calling thread: a diagnostic for tests and benchmarks.
+pub fn tools_run() -> u64 {
+    exec::tools_run()
+}
