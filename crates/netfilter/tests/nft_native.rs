@@ -5,6 +5,13 @@
 //! must be identical. The native side must not have started any process
 //! ([`cni_netfilter::tools_run`]).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    missing_docs,
+    reason = "tests"
+)]
+
 mod common;
 
 use std::net::IpAddr;
