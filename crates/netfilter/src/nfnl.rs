@@ -26,6 +26,8 @@ use nix::sys::time::TimeVal;
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(5);
 /// Receive buffer; the kernel sizes dump datagrams up to 32 KiB after a large read.
 const RECV_BUF: usize = 64 * 1024;
+/// Datagrams up to this size fit the default send buffer (`wmem_default` 208 KiB).
+const SMALL_DATAGRAM: usize = 128 * 1024;
 /// `NFNETLINK_V0`, the only nfnetlink version.
 pub(crate) const NFNETLINK_V0: u8 = 0;
 
@@ -215,7 +217,17 @@ impl Conn {
     }
 
     /// Sends already encoded netlink messages (one datagram, e.g. an nf_tables batch).
+    /// The kernel refuses a datagram larger than the send buffer (`EMSGSIZE`), so for a
+    /// large one the buffer is raised first, as nft does (`SO_SNDBUFFORCE`, which root
+    /// may use beyond `wmem_max`; else `SO_SNDBUF`).
     pub(crate) fn send_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.len() > SMALL_DATAGRAM {
+            // The kernel doubles the value it is given and keeps 32 bytes of margin.
+            let want = bytes.len() / 2 + 4096;
+            if setsockopt(&self.sock, sockopt::SndBufForce, &want).is_err() {
+                setsockopt(&self.sock, sockopt::SndBuf, &want)?;
+            }
+        }
         let sent = self.sock.send(bytes, 0)?;
         if sent != bytes.len() {
             return Err(io::Error::new(

@@ -178,3 +178,56 @@ fn native_writes_what_nft_writes() {
         "table bridge nat {\n\tchain PREROUTING {\n\t\ttype filter hook prerouting priority dstnat; policy accept;\n\t}\n}\n"
     );
 }
+
+/// A large transaction (3,000 rules added, then 3,000 deleted by handle after a native
+/// read) commits in one batch each; the reply does not overflow the socket.
+#[test]
+fn large_batches_commit_natively() {
+    let Some(()) = require_root("large_batches_commit_natively") else {
+        return;
+    };
+    use nftables::types::NfFamily;
+    let ns = Ns::new();
+    let n = 3000;
+    ns.run(|| {
+        let mut tx = nft::Tx::new();
+        tx.add_table(NfFamily::IP, "big")
+            .add_chain(NfFamily::IP, "big", "c", None);
+        for i in 0..n {
+            let ip = IpAddr::from([10, 1, (i / 256) as u8, (i % 256) as u8]);
+            tx.add_rule(
+                NfFamily::IP,
+                "big",
+                "c",
+                vec![
+                    nft::expr::eq(nft::expr::payload("ip", "saddr"), nft::expr::addr(ip)),
+                    nft::expr::ret(),
+                ],
+                Some(&format!("r{i}")),
+            );
+        }
+        tx.apply_native_only("adding").unwrap();
+        let table = nft::read_table(NfFamily::IP, "big", &["c"], nft::Chains::All)
+            .unwrap()
+            .unwrap();
+        assert_eq!(table.chains, vec!["c".to_owned()]);
+        assert_eq!(table.rules.len(), n);
+        assert_eq!(table.rules[7].comment.as_deref(), Some("r7"));
+        let mut del = nft::Tx::new();
+        for r in &table.rules {
+            del.delete_rule(NfFamily::IP, "big", "c", r.handle);
+        }
+        del.apply_native_only("deleting").unwrap();
+        // A refused batch (the rules are gone) is an error and changes nothing.
+        assert!(del.apply_native_only("deleting again").is_err());
+        assert!(
+            nft::read_table(NfFamily::IP, "missing", &["c"], nft::Chains::All)
+                .unwrap()
+                .is_none()
+        );
+    });
+    assert_eq!(
+        ns.sh("nft list table ip big"),
+        "table ip big {\n\tchain c {\n\t}\n}\n"
+    );
+}

@@ -245,19 +245,27 @@ impl Batch {
         self.push(Msg::DelRule, 0, family, a);
     }
 
-    /// The datagram: batch begin, the commands with sequence numbers `seq + 1 ..`, each
-    /// asking for an ACK, and batch end.
+    /// The datagram: batch begin, the commands with sequence numbers `seq + 1 ..`, and
+    /// batch end. Only the last command asks for an ACK: the kernel reports every failing
+    /// command anyway, and answers come in order, so that ACK ends the reply. (An ACK
+    /// per command would be one datagram each: thousands of them, as a large GC sends,
+    /// overflow the socket's receive buffer.)
     pub fn to_bytes(&self, seq: u32) -> Vec<u8> {
         let mut out = Vec::new();
         message(&mut out, BATCH_BEGIN, NLM_F_REQUEST, seq, 0, SUBSYS, &[]);
         let mut s = seq;
-        for (msg, flags, family, attrs) in &self.cmds {
+        for (i, (msg, flags, family, attrs)) in self.cmds.iter().enumerate() {
             s = s.wrapping_add(1);
             let kind = (SUBSYS << 8) | *msg as u16;
+            let ack = if i + 1 == self.cmds.len() {
+                NLM_F_ACK
+            } else {
+                0
+            };
             message(
                 &mut out,
                 kind,
-                NLM_F_REQUEST | NLM_F_ACK | flags,
+                NLM_F_REQUEST | ack | flags,
                 s,
                 *family,
                 0,
@@ -308,8 +316,8 @@ impl Batch {
                 };
                 refused = Some(CommitError::Refused { errno: -code, what });
             }
-            // Commands are answered in order; the begin message only when the whole
-            // batch is refused.
+            // Answers come in order, the last command's last; the begin message is
+            // answered only when the whole batch is refused.
             Ok(index != n && index != 0)
         })
         .map_err(CommitError::Unknown)?;
@@ -613,7 +621,7 @@ mod tests {
             )
         };
         assert_eq!(head(msgs[0]), (16, 1, 100, vec![0, 0, 0, 10]));
-        assert_eq!(head(msgs[1]), (0xa00, 0x405, 101, vec![2, 0, 0, 0]));
+        assert_eq!(head(msgs[1]), (0xa00, 0x401, 101, vec![2, 0, 0, 0]));
         assert_eq!(head(msgs[2]), (0xa03, 0x405, 102, vec![2, 0, 0, 0]));
         assert_eq!(head(msgs[3]), (17, 1, 103, vec![0, 0, 0, 10]));
         assert_eq!(msgs[1].len(), 36);
