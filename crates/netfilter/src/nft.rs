@@ -1,5 +1,8 @@
-//! nftables access: one `nft -j -f -` transaction per operation (built with the typed
-//! schema of the `nftables` crate), and `nft -j list table` for reading.
+//! nftables access: one transaction per operation, built with the typed schema of the
+//! `nftables` crate ([`Tx`]) and committed natively as one nf_tables batch over
+//! nfnetlink ([`crate::nftnl`], no process); `nft -j -f -` only when the native encoding
+//! lacks something or the kernel refused the batch. Reads for replacement and deletion
+//! are native too ([`read_table`]); CHECK lists tables with `nft -j list table`.
 //!
 //! A transaction holding verbatim nft expression words (a user's match conditions, which
 //! nft's JSON input cannot carry) is written as nft text instead and applied with one
@@ -269,12 +272,17 @@ impl Tx {
         Ok(out)
     }
 
-    /// Applies the transaction in one run: `nft -j -f -`, or `nft -f -` with
-    /// [`Tx::to_script`] when [`Tx::has_raw`] (no-op when empty). Either way nft commits
-    /// all of it or, on any error, none of it.
+    /// Applies the transaction atomically (no-op when empty): natively as one nf_tables
+    /// batch ([`Tx::to_batch`]) when it has a native encoding and the native path is on
+    /// ([`set_native`]); otherwise, or when the kernel refused the batch (nothing was
+    /// committed; nft then reports why), in one `nft -j -f -` run, or `nft -f -` with
+    /// [`Tx::to_script`] when [`Tx::has_raw`]. Either way all of it is committed or, on
+    /// any error, none of it.
     ///
     /// # Errors
-    /// The tool's failure with its stderr; `op` names what was attempted.
+    /// The tool's failure with its stderr, or [`Error::Netlink`] when the native commit
+    /// failed and `nft` is not installed or the kernel's answer was lost; `op` names what
+    /// was attempted.
     pub fn apply(&self, op: &str) -> Result<()> {
         if self.is_empty() {
             return Ok(());
