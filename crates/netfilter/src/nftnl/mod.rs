@@ -3,12 +3,12 @@
 //!
 //! * [`Attrs`]: a netlink attribute (TLV) writer;
 //! * [`Batch`]: one transaction, `NFNL_MSG_BATCH_BEGIN` .. commands .. `BATCH_END`,
-//!   committed by the kernel all or nothing ([`Batch::commit`]);
+//!   committed by the kernel all or nothing (`Batch::commit`);
 //! * [`expr`]: the expressions of a rule;
 //! * [`compile`]: what nft's front end does for the statements this crate writes
 //!   (implicit protocol dependencies, prefixes, value widths);
-//! * reads: [`rules`] (handles and comments of one chain, from an `NFT_MSG_GETRULE`
-//!   dump of that chain only), [`chain_exists`], [`chains`].
+//! * reads: `rules` (handles and comments of one chain, from an `NFT_MSG_GETRULE`
+//!   dump of that chain only), `chain_exists`, `chains`.
 //!
 //! Nothing here knows a layout: the layouts describe their rules with [`crate::nft::Tx`],
 //! which compiles them to a [`Batch`].
@@ -325,7 +325,7 @@ impl Batch {
     }
 }
 
-/// Why [`Batch::commit`] failed.
+/// Why `Batch::commit` failed.
 #[derive(Debug)]
 pub enum CommitError {
     /// Not sent: nothing was applied.
