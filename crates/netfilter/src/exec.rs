@@ -8,12 +8,22 @@ use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
 
+thread_local! {
+    static RUN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many tool processes [`run`] has started on the calling thread.
+pub(crate) fn tools_run() -> u64 {
+    RUN.with(std::cell::Cell::get)
+}
+
 /// Runs `tool args...`, feeding `stdin` if given, and returns stdout.
 ///
 /// `op` describes what is being done; it ends up in every error. A failing exit status
 /// becomes [`Error::Tool`] (or [`Error::LockTimeout`] when the xtables lock wait ran out).
 pub(crate) fn run(tool: &str, args: &[&str], stdin: Option<&str>, op: &str) -> Result<String> {
     log::debug!("exec {tool} {} ({op})", args.join(" "));
+    RUN.with(|n| n.set(n.get() + 1));
     let spawn_err = |source| Error::Spawn {
         tool: tool.to_owned(),
         op: op.to_owned(),

@@ -8,8 +8,9 @@
 //!   write per family and operation, with a bounded xtables lock wait; ADD of a new
 //!   container and DEL with known mappings/addresses are one optimistic restore that
 //!   reads nothing (falling back to read-compare-write when it is rejected);
-//! * [`nft`]: one `nft -j -f -` transaction per operation; whether a table exists is
-//!   asked natively over nfnetlink, so absent tables cost no process;
+//! * [`nft`]: one nf_tables transaction per operation, committed natively over nfnetlink
+//!   ([`nftnl`]: one batch, no process) or, as a fallback, with `nft -j -f -` / `nft -f -`;
+//!   the rules to replace or delete are read natively too (one dump per chain concerned);
 //! * [`masq`]: bridge `ipMasq`; [`spoofchk`]: bridge `macspoofchk`; [`portmap`]: port
 //!   mappings;
 //! * [`netns_lock`]: a per-network-namespace `flock` serialising our own
@@ -31,8 +32,15 @@ pub mod masq;
 pub mod names;
 pub mod netns_lock;
 pub mod nft;
+pub mod nftnl;
 pub mod portmap;
 pub mod spoofchk;
 
 pub use backend::Backend;
 pub use error::{Error, Result};
+
+/// How many netfilter tool processes (`nft`, `iptables-restore`, ...) this crate has
+/// started on the calling thread: a diagnostic for tests and benchmarks.
+pub fn tools_run() -> u64 {
+    exec::tools_run()
+}

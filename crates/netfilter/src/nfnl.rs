@@ -26,6 +26,8 @@ use nix::sys::time::TimeVal;
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(5);
 /// Receive buffer; the kernel sizes dump datagrams up to 32 KiB after a large read.
 const RECV_BUF: usize = 64 * 1024;
+/// Datagrams up to this size fit the default send buffer (`wmem_default` 208 KiB).
+const SMALL_DATAGRAM: usize = 128 * 1024;
 /// `NFNETLINK_V0`, the only nfnetlink version.
 pub(crate) const NFNETLINK_V0: u8 = 0;
 
@@ -39,6 +41,16 @@ pub(crate) enum Reply {
     Finished,
     /// Something to skip: another request's reply, `NLMSG_NOOP`.
     Ignore,
+}
+
+/// One received netlink message, undecoded ([`Conn::receive_raw`]).
+pub(crate) struct RawMsg<'a> {
+    /// `nlmsg_type`.
+    pub(crate) kind: u16,
+    /// `nlmsg_seq`.
+    pub(crate) seq: u32,
+    /// Everything after the netlink header.
+    pub(crate) payload: &'a [u8],
 }
 
 /// A bound, connected `NETLINK_NETFILTER` socket with sequence tracking.
@@ -192,6 +204,79 @@ impl Conn {
                 if finished {
                     return Ok((interrupted, false));
                 }
+            }
+        }
+    }
+
+    /// Reserves `n` consecutive sequence numbers for a caller that builds its own
+    /// messages ([`Conn::send_bytes`]); returns the first.
+    pub(crate) fn reserve_seq(&mut self, n: u32) -> u32 {
+        let first = self.seq.wrapping_add(1);
+        self.seq = self.seq.wrapping_add(n);
+        first
+    }
+
+    /// Sends already encoded netlink messages (one datagram, e.g. an nf_tables batch).
+    /// The kernel refuses a datagram larger than the send buffer (`EMSGSIZE`), so for a
+    /// large one the buffer is raised first, as nft does (`SO_SNDBUFFORCE`, which root
+    /// may use beyond `wmem_max`; else `SO_SNDBUF`).
+    pub(crate) fn send_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.len() > SMALL_DATAGRAM {
+            // The kernel doubles the value it is given and keeps 32 bytes of margin.
+            let want = bytes.len() / 2 + 4096;
+            if setsockopt(&self.sock, sockopt::SndBufForce, &want).is_err() {
+                setsockopt(&self.sock, sockopt::SndBuf, &want)?;
+            }
+        }
+        let sent = self.sock.send(bytes, 0)?;
+        if sent != bytes.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short send: {sent} of {} bytes", bytes.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads datagrams and hands every message, undecoded, to `each` until it returns
+    /// `Ok(false)` (the caller recognised the end of its request) or an error.
+    pub(crate) fn receive_raw(
+        &mut self,
+        mut each: impl FnMut(RawMsg<'_>) -> io::Result<bool>,
+    ) -> io::Result<()> {
+        loop {
+            let n = self.recv()?;
+            let mut off = 0;
+            while off + 16 <= n {
+                let rest = self.buf.get(off..n).unwrap_or_default();
+                let word = |at: usize| -> u32 {
+                    rest.get(at..at + 4)
+                        .and_then(|b| b.try_into().ok())
+                        .map_or(0, u32::from_ne_bytes)
+                };
+                let len = word(0) as usize;
+                if len < 16 || len > rest.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("malformed netlink message of length {len}"),
+                    ));
+                }
+                let kind_flags = word(4);
+                let msg = RawMsg {
+                    kind: (kind_flags & 0xffff) as u16,
+                    seq: word(8),
+                    payload: rest.get(16..len).unwrap_or_default(),
+                };
+                if msg.kind == NLMSG_OVERRUN {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "netlink overrun: data was lost",
+                    ));
+                }
+                if !each(msg)? {
+                    return Ok(());
+                }
+                off += (len + 3) & !3;
             }
         }
     }

@@ -1,5 +1,8 @@
-//! nftables access: one `nft -j -f -` transaction per operation (built with the typed
-//! schema of the `nftables` crate), and `nft -j list table` for reading.
+//! nftables access: one transaction per operation, built with the typed schema of the
+//! `nftables` crate ([`Tx`]) and committed natively as one nf_tables batch over
+//! nfnetlink ([`crate::nftnl`], no process); `nft -j -f -` only when the native encoding
+//! lacks something or the kernel refused the batch. Reads for replacement and deletion
+//! are native too ([`read_table`]); CHECK lists tables with `nft -j list table`.
 //!
 //! A transaction holding verbatim nft expression words (a user's match conditions, which
 //! nft's JSON input cannot carry) is written as nft text instead and applied with one
@@ -30,6 +33,8 @@ use netlink_packet_netfilter::nftables::{NfTablesMessage, TableAttribute, TableM
 
 use crate::error::{Error, Result};
 use crate::exec;
+use crate::nfnl::Conn;
+use crate::nftnl;
 
 /// The nftables command-line tool.
 pub(crate) const NFT: &str = "nft";
@@ -267,15 +272,39 @@ impl Tx {
         Ok(out)
     }
 
-    /// Applies the transaction in one run: `nft -j -f -`, or `nft -f -` with
-    /// [`Tx::to_script`] when [`Tx::has_raw`] (no-op when empty). Either way nft commits
-    /// all of it or, on any error, none of it.
+    /// Applies the transaction atomically (no-op when empty): natively as one nf_tables
+    /// batch ([`Tx::to_batch`]) when it has a native encoding and the native path is on
+    /// ([`set_native`]); otherwise, or when the kernel refused the batch (nothing was
+    /// committed; nft then reports why), in one `nft -j -f -` run, or `nft -f -` with
+    /// [`Tx::to_script`] when [`Tx::has_raw`]. Either way all of it is committed or, on
+    /// any error, none of it.
     ///
     /// # Errors
-    /// The tool's failure with its stderr; `op` names what was attempted.
+    /// The tool's failure with its stderr, or [`Error::Netlink`] when the native commit
+    /// failed and `nft` is not installed or the kernel's answer was lost; `op` names what
+    /// was attempted.
     pub fn apply(&self, op: &str) -> Result<()> {
         if self.is_empty() {
             return Ok(());
+        }
+        if !self.has_raw() && native_enabled() {
+            match self.apply_native() {
+                Ok(()) => return Ok(()),
+                Err(Native::Failed(e)) => return Err(netlink_error(op, e)),
+                Err(Native::NotSent(why)) => {
+                    log::debug!("{op}: applied with nft: {why}");
+                }
+                Err(Native::Rejected(e)) => {
+                    // Nothing was committed. nft gets the same commands: it fails too,
+                    // with its own diagnostics, unless this encoding was the problem.
+                    if exec::find_tool(NFT).is_none() {
+                        return Err(netlink_error(op, e));
+                    }
+                    log::debug!(
+                        "{op}: the kernel refused the native transaction ({e}); trying nft"
+                    );
+                }
+            }
         }
         if self.has_raw() {
             let text = self.to_script()?;
@@ -283,6 +312,48 @@ impl Tx {
         }
         let json = self.to_json()?;
         exec::run(NFT, &["-j", "-f", "-"], Some(&json), op).map(drop)
+    }
+
+    /// The native form of the transaction: one nf_tables batch
+    /// ([`crate::nftnl::compile`]).
+    ///
+    /// # Errors
+    /// Why a command has no native encoding.
+    pub fn to_batch(&self) -> std::result::Result<nftnl::Batch, nftnl::compile::Unsupported> {
+        if self.has_raw() {
+            return Err(nftnl::compile::Unsupported(
+                "verbatim nft expression words".to_owned(),
+            ));
+        }
+        let mut batch = nftnl::Batch::default();
+        for obj in self.batch.clone().to_nftables().objects.iter() {
+            nftnl::compile::command(&mut batch, obj)?;
+        }
+        Ok(batch)
+    }
+
+    /// Commits [`Tx::to_batch`] over `NETLINK_NETFILTER`, with no fallback to `nft`.
+    ///
+    /// # Errors
+    /// No native encoding ([`Error::Invalid`]), or the kernel's refusal
+    /// ([`Error::Netlink`]).
+    pub fn apply_native_only(&self, op: &str) -> Result<()> {
+        match self.apply_native() {
+            Ok(()) => Ok(()),
+            Err(Native::NotSent(why)) => Err(Error::Invalid(format!("{op}: {why}"))),
+            Err(Native::Rejected(e) | Native::Failed(e)) => Err(netlink_error(op, e)),
+        }
+    }
+
+    /// Commits [`Tx::to_batch`] over `NETLINK_NETFILTER`.
+    fn apply_native(&self) -> std::result::Result<(), Native> {
+        let batch = self.to_batch().map_err(|u| Native::NotSent(u.0))?;
+        let mut conn = Conn::open().map_err(|(step, e)| Native::NotSent(format!("{step}: {e}")))?;
+        match batch.commit(&mut conn) {
+            Ok(()) => Ok(()),
+            Err(nftnl::CommitError::Unknown(e)) => Err(Native::Failed(e)),
+            Err(e) => Err(Native::Rejected(e.into_io())),
+        }
     }
 
     /// Dry run of [`Tx::to_script`] with `nft -c -f -`: parsed, evaluated and sent to
@@ -297,6 +368,115 @@ impl Tx {
         let text = self.to_script()?;
         exec::run(NFT, &["-c", "-f", "-"], Some(&text), op).map(drop)
     }
+}
+
+thread_local! {
+    static NATIVE: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Turns the native nf_tables path ([`Tx::apply`], [`read_table`]) on or off for the
+/// calling thread; on by default. Off, every transaction and read runs `nft` as before
+/// native support: for comparing the two paths (tests, benchmarks).
+pub fn set_native(enabled: bool) {
+    NATIVE.with(|n| n.set(enabled));
+}
+
+fn native_enabled() -> bool {
+    NATIVE.with(std::cell::Cell::get)
+}
+
+/// Why a native commit did not happen.
+enum Native {
+    /// Nothing was sent (no native encoding, no socket): use nft.
+    NotSent(String),
+    /// The kernel answered with an error: nothing was committed.
+    Rejected(std::io::Error),
+    /// Sent, but the outcome is unknown (no reply): retrying could apply it twice.
+    Failed(std::io::Error),
+}
+
+fn netlink_error(op: &str, source: std::io::Error) -> Error {
+    Error::Netlink {
+        op: op.to_owned(),
+        source,
+    }
+}
+
+/// Which chain names a [`read_table`] reports in [`ListedTable::chains`].
+#[derive(Debug, Clone, Copy)]
+pub enum Chains<'a> {
+    /// Those of these that exist.
+    Named(&'a [&'a str]),
+    /// All chains of the table.
+    All,
+}
+
+/// Reads what teardown and replacement need of table `<family> <name>`: handles and
+/// comments of the rules in `rule_chains` (one `NFT_MSG_GETRULE` dump per chain, only
+/// that chain) and the chain names `chains` asks for, natively, without `nft`. The rules'
+/// [`ListedRule::expr`] is `null`. `None` when the table does not exist. When the native
+/// read fails (it is logged), the table is listed with `nft` ([`list_table`]).
+///
+/// # Errors
+/// Failure of both reads.
+pub fn read_table(
+    family: NfFamily,
+    name: &str,
+    rule_chains: &[&str],
+    chains: Chains<'_>,
+) -> Result<Option<ListedTable>> {
+    if !native_enabled() {
+        return list_table(family, name);
+    }
+    match read_native(family, name, rule_chains, chains) {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            let op = format!("reading table {} {name}", family_name(family));
+            if exec::find_tool(NFT).is_none() {
+                return Err(netlink_error(&op, e));
+            }
+            log::debug!("{op} natively: {e}; listing it with nft");
+            list_table(family, name)
+        }
+    }
+}
+
+fn read_native(
+    family: NfFamily,
+    name: &str,
+    rule_chains: &[&str],
+    chains: Chains<'_>,
+) -> std::io::Result<Option<ListedTable>> {
+    let mut conn =
+        Conn::open().map_err(|(step, e)| std::io::Error::new(e.kind(), format!("{step}: {e}")))?;
+    let fam = nftnl::compile::family_byte(family);
+    if !nftnl::table_exists(&mut conn, fam, name)? {
+        return Ok(None);
+    }
+    let mut table = ListedTable::default();
+    for chain in rule_chains {
+        for r in nftnl::rules(&mut conn, fam, name, chain)?.unwrap_or_default() {
+            table.rules.push(ListedRule {
+                chain: (*chain).to_owned(),
+                handle: u32::try_from(r.handle).map_err(|_| {
+                    std::io::Error::other(format!("rule handle {} beyond u32", r.handle))
+                })?,
+                comment: r.comment,
+                expr: Value::Null,
+            });
+        }
+    }
+    match chains {
+        Chains::Named(names) => {
+            for c in names {
+                if nftnl::chain_exists(&mut conn, fam, name, c)? {
+                    table.chains.push((*c).to_owned());
+                }
+            }
+        }
+        Chains::All => table.chains = nftnl::chains(&mut conn, fam, name)?,
+    }
+    Ok(Some(table))
 }
 
 /// The nft text writer behind [`Tx::to_script`].
@@ -666,7 +846,7 @@ pub fn table_exists(family: NfFamily, name: &str) -> Result<bool> {
     let fam = family_name(family);
     let fail = |op: String, source| Error::Netlink { op, source };
     let op = || format!("asking for table {fam} {name}");
-    let mut conn = crate::nfnl::Conn::open().map_err(|(op, e)| fail(op, e))?;
+    let mut conn = Conn::open().map_err(|(op, e)| fail(op, e))?;
     let request = NfTablesMessage::GetTable(TableMessage {
         attributes: vec![TableAttribute::Name(name.to_owned())],
     });

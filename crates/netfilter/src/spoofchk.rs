@@ -2,7 +2,8 @@
 //! `PREROUTING` (filter, prerouting, priority -300) jumps per host veth to
 //! `cni-br-iface-<cid>-<ifname>`, which jumps to `...-mac`: accept (return) the container's
 //! MAC, drop anything else. Every rule is commented `macspoofchk-<cid>-<ifname>`.
-//! Each operation is one nft transaction (plus one listing).
+//! Each operation is one nf_tables transaction, after a native read of the chains concerned
+//! (see [`crate::nft::Tx::apply`] and [`crate::nft::read_table`]).
 
 use nftables::expr::MetaKey;
 use nftables::types::{NfChainType, NfFamily, NfHook};
@@ -95,18 +96,10 @@ pub fn setup_tx(
 /// # Errors
 /// nft failures with context.
 pub fn setup(container_id: &str, ifname: &str, host_veth: &str, mac: &str) -> Result<()> {
-    let current = nft::list_table(FAMILY, TABLE)?;
+    let current = nft::read_table(FAMILY, TABLE, &[PREROUTING], nft::Chains::Named(&[]))?;
     setup_tx(current.as_ref(), container_id, ifname, host_veth, mac).apply(&format!(
         "setting up macspoofchk for container {container_id} interface {ifname} in table bridge nat"
     ))
-}
-
-/// The table for teardown/GC, `None` when absent or when `nft` is not installed (then
-/// nothing is run).
-fn list_if_present() -> Result<Option<ListedTable>> {
-    Ok(nft::list_tables_if_present(&[(FAMILY, TABLE)])?
-        .pop()
-        .and_then(|(_, t)| t))
 }
 
 /// Adds the removal of the given chains (idempotent: add, flush all, then delete all).
@@ -147,7 +140,11 @@ pub fn teardown_tx(table: &ListedTable, container_id: &str, ifname: &str) -> Tx 
 /// # Errors
 /// nft failures with context.
 pub fn teardown(container_id: &str, ifname: &str) -> Result<()> {
-    let Some(table) = list_if_present()? else {
+    let iface = names::spoofchk_iface_chain(container_id, ifname);
+    let mac_chain = names::spoofchk_mac_chain(container_id, ifname);
+    let chains = [iface.as_str(), mac_chain.as_str()];
+    let Some(table) = nft::read_table(FAMILY, TABLE, &[PREROUTING], nft::Chains::Named(&chains))?
+    else {
         return Ok(());
     };
     teardown_tx(&table, container_id, ifname).apply(&format!(
@@ -234,7 +231,7 @@ pub fn gc_tx(table: &ListedTable, valid: &[(String, String)]) -> Tx {
 /// # Errors
 /// nft failures with context.
 pub fn gc(valid: &[(String, String)]) -> Result<()> {
-    let Some(table) = list_if_present()? else {
+    let Some(table) = nft::read_table(FAMILY, TABLE, &[PREROUTING], nft::Chains::All)? else {
         return Ok(());
     };
     gc_tx(&table, valid).apply("garbage-collecting macspoofchk chains in table bridge nat")

@@ -106,8 +106,14 @@ pub(super) fn setup_tx(
     tx
 }
 
+/// The rules of `masq_checks` (handles and comments), natively; `None` when the table
+/// does not exist.
+fn read_checks() -> Result<Option<ListedTable>> {
+    nft::read_table(FAMILY, TABLE, &[CHECKS], nft::Chains::Named(&[]))
+}
+
 pub(super) fn setup(owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
-    let current = nft::list_table(FAMILY, TABLE)?;
+    let current = read_checks()?;
     setup_tx(current.as_ref(), owner, ips).apply(&format!(
         "setting up masquerading for container {} in table inet {TABLE}",
         owner.container_id
@@ -127,16 +133,8 @@ fn teardown_tx(table: &ListedTable, keep: impl Fn(&str) -> bool, prefix: &str) -
     tx
 }
 
-/// The table for teardown/GC, `None` when absent or when `nft` is not installed (then
-/// nothing is run).
-fn list_if_present() -> Result<Option<ListedTable>> {
-    Ok(nft::list_tables_if_present(&[(FAMILY, TABLE)])?
-        .pop()
-        .and_then(|(_, t)| t))
-}
-
 pub(super) fn teardown(owner: &MasqOwner<'_>) -> Result<()> {
-    let Some(table) = list_if_present()? else {
+    let Some(table) = read_checks()? else {
         return Ok(());
     };
     let prefix = names::nft_masq_instance_hash(owner.network, owner.ifname, owner.container_id);
@@ -170,7 +168,7 @@ pub(super) fn check(owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
 }
 
 pub(super) fn gc(network: &str, valid: &[(String, String)]) -> Result<()> {
-    let Some(table) = list_if_present()? else {
+    let Some(table) = read_checks()? else {
         return Ok(());
     };
     let keep: Vec<String> = valid

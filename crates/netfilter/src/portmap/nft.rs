@@ -172,10 +172,14 @@ pub(crate) fn add_tx(
     tx
 }
 
-fn list_all() -> Result<Vec<(NfFamily, Option<ListedTable>)>> {
-    FAMILIES
+/// The per-container chains' rules (handles and comments) of the tables of `families`,
+/// read natively.
+fn read(families: &[NfFamily]) -> Result<Vec<(NfFamily, Option<ListedTable>)>> {
+    families
         .iter()
-        .map(|&f| nft::list_table(f, TABLE).map(|t| (f, t)))
+        .map(|&f| {
+            nft::read_table(f, TABLE, &CONTAINER_CHAINS, nft::Chains::Named(&[])).map(|t| (f, t))
+        })
         .collect()
 }
 
@@ -191,11 +195,11 @@ pub(super) fn add(
     ips: &[IpNetwork],
     guard: bool,
 ) -> Result<()> {
-    let families: Vec<NfFamily> = ips.iter().map(|n| family_of(n.ip())).collect();
-    let current: Vec<(NfFamily, Option<ListedTable>)> = list_all()?
+    let families: Vec<NfFamily> = FAMILIES
         .into_iter()
-        .filter(|(f, _)| families.contains(f))
+        .filter(|f| ips.iter().any(|n| family_of(n.ip()) == *f))
         .collect();
+    let current = read(&families)?;
     let mut tx = add_tx(&current, owner, opts, mappings, ips);
     if guard {
         crate::localnet::add_nftables_ops(&mut tx);
@@ -262,14 +266,8 @@ fn delete_tx(current: &[(NfFamily, Option<ListedTable>)], stale: impl Fn(&str) -
     tx
 }
 
-/// Both tables for DEL/GC; nothing is run when `nft` is absent.
-fn list_all_if_present() -> Result<Vec<(NfFamily, Option<ListedTable>)>> {
-    let wanted: Vec<(NfFamily, &str)> = FAMILIES.iter().map(|&f| (f, TABLE)).collect();
-    nft::list_tables_if_present(&wanted)
-}
-
 pub(super) fn del(owner: &Owner<'_>) -> Result<()> {
-    let current = list_all_if_present()?;
+    let current = read(&FAMILIES)?;
     delete_tx(&current, |c| c == owner.container_id).apply(&format!(
         "removing port mappings of container {} from tables cni_hostport",
         owner.container_id
@@ -277,7 +275,7 @@ pub(super) fn del(owner: &Owner<'_>) -> Result<()> {
 }
 
 pub(super) fn gc(valid: &[&str]) -> Result<()> {
-    let current = list_all_if_present()?;
+    let current = read(&FAMILIES)?;
     delete_tx(&current, |c| !valid.contains(&c))
         .apply("garbage-collecting port mappings in tables cni_hostport")
 }
