@@ -279,24 +279,13 @@ pub fn is_wanted_match(expr: &Expr, want: &Want) -> bool {
     }
 }
 
-/// The comment nft stored with a rule (`comment "..."`): the `NFTNL_UDATA_RULE_COMMENT`
-/// entry (type 0, one length byte, NUL-terminated text) of the rule's user data.
+/// The comment nft stored with a rule (`comment "..."`), from its user data
+/// ([`crate::nftnl::udata_comment`]).
 pub fn nft_comment(rule: &RuleMessage) -> Option<String> {
-    let data = rule.attributes.iter().find_map(|a| match a {
-        RuleAttribute::UserData(d) => Some(d.as_slice()),
+    rule.attributes.iter().find_map(|a| match a {
+        RuleAttribute::UserData(d) => crate::nftnl::udata_comment(d),
         _ => None,
-    })?;
-    let mut rest = data;
-    while let [kind, len, tail @ ..] = rest {
-        let len = usize::from(*len);
-        let value = tail.get(..len)?;
-        if *kind == 0 {
-            let text = value.strip_suffix(&[0]).unwrap_or(value);
-            return String::from_utf8(text.to_vec()).ok();
-        }
-        rest = tail.get(len..)?;
-    }
-    None
+    })
 }
 
 /// One dump of `chain` on `conn`, looking for `want`; with `stop_early` the dump is
