@@ -75,6 +75,13 @@ fn native_writes_what_nft_writes() {
         return;
     };
     let (a, b) = (Ns::new(), Ns::new());
+    // The localnet guard that portmap ADD (snat, IPv4) makes sure of is created once per
+    // node and is written as nft text (its rule is not in the native encoding): create it
+    // up front in both namespaces, so the portmap steps below are its native layout only.
+    for ns in [&a, &b] {
+        ns.run(|| cni_netfilter::localnet::ensure(Backend::Nftables))
+            .unwrap();
+    }
 
     // Masquerade: two attachments, a re-ADD, a DEL, a GC.
     let ips1 = [net("10.99.0.3/24"), net("fd00:99::3/64")];
