@@ -14,10 +14,10 @@ use std::ffi::OsStr;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use crate::store::DEFAULT_DATA_DIR;
+use crate::{RangeSet, RangeSpec, ip};
 use cni::version::V0_3_0;
 use cni::{CniArgs, Error, NetConf, RangeConf, Result, Route, SpecVersion};
-use cni_ipam::store::DEFAULT_DATA_DIR;
-use cni_ipam::{RangeSet, RangeSpec, ip};
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
 use serde_json::Value;
