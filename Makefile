@@ -3,7 +3,7 @@
 #   make build     debug build of the whole workspace
 #   make release   static release binaries (run on any x86_64 Linux node)
 #   make test      every test: unit, namespace, end-to-end (needs root)
-#   make lint      rustfmt check and clippy with warnings as errors
+#   make lint      rustfmt check, clippy with warnings as errors, crate and module rules
 #   make install   install the plugins to $(DESTDIR)$(CNIBINDIR) (default /opt/cni/bin)
 #   make dist      release archive $(DIST_DIR)/cni-plugins-rs-linux-<arch>-<version>.tgz (+ .sha256, .sha512)
 #   make dist-check  make dist, then check the archive (scripts/check-dist.sh)
@@ -20,7 +20,11 @@ TARGET      ?= x86_64-unknown-linux-gnu
 PREFIX      ?= /opt/cni
 CNIBINDIR   ?= $(PREFIX)/bin
 DESTDIR     ?=
-PLUGINS     := bridge host-local loopback portmap
+# The plugins: every directory under plugins/ (package, binary and directory share the
+# name; ARCHITECTURE.md). The one list: release, install and dist use it, and the scripts
+# get it as $CNI_PLUGINS.
+PLUGINS     := $(sort $(notdir $(patsubst %/Cargo.toml,%,$(wildcard plugins/*/Cargo.toml))))
+export CNI_PLUGINS := $(PLUGINS)
 RELEASE_DIR := target/$(TARGET)/release
 # The version the release binaries print and the archive is named after: the workspace
 # version, plus `git describe` (commits since the tag, commit, -dirty) when this is a git
@@ -51,7 +55,7 @@ build:
 
 release:
 	CNI_RS_VERSION="$(VERSION)" RUSTFLAGS="$(STATIC_RUSTFLAGS)" $(CARGO) build $(LOCKED) --release --target $(TARGET) \
-		-p bridge -p host-local -p loopback -p portmap -p cni-libcni
+		$(addprefix -p ,$(PLUGINS)) -p cni-libcni
 
 # The release archive: the static binaries at its top level (as upstream's
 # cni-plugins-linux-<arch>-<version>.tgz), owner root, reproducible (sorted, mtime of the
@@ -82,9 +86,12 @@ test:
 test-unit:
 	$(CARGO) test $(LOCKED) --workspace --lib --bins
 
+# archcheck (tools/archcheck): the crate-edge rules of ARCHITECTURE.md and no module
+# cycle inside a crate.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy $(LOCKED) --workspace --all-targets -- -D warnings
+	$(CARGO) run $(LOCKED) --quiet -p cni-archcheck
 
 install: release
 	install -d $(DESTDIR)$(CNIBINDIR)

@@ -22,7 +22,9 @@ out=${BENCH_OUT:-$root/target/bench}
 cargo=${CARGO:-cargo}
 refdir=/usr/lib/cni
 
-for p in bridge host-local portmap; do
+# The plugins: $CNI_PLUGINS from make, else every directory under plugins/ (the same list).
+plugins=${CNI_PLUGINS:-$(cd "$root/plugins" && for d in */Cargo.toml; do printf '%s ' "${d%/Cargo.toml}"; done)}
+for p in $plugins; do
     if [ ! -x "$ours/$p" ]; then
         echo "bench: $ours/$p is missing: run make release first" >&2
         exit 1
