@@ -323,7 +323,8 @@ mod tests {
 
     #[test]
     fn readme_documents_every_key() {
-        let readme = include_str!("../README.md");
+        // The plugin's reference page (the executable's directory).
+        let readme = include_str!("../../../../plugins/host-local/README.md");
         let keys = [
             cni::conf::struct_keys::<RawIpam>(),
             cni::conf::struct_keys::<RawRange>(),
