@@ -12,7 +12,6 @@
 #   make bench     side-by-side benchmark against the reference Go plugins
 #   make churn     long ADD/CHECK/DEL churn with kills on both backends (CHURN_WORKERS, CHURN_ROUNDS)
 #   make fuzz      run each libFuzzer target for FUZZ_SECONDS (needs cargo-fuzz)
-#   make hot-text  regenerate scripts/hot-text.ld, the release link order (needs root)
 
 CARGO       ?= cargo
 LOCKED      := $(if $(CI),--locked,)
@@ -41,12 +40,9 @@ DIST_BINS   := $(PLUGINS) cnitool
 # Passed only with an explicit --target so build scripts and proc macros
 # stay dynamically linked. relocation-model=static: a plain static executable, not
 # static-pie, so nothing is relocated (and no page dirtied for it) at start-up.
-# hot-text.ld links the code a plugin run executes first, contiguously, so that a
-# run maps few pages of the binary (`make hot-text` regenerates it; README, Install).
-STATIC_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static \
-	-C link-arg=-Wl,-T,$(CURDIR)/scripts/hot-text.ld
+STATIC_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static
 
-.PHONY: all build release dist dist-check test test-unit lint install uninstall demo e2e bench churn fuzz hot-text clean
+.PHONY: all build release dist dist-check test test-unit lint install uninstall demo e2e bench churn fuzz clean
 
 all: build
 
@@ -133,11 +129,6 @@ fuzz:
 	    (cd $$c && RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
 	  done; \
 	done
-
-# Traces VERSION, ADD and DEL of the release plugins in private namespaces and
-# lists the code they run (scripts/hot-text.sh; 5 to 10 minutes).
-hot-text:
-	STATIC_RUSTFLAGS="$(STATIC_RUSTFLAGS)" TARGET=$(TARGET) CARGO="$(CARGO)" scripts/hot-text.sh
 
 clean:
 	$(CARGO) clean
