@@ -54,7 +54,7 @@ pub struct NetConf<P = NoPluginConfig> {
     pub prev_result: Option<Value>,
     /// GC: the attachments that must be kept.
     pub valid_attachments: Option<Vec<GcAttachment>>,
-    /// GC: the same list under the key of an older draft (cni issue #1101).
+    /// GC: the same list under the key of an older draft (containernetworking/cni#1101).
     pub legacy_attachments: Option<Vec<GcAttachment>>,
     /// The plugin's own keys.
     pub plugin: P,

@@ -1,7 +1,7 @@
 //! Port mappings (the portmap plugin) with the reference layouts: iptables chains
-//! `CNI-HOSTPORT-{DNAT,SETMARK,MASQ}` + per-container `CNI-DN-<hash>` (reference-behaviour
-//! 4.5), or nftables tables `ip`/`ip6 cni_hostport` (4.6, with the CVE-2025-67499 local
-//! destination check and `masqAll`).
+//! `CNI-HOSTPORT-{DNAT,SETMARK,MASQ}` + per-container `CNI-DN-<hash>`, or nftables tables
+//! `ip`/`ip6 cni_hostport` (with the CVE-2025-67499 local destination check and `masqAll`);
+//! containernetworking/plugins `plugins/meta/portmap/portmap_{iptables,nftables}.go`.
 //!
 //! Beyond the reference: a re-ADD replaces the container's rules (no stale rules), DEL
 //! needs neither mappings nor addresses, CHECK is per family, GC is implemented.
