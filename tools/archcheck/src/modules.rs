@@ -61,10 +61,10 @@ impl Graph {
                     if !public {
                         continue;
                     }
-                    if let Some(target) = g.resolve(m, &path) {
-                        if let Some(module) = g.modules.get_mut(m) {
-                            module.reexports.insert(alias, target);
-                        }
+                    if let Some(target) = g.resolve(m, &path)
+                        && let Some(module) = g.modules.get_mut(m)
+                    {
+                        module.reexports.insert(alias, target);
                     }
                 }
             }
@@ -77,10 +77,10 @@ impl Graph {
             let file = crate::relative(&cwd, &module.file).display().to_string();
             let mut found = Vec::new();
             for (path, line) in paths_in(&module.body) {
-                if let Some(target) = g.resolve(m, &path) {
-                    if &target != m {
-                        found.push((target, format!("{file}:{line}")));
-                    }
+                if let Some(target) = g.resolve(m, &path)
+                    && &target != m
+                {
+                    found.push((target, format!("{file}:{line}")));
                 }
             }
             for (target, at) in found {
@@ -193,7 +193,7 @@ impl Graph {
                     .find(|&k| body[k].text == ";")
                     .unwrap_or(body.len());
                 let mut leaves = Vec::new();
-                expand(&body[i + 1..end], &mut Vec::new(), &mut leaves);
+                expand(&body[i + 1..end], &[], &mut leaves);
                 for (path, alias) in leaves {
                     out.push((public, path, alias));
                 }
@@ -239,10 +239,10 @@ impl Graph {
                 break;
             }
         }
-        if let Some(item) = rest.first() {
-            if let Some(target) = self.modules.get(&base).and_then(|m| m.reexports.get(item)) {
-                return Some(target.clone());
-            }
+        if let Some(item) = rest.first()
+            && let Some(target) = self.modules.get(&base).and_then(|m| m.reexports.get(item))
+        {
+            return Some(target.clone());
         }
         Some(base)
     }
@@ -335,8 +335,8 @@ fn item_end(toks: &[Token], i: usize) -> usize {
 }
 
 /// The leaves of a `use` tree: full path and the name bound.
-fn expand(toks: &[Token], prefix: &mut Vec<String>, out: &mut Vec<(Vec<String>, String)>) {
-    let mut path = prefix.clone();
+fn expand(toks: &[Token], prefix: &[String], out: &mut Vec<(Vec<String>, String)>) {
+    let mut path = prefix.to_vec();
     let mut i = 0;
     while i < toks.len() {
         match toks[i].text.as_str() {
@@ -351,13 +351,13 @@ fn expand(toks: &[Token], prefix: &mut Vec<String>, out: &mut Vec<(Vec<String>, 
                         "{" => depth += 1,
                         "}" => depth -= 1,
                         "," if depth == 0 => {
-                            expand(&inner[start..k], &mut path.clone(), out);
+                            expand(&inner[start..k], &path, out);
                             start = k + 1;
                         }
                         _ => {}
                     }
                 }
-                expand(&inner[start..], &mut path.clone(), out);
+                expand(&inner[start..], &path, out);
                 return;
             }
             "as" => {
@@ -401,7 +401,7 @@ fn paths_in(body: &[Token]) -> Vec<(Vec<String>, usize)> {
             // A re-export is no edge: its users depend on where the item comes from.
             if !is_pub(body, i) {
                 let mut leaves = Vec::new();
-                expand(&body[i + 1..end], &mut Vec::new(), &mut leaves);
+                expand(&body[i + 1..end], &[], &mut leaves);
                 out.extend(leaves.into_iter().map(|(p, _)| (p, t.line)));
             }
             i = end + 1;
