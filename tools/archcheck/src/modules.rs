@@ -10,6 +10,9 @@
 //! module it comes from, so `crate::Error` is an edge to `error` when the
 //! root re-exports `error::Error`. A module never depends on itself;
 //! declaring a child (`mod b;`) is not an edge.
+//!
+//! Not seen: paths inside string literals (serde's `deserialize_with =
+//! "path"`); such a function is normally imported with a `use`, which is.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
