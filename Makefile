@@ -3,7 +3,7 @@
 #   make build     debug build of the whole workspace
 #   make release   static release binaries (run on any x86_64 Linux node)
 #   make test      every test: unit, namespace, end-to-end (needs root)
-#   make lint      rustfmt check and clippy with warnings as errors
+#   make lint      rustfmt check, clippy with warnings as errors, crate and module rules
 #   make install   install the plugins to $(DESTDIR)$(CNIBINDIR) (default /opt/cni/bin)
 #   make dist      release archive $(DIST_DIR)/cni-plugins-rs-linux-<arch>-<version>.tgz (+ .sha256, .sha512)
 #   make dist-check  make dist, then check the archive (scripts/check-dist.sh)
@@ -12,7 +12,6 @@
 #   make bench     side-by-side benchmark against the reference Go plugins
 #   make churn     long ADD/CHECK/DEL churn with kills on both backends (CHURN_WORKERS, CHURN_ROUNDS)
 #   make fuzz      run each libFuzzer target for FUZZ_SECONDS (needs cargo-fuzz)
-#   make hot-text  regenerate scripts/hot-text.ld, the release link order (needs root)
 
 CARGO       ?= cargo
 LOCKED      := $(if $(CI),--locked,)
@@ -20,7 +19,11 @@ TARGET      ?= x86_64-unknown-linux-gnu
 PREFIX      ?= /opt/cni
 CNIBINDIR   ?= $(PREFIX)/bin
 DESTDIR     ?=
-PLUGINS     := bridge host-local loopback portmap
+# The plugins: every directory under plugins/ (package, binary and directory share the
+# name; ARCHITECTURE.md). The one list: release, install and dist use it, and the scripts
+# get it as $CNI_PLUGINS.
+PLUGINS     := $(sort $(notdir $(patsubst %/Cargo.toml,%,$(wildcard plugins/*/Cargo.toml))))
+export CNI_PLUGINS := $(PLUGINS)
 RELEASE_DIR := target/$(TARGET)/release
 # The version the release binaries print and the archive is named after: the workspace
 # version, plus `git describe` (commits since the tag, commit, -dirty) when this is a git
@@ -37,12 +40,9 @@ DIST_BINS   := $(PLUGINS) cnitool
 # Passed only with an explicit --target so build scripts and proc macros
 # stay dynamically linked. relocation-model=static: a plain static executable, not
 # static-pie, so nothing is relocated (and no page dirtied for it) at start-up.
-# hot-text.ld links the code a plugin run executes first, contiguously, so that a
-# run maps few pages of the binary (`make hot-text` regenerates it; README, Install).
-STATIC_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static \
-	-C link-arg=-Wl,-T,$(CURDIR)/scripts/hot-text.ld
+STATIC_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static
 
-.PHONY: all build release dist dist-check test test-unit lint install uninstall demo e2e bench churn fuzz hot-text clean
+.PHONY: all build release dist dist-check test test-unit lint install uninstall demo e2e bench churn fuzz clean
 
 all: build
 
@@ -51,7 +51,7 @@ build:
 
 release:
 	CNI_RS_VERSION="$(VERSION)" RUSTFLAGS="$(STATIC_RUSTFLAGS)" $(CARGO) build $(LOCKED) --release --target $(TARGET) \
-		-p bridge -p host-local -p loopback -p portmap -p cni-libcni
+		$(addprefix -p ,$(PLUGINS)) -p cni-libcni
 
 # The release archive: the static binaries at its top level (as upstream's
 # cni-plugins-linux-<arch>-<version>.tgz), owner root, reproducible (sorted, mtime of the
@@ -82,9 +82,12 @@ test:
 test-unit:
 	$(CARGO) test $(LOCKED) --workspace --lib --bins
 
+# archcheck (tools/archcheck): the crate-edge rules of ARCHITECTURE.md and no module
+# cycle inside a crate.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy $(LOCKED) --workspace --all-targets -- -D warnings
+	$(CARGO) run $(LOCKED) --quiet -p cni-archcheck
 
 install: release
 	install -d $(DESTDIR)$(CNIBINDIR)
@@ -126,11 +129,6 @@ fuzz:
 	    (cd $$c && RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
 	  done; \
 	done
-
-# Traces VERSION, ADD and DEL of the release plugins in private namespaces and
-# lists the code they run (scripts/hot-text.sh; 5 to 10 minutes).
-hot-text:
-	STATIC_RUSTFLAGS="$(STATIC_RUSTFLAGS)" TARGET=$(TARGET) CARGO="$(CARGO)" scripts/hot-text.sh
 
 clean:
 	$(CARGO) clean

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: our release plugins vs the Go reference plugins (Debian's
-# containernetworking-plugins in /usr/lib/cni), interleaved in one run (issue #7).
+# containernetworking-plugins in /usr/lib/cni), interleaved in one run.
 #
 #   scripts/bench.sh <our-release-dir> [cni-bench options]     (make bench does this)
 #
@@ -22,7 +22,9 @@ out=${BENCH_OUT:-$root/target/bench}
 cargo=${CARGO:-cargo}
 refdir=/usr/lib/cni
 
-for p in bridge host-local portmap; do
+# The plugins: $CNI_PLUGINS from make, else every directory under plugins/ (the same list).
+plugins=${CNI_PLUGINS:-$(cd "$root/plugins" && for d in */Cargo.toml; do printf '%s ' "${d%/Cargo.toml}"; done)}
+for p in $plugins; do
     if [ ! -x "$ours/$p" ]; then
         echo "bench: $ours/$p is missing: run make release first" >&2
         exit 1
@@ -59,7 +61,7 @@ mkdir -p "$out"
 # BENCH_NICE=0 measures at normal priority.
 # shellcheck disable=SC2086 # BENCH_ARGS is a list of options
 # The scale scenario defaults to 500 containers, which keeps the whole run near 10 minutes
-# here; BENCH_SCALE=1000 (about 25 minutes) is the issue's full count (see BENCHMARKS.md).
+# here; BENCH_SCALE=1000 (about 25 minutes) is the full count of BENCHMARKS.md.
 nice -n "${BENCH_NICE:--10}" "$bench" "$ours" --reference $refdir --scale "${BENCH_SCALE:-500}" \
     --json "$out/results.json" --markdown "$out/results.md" ${BENCH_ARGS:-} "$@" |
     tee "$out/table.txt"

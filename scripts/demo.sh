@@ -4,8 +4,8 @@
 # cnitool and show that they work, then delete them and show that nothing
 # is left.
 #
-# Usage: scripts/demo.sh [BIN_DIR]   (BIN_DIR holds bridge, host-local,
-#                                     portmap and cnitool; default target/release)
+# Usage: scripts/demo.sh [BIN_DIR]   (BIN_DIR holds the plugins and cnitool;
+#                                     default target/release)
 #
 # Nothing touches the real host's network: the "host" is a private network
 # namespace (cnidemo-host) in which cnitool and the plugins run; the two
@@ -25,6 +25,8 @@ CONF_SRC=$ROOT/conf-examples/10-bridge.conflist
 HOST=cnidemo-host C1=cnidemo-c1 C2=cnidemo-c2 OUT=cnidemo-outside
 HOST_UPLINK=192.0.2.1 OUTSIDE_IP=192.0.2.2 # TEST-NET-1, never routed
 HOST_PORT=8080
+# The plugins: $CNI_PLUGINS from make, else every directory under plugins/ (the same list).
+PLUGINS=${CNI_PLUGINS:-$(cd "$ROOT/plugins" && for d in */Cargo.toml; do printf '%s ' "${d%/Cargo.toml}"; done)}
 
 if [ -t 1 ]; then B=$'\e[1m' G=$'\e[32m' R=$'\e[31m' N=$'\e[0m'; else B='' G='' R='' N=''; fi
 step() { printf '\n%s== %s%s\n' "$B" "$*" "$N"; }
@@ -40,7 +42,7 @@ indent() { sed 's/^/         /'; }
 for cmd in ip ping nc; do
     command -v "$cmd" >/dev/null || die "$cmd not found (apt-get install iproute2 iputils-ping netcat-openbsd)"
 done
-for bin in bridge host-local portmap cnitool; do
+for bin in $PLUGINS cnitool; do
     [ -x "$BIN_DIR/$bin" ] || die "$BIN_DIR/$bin not found (build first: make release)"
 done
 
@@ -69,7 +71,7 @@ done
 
 WORK=$(mktemp -d /tmp/cni-demo.XXXXXX)
 install -d "$WORK/bin" "$WORK/net.d"
-for bin in bridge host-local portmap cnitool; do install -m 0755 "$BIN_DIR/$bin" "$WORK/bin/"; done
+for bin in $PLUGINS cnitool; do install -m 0755 "$BIN_DIR/$bin" "$WORK/bin/"; done
 # The example as shipped, with host-local's dataDir moved into $WORK.
 sed "s|\"type\": \"host-local\",|\"type\": \"host-local\", \"dataDir\": \"$WORK/ipam\",|" \
     "$CONF_SRC" >"$WORK/net.d/10-bridge.conflist"

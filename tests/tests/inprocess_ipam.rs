@@ -154,7 +154,7 @@ fn host_local_variant(kind: &str) -> tempfile::TempDir {
         "other-build" => {
             let mut bytes = std::fs::read(&ours).unwrap();
             let mut needle = b"cni-rs\0\0".to_vec();
-            needle.extend(host_local::IDENTITY);
+            needle.extend(cni_ipam::host_local::IDENTITY);
             let at = bytes
                 .windows(needle.len())
                 .position(|w| w == needle.as_slice())
@@ -162,7 +162,10 @@ fn host_local_variant(kind: &str) -> tempfile::TempDir {
             bytes[at + needle.len() - 1] ^= 0x55;
             std::fs::write(&dst, bytes).unwrap();
             std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).unwrap();
-            assert_ne!(cni::invoke::read_identity(&dst), Some(host_local::IDENTITY));
+            assert_ne!(
+                cni::invoke::read_identity(&dst),
+                Some(cni_ipam::host_local::IDENTITY)
+            );
         }
         other => panic!("unknown variant {other}"),
     }
@@ -174,7 +177,7 @@ fn host_local_binary_carries_the_identity_bridge_was_built_with() {
     let bin = plugin_bin("host-local");
     assert_eq!(
         cni::invoke::read_identity(&bin),
-        Some(host_local::IDENTITY),
+        Some(cni_ipam::host_local::IDENTITY),
         "readelf -n {}",
         bin.display()
     );
@@ -191,7 +194,7 @@ fn host_local_binary_carries_the_identity_bridge_was_built_with() {
 #[test]
 fn identity_check_is_cheap() {
     let bin = plugin_bin("host-local");
-    cni::invoke::register_builtin(host_local::BUILTIN);
+    cni::invoke::register_builtin(cni_ipam::host_local::BUILTIN);
     let n = 5000u32;
     let mut best = std::time::Duration::MAX;
     for _ in 0..5 {

@@ -349,7 +349,7 @@ proptest! {
             return Ok(()); // rejected by the skel's decode (code 7) before host-local runs
         };
         nc.version = version.parse().unwrap();
-        match host_local::config::load(&nc, std::ffi::OsStr::new(&cni_args)) {
+        match cni_ipam::host_local::config::load(&nc, std::ffi::OsStr::new(&cni_args)) {
             Ok(c) => {
                 prop_assert!(!c.range_sets.is_empty());
                 for (i, a) in c.range_sets.iter().enumerate() {

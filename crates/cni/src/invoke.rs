@@ -19,7 +19,7 @@
 //! (`CNI_IPAM_EXEC=1`).
 //!
 //! The identity is a build-time digest of the plugin's code and build
-//! settings (`plugins/host-local/build.rs`): the library exposes it as a
+//! settings (`crates/ipam/build.rs`): the library exposes it as a
 //! constant and the executable carries it in an ELF note (owner `cni-rs`,
 //! type [`NOTE_TYPE`], section [`NOTE_SECTION`], embedded with
 //! [`identity_note!`](crate::identity_note)). The linker puts notes in a

@@ -8,6 +8,7 @@
 
 pub mod args;
 pub mod conf;
+pub mod de;
 pub mod error;
 pub mod gojson;
 pub mod invoke;

@@ -1,5 +1,5 @@
-//! The host-local IPAM engine: everything the `host-local` plugin does
-//! except talking CNI.
+//! host-local IPAM: the allocation engine and, in [`host_local`], the
+//! `host-local` plugin built on it.
 //!
 //! * [`range`], [`range_set`]: configuration ranges, canonicalized and
 //!   validated with the reference's messages;
@@ -10,7 +10,10 @@
 //!   in-memory [`MemStore`];
 //! * [`mod@gc`], [`status`], [`mod@check`]: the GC, STATUS and CHECK commands;
 //! * [`resolv`]: `resolvConf` parsing;
-//! * [`ip`]: address arithmetic and Go-compatible address text.
+//! * [`ip`]: address arithmetic and Go-compatible address text;
+//! * [`host_local`]: the `host-local` plugin itself (its configuration, its
+//!   commands and their CNI error codes); `plugins/host-local` is only its
+//!   `main`.
 //!
 //! The behaviour follows containernetworking/plugins
 //! `plugins/ipam/host-local` so a node can switch between the two in place;
@@ -22,6 +25,7 @@ pub mod allocate;
 pub mod allocator;
 pub mod check;
 pub mod gc;
+pub mod host_local;
 pub mod ip;
 pub mod iter;
 pub mod range;

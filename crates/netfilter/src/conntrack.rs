@@ -1,6 +1,7 @@
 //! Deleting UDP conntrack entries by destination port, natively over `NETLINK_NETFILTER`
 //! (ctnetlink), as the reference portmap plugin does after programming its rules
-//! (reference-behaviour 4.7, containernetworking/plugins #123).
+//! (containernetworking/plugins `plugins/meta/portmap`, `deletePortmapStaleConnections`;
+//! containernetworking/plugins#123 for why).
 //!
 //! A UDP "connection" lives in the conntrack table for as long as packets keep flowing,
 //! and its NAT decision is taken only once, on the first packet. A client that keeps

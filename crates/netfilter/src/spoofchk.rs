@@ -1,4 +1,4 @@
-//! bridge `macspoofchk` (reference-behaviour 2.8): in table `bridge nat`, base chain
+//! bridge `macspoofchk` (containernetworking/plugins `pkg/link/spoofcheck.go`): in table `bridge nat`, base chain
 //! `PREROUTING` (filter, prerouting, priority -300) jumps per host veth to
 //! `cni-br-iface-<cid>-<ifname>`, which jumps to `...-mac`: accept (return) the container's
 //! MAC, drop anything else. Every rule is commented `macspoofchk-<cid>-<ifname>`.

@@ -35,14 +35,15 @@ use cni::{CmdArgs, NetConf, Plugin, Success};
 
 pub use config::BridgeConf;
 
-/// Register the IPAM plugins linked into bridge as built-in delegates:
+/// Register the IPAM plugins linked into bridge as built-in delegates
+/// (host-local is [`cni_ipam::host_local`]):
 /// host-local then runs in-process when the `host-local` binary found in
 /// `CNI_PATH` was built from the same code (saving its exec, about 2 ms per
 /// delegation); any other `host-local` (the reference one, a wrapper
 /// script, another build) is exec'd as before. `CNI_IPAM_EXEC=1` always
 /// execs. See [`cni::invoke`].
 pub fn register_builtin_delegates() {
-    cni::invoke::register_builtin(host_local::BUILTIN);
+    cni::invoke::register_builtin(cni_ipam::host_local::BUILTIN);
 }
 
 /// The plugin (stateless; all state lives in the kernel, IPAM and netfilter).

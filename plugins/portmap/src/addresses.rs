@@ -1,4 +1,5 @@
-//! Which `prevResult` addresses are the container's (reference-behaviour 4.3).
+//! Which `prevResult` addresses are the container's (as the reference portmap picks them,
+//! containernetworking/plugins `plugins/meta/portmap/main.go`).
 
 use cni::Success;
 use ipnetwork::IpNetwork;

@@ -87,8 +87,8 @@ fn udp_host_ports(mappings: &[PortMapping]) -> Vec<u16> {
 
 /// Starts deleting the conntrack entries of `families` whose original tuple is UDP to a
 /// mapped UDP host port (whatever the addresses), so that an existing flow (e.g. to a
-/// deleted container) is re-evaluated against the current DNAT rules (reference-behaviour
-/// 4.7, plugins #123). Call it just before changing the rules and
+/// deleted container) is re-evaluated against the current DNAT rules, as the reference does
+/// (containernetworking/plugins#123). Call it just before changing the rules and
 /// [`finish_udp_conntrack_flush`] just after: the walk of the conntrack table overlaps
 /// the change, with every entry confirmed in between caught from the kernel's events
 /// (see `cni_netfilter::conntrack::OverlappedFlush`). Done natively over

@@ -1,4 +1,4 @@
-//! `portmap`: a chained CNI plugin forwarding host ports to a container (issue #5), with
+//! `portmap`: a chained CNI plugin forwarding host ports to a container, with
 //! the reference plugin's netfilter layouts (iptables or nftables, see `cni-netfilter`).
 //!
 //! * `config`: the plugin keys and `runtimeConfig.portMappings`, validated (code 7);

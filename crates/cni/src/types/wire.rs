@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Dns, Interface, IpConfig, Route, Success};
-use crate::conf::null_as_default;
+use crate::de::null_as_default;
 use crate::error::{Code, Error, Result};
 use crate::version::{ResultFamily, SpecVersion, require_supported};
 

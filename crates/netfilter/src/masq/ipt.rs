@@ -1,4 +1,5 @@
-//! iptables layout of ipMasq (reference-behaviour 2.7).
+//! iptables layout of ipMasq, as the reference bridge plugin programs it
+//! (containernetworking/plugins `pkg/ip/ipmasq_iptables_linux.go`).
 
 use std::net::IpAddr;
 

@@ -4,22 +4,14 @@
 
 mod ipt;
 mod nft;
+mod owner;
 
 use ipnetwork::IpNetwork;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 
-/// The attachment the masquerade rules belong to.
-#[derive(Debug, Clone, Copy)]
-pub struct MasqOwner<'a> {
-    /// Network name (from the config).
-    pub network: &'a str,
-    /// Container ID.
-    pub container_id: &'a str,
-    /// Interface name inside the container (part of the nftables comment only).
-    pub ifname: &'a str,
-}
+pub use owner::MasqOwner;
 
 /// Installs (or replaces) the masquerade rules for `ips` (container addresses with
 /// prefix). One `iptables-save` + one `iptables-restore` per family, or one nft listing +

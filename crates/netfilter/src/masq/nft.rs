@@ -1,4 +1,5 @@
-//! nftables layout of ipMasq (reference-behaviour 2.7): table `inet cni_plugins_masquerade`.
+//! nftables layout of ipMasq, as the reference programs it (containernetworking/plugins
+//! `pkg/ip/ipmasq_nftables_linux.go`): table `inet cni_plugins_masquerade`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -1,4 +1,5 @@
-//! iptables layout of portmap (reference-behaviour 4.5).
+//! iptables layout of portmap, as the reference programs it (containernetworking/plugins
+//! `plugins/meta/portmap/portmap_iptables.go`).
 
 use std::net::IpAddr;
 
@@ -588,8 +589,7 @@ mod tests {
         container_id: "ctr1",
     };
 
-    /// The reference listing observed with /usr/lib/cni/portmap (v1.1.1), see
-    /// reference-behaviour 4.5.
+    /// The reference listing observed with /usr/lib/cni/portmap (v1.1.1).
     #[test]
     fn golden_ipv4_script_matches_reference_listing() {
         let net: IpNetwork = "10.99.0.3/24".parse().unwrap();

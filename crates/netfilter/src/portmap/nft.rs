@@ -1,4 +1,5 @@
-//! nftables layout of portmap (reference-behaviour 4.6): tables `ip`/`ip6 cni_hostport`.
+//! nftables layout of portmap, as the reference programs it (containernetworking/plugins
+//! `plugins/meta/portmap/portmap_nftables.go`): tables `ip`/`ip6 cni_hostport`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

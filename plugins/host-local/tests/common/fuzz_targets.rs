@@ -31,7 +31,7 @@ pub fn ipam_config(data: &[u8]) {
     } else {
         "IgnoreUnknown=1;IP=10.1.2.3"
     };
-    match host_local::config::load(&conf, std::ffi::OsStr::new(cni_args)) {
+    match cni_ipam::host_local::config::load(&conf, std::ffi::OsStr::new(cni_args)) {
         Ok(c) => {
             for (i, set) in c.range_sets.iter().enumerate() {
                 for other in &c.range_sets[i + 1..] {

@@ -14,10 +14,10 @@ use std::ffi::OsStr;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use crate::store::DEFAULT_DATA_DIR;
+use crate::{RangeSet, RangeSpec, ip};
 use cni::version::V0_3_0;
 use cni::{CniArgs, Error, NetConf, RangeConf, Result, Route, SpecVersion};
-use cni_ipam::store::DEFAULT_DATA_DIR;
-use cni_ipam::{RangeSet, RangeSpec, ip};
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
 use serde_json::Value;
@@ -323,7 +323,8 @@ mod tests {
 
     #[test]
     fn readme_documents_every_key() {
-        let readme = include_str!("../README.md");
+        // The plugin's reference page (the executable's directory).
+        let readme = include_str!("../../../../plugins/host-local/README.md");
         let keys = [
             cni::conf::struct_keys::<RawIpam>(),
             cni::conf::struct_keys::<RawRange>(),

@@ -1,11 +1,13 @@
-//! Computes `host_local::IDENTITY`: a 128-bit digest of everything that
-//! decides how host-local behaves, so that `bridge` (which links this
+//! Computes `cni_ipam::host_local::IDENTITY`: a 128-bit digest of everything
+//! that decides how host-local behaves, so that `bridge` (which links this
 //! library) runs host-local in-process only when the `host-local` binary
 //! it finds in `CNI_PATH` was built from the same code the same way
-//! (`cni::invoke`, "Built-in delegates").
+//! (`cni::invoke`, "Built-in delegates"). The `host-local` executable
+//! (`plugins/host-local/src/main.rs`) only embeds the note and calls
+//! `cni::skel::run` on this library's `HostLocal`: all it runs is hashed.
 //!
 //! Hashed: the sources and manifests of this package and of the workspace
-//! crates it is built from (`crates/cni`, `crates/ipam`), the workspace
+//! crates it is built from (`crates/ipam`, `crates/cni`), the workspace
 //! `Cargo.toml` (profiles, dependency versions, lints) and `Cargo.lock`
 //! (exact versions of every external crate), the package name and version,
 //! the compiler (`rustc -vV`), the target, the profile settings and the
@@ -19,7 +21,7 @@ use std::process::Command;
 /// Workspace crates host-local is built from, relative to the workspace
 /// root. Keep in step with the path dependencies of `Cargo.toml` here and
 /// of the crates listed.
-const CRATES: [&str; 3] = ["plugins/host-local", "crates/cni", "crates/ipam"];
+const CRATES: [&str; 2] = ["crates/ipam", "crates/cni"];
 
 /// Build settings that change the generated code.
 const ENV: [&str; 9] = [

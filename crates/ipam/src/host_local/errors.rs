@@ -17,8 +17,8 @@
 //! and a runtime that retried on 11 would spin; nor 50, which the spec
 //! reserves for STATUS. The reference returns 999 for all of these.
 
+use crate::{AddError, AllocError, CheckError, GcError, StatusError, StoreError};
 use cni::{Code, Error};
-use cni_ipam::{AddError, AllocError, CheckError, GcError, StatusError, StoreError};
 
 /// ADD: a range set is exhausted.
 pub const CODE_EXHAUSTED: u32 = 100;

@@ -4,12 +4,12 @@
 use std::ffi::OsStr;
 use std::net::IpAddr;
 
+use crate::store::DiskStore;
+use crate::{Attachment, DiskStoreOptions, ResolvConf, Store, allocate_all, check, gc, status};
 use cni::{CmdArgs, Dns, Error, IpConfig, NetConf, Result, Success};
-use cni_ipam::store::DiskStore;
-use cni_ipam::{Attachment, DiskStoreOptions, ResolvConf, Store, allocate_all, check, gc, status};
 
-use crate::config::{self, StoreLocation};
-use crate::errors;
+use super::config::{self, StoreLocation};
+use super::errors;
 
 fn options() -> DiskStoreOptions {
     DiskStoreOptions::from_env()
@@ -28,7 +28,7 @@ fn open_existing(loc: &StoreLocation) -> Result<Option<DiskStore>> {
 /// ADD: one address per range set, the routes, and DNS from `resolvConf`.
 ///
 /// # Errors
-/// See [`crate::errors`] for the codes.
+/// See [`super::errors`] for the codes.
 pub fn add<P>(args: &CmdArgs, conf: &NetConf<P>) -> Result<Success> {
     let cfg = config::load(conf, &args.args)?;
     let dns = match &cfg.resolv_conf {

@@ -1,11 +1,13 @@
 //! The `host-local` IPAM plugin: a drop-in replacement for the reference
-//! (containernetworking/plugins `plugins/ipam/host-local`) built on the
-//! [`cni_ipam`] engine. Same configuration keys, same results, same state
-//! files, so a node can switch between the two in place.
+//! (containernetworking/plugins `plugins/ipam/host-local`) built on this
+//! crate's engine. Same configuration keys, same results, same state files,
+//! so a node can switch between the two in place. The executable
+//! (`plugins/host-local`) is only `main`: the identity note and
+//! `cni::skel::run(&HostLocal)`.
 //!
 //! Commands: ADD, DEL, CHECK (0.4.0+), and — beyond the reference — GC and
 //! STATUS (1.1.0). Error codes are listed in [`errors`]; the rule for
-//! several requested addresses in one range set in [`cni_ipam::allocate`]:
+//! several requested addresses in one range set in [`crate::allocate`]:
 //! each set takes the first requested address (in the order `CNI_ARGS`
 //! `IP=`, `args.cni.ips`, `runtimeConfig.ips`) it contains; any requested
 //! address left over fails the ADD (code 7) before anything is reserved.
@@ -13,7 +15,8 @@
 //! [`BUILTIN`] lets a plugin that links this library (`bridge`) run
 //! host-local in-process instead of exec'ing it, when the `host-local`
 //! binary found in `CNI_PATH` carries the same [`IDENTITY`]
-//! ([`cni::invoke`], "Built-in delegates").
+//! ([`cni::invoke`], "Built-in delegates"; the digest is computed by this
+//! crate's `build.rs`).
 
 pub mod commands;
 pub mod config;
@@ -26,8 +29,8 @@ use cni::invoke::{Builtin, Identity};
 use cni::{CmdArgs, NetConf, Plugin, Result, Success};
 
 /// Digest of the code and build settings this copy of host-local was built
-/// from (computed by `build.rs`); the `host-local` binary carries it in an
-/// ELF note.
+/// from (computed by this crate's `build.rs`); the `host-local` binary
+/// carries it in an ELF note.
 pub const IDENTITY: Identity = include!(concat!(env!("OUT_DIR"), "/identity.rs"));
 
 /// host-local as a built-in delegate: register it with
