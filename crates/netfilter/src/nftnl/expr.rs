@@ -3,7 +3,7 @@
 //! All registers are the 16-byte `NFT_REG_1`/`NFT_REG_2` (and `NFT_REG_VERDICT`), as nft
 //! uses them; numbers in attributes are big-endian, as the kernel reads them.
 
-use super::Attrs;
+use super::attrs::Attrs;
 
 /// `NFT_REG_VERDICT`.
 pub const REG_VERDICT: u32 = 0;

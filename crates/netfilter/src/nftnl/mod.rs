@@ -13,8 +13,11 @@
 //! Nothing here knows a layout: the layouts describe their rules with [`crate::nft::Tx`],
 //! which compiles them to a [`Batch`].
 
+mod attrs;
 pub mod compile;
 pub mod expr;
+
+pub use attrs::Attrs;
 
 use std::io;
 
@@ -32,8 +35,6 @@ const BATCH_END: u16 = 17;
 const NLM_F_CREATE: u16 = 0x400;
 /// `NLM_F_APPEND`.
 const NLM_F_APPEND: u16 = 0x800;
-/// `NLA_F_NESTED`.
-const NLA_F_NESTED: u16 = 0x8000;
 
 /// `enum nf_tables_msg_types`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,64 +56,6 @@ pub enum Msg {
     GetRule = 7,
     /// `NFT_MSG_DELRULE`.
     DelRule = 8,
-}
-
-/// A netlink attribute writer: TLVs with native-endian length and type, 4-byte aligned.
-#[derive(Debug, Default, Clone)]
-pub struct Attrs {
-    buf: Vec<u8>,
-}
-
-impl Attrs {
-    /// Appends attribute `kind` holding `data`.
-    pub fn put(&mut self, kind: u16, data: &[u8]) {
-        let len = u16::try_from(4 + data.len()).unwrap_or(u16::MAX);
-        self.buf.extend_from_slice(&len.to_ne_bytes());
-        self.buf.extend_from_slice(&kind.to_ne_bytes());
-        self.buf.extend_from_slice(data);
-        self.pad();
-    }
-
-    /// Appends a NUL-terminated string attribute.
-    pub fn put_str(&mut self, kind: u16, s: &str) {
-        let mut v = Vec::with_capacity(s.len() + 1);
-        v.extend_from_slice(s.as_bytes());
-        v.push(0);
-        self.put(kind, &v);
-    }
-
-    /// Appends a big-endian u32 attribute.
-    pub fn put_u32(&mut self, kind: u16, v: u32) {
-        self.put(kind, &v.to_be_bytes());
-    }
-
-    /// Opens a nested attribute; close it with [`Attrs::end_nested`].
-    pub fn begin_nested(&mut self, kind: u16) -> usize {
-        let at = self.buf.len();
-        self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf
-            .extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
-        at
-    }
-
-    /// Closes the nested attribute opened at `at`.
-    pub fn end_nested(&mut self, at: usize) {
-        let len = u16::try_from(self.buf.len() - at).unwrap_or(u16::MAX);
-        if let Some(dst) = self.buf.get_mut(at..at + 2) {
-            dst.copy_from_slice(&len.to_ne_bytes());
-        }
-    }
-
-    fn pad(&mut self) {
-        while !self.buf.len().is_multiple_of(4) {
-            self.buf.push(0);
-        }
-    }
-
-    /// The encoded attributes.
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.buf
-    }
 }
 
 /// Hook of a base chain, as `NEWCHAIN` carries it.
@@ -408,7 +351,7 @@ fn request(
         seq,
         family,
         0,
-        &attrs.buf,
+        attrs.as_bytes(),
     );
     conn.send_bytes(&out)?;
     let mut err = None;
