@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cni_tests::{
+use cni_testsupport::{
     Netns, PluginCall, PluginOutput, TestEnv, plugin_bin, reference_bin, require_root,
 };
 use serde_json::{Value, json};
@@ -41,7 +41,7 @@ impl Fx {
     fn new() -> Self {
         Self {
             env: TestEnv::new(),
-            name: cni_tests::unique_name("net"),
+            name: cni_testsupport::unique_name("net"),
         }
     }
 
@@ -1021,7 +1021,7 @@ fn del_returns_with_the_pair_gone_and_its_helper_ends() {
     let fx = Fx::new();
     let ctr = fx.env.add_container();
     let conf = fx.conf("1.0.0", &["10.1.9.0/24"], json!({}));
-    let id = format!("detach-{}", cni_tests::random_hex(8));
+    let id = format!("detach-{}", cni_testsupport::random_hex(8));
     fx.add(&conf, &ctr, &id);
     assert_eq!(host_veths(&fx).len(), 1);
     fx.del(&conf, Some(&ctr), &id);

@@ -15,14 +15,14 @@
     reason = "test helpers panic with the failing value"
 )]
 
-mod common;
+use cni_testsupport::node;
 
 use std::collections::BTreeSet;
 use std::sync::{Barrier, Mutex};
 use std::time::Instant;
 
-use cni_tests::{Netns, require_root, serve, tcp_get, udp_ask};
-use common::{Node, Side, first_ip, links};
+use cni_testsupport::{Netns, require_root, serve, tcp_get, udp_ask};
+use node::{Node, Side, first_ip, links};
 use serde_json::{Value, json};
 
 const N: usize = 32;

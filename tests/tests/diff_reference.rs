@@ -9,15 +9,15 @@
     reason = "test helpers panic with the failing value"
 )]
 
-mod common;
+use cni_testsupport::node;
 
-use cni_tests::{PluginCall, require_root};
-use common::{Node, Side, links, mode, normalise, require_reference};
+use cni_testsupport::{PluginCall, require_root};
+use node::{Node, Side, links, mode, normalise, require_reference};
 use serde_json::{Value, json};
 
 /// Two nodes with the same network name (same chain names and comments).
 fn pair() -> (Node, Node) {
-    let name = cni_tests::unique_name("df");
+    let name = cni_testsupport::unique_name("df");
     (Node::named(&name), Node::named(&name))
 }
 
@@ -101,7 +101,7 @@ fn host_local_results_and_store_equal_the_reference_in_every_version() {
     ];
     for version in ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0"] {
         for ipam in &ipams {
-            let name = cni_tests::unique_name("hl");
+            let name = cni_testsupport::unique_name("hl");
             let mut outs = Vec::new();
             for side in [Side::Ref, Side::Ours] {
                 let data = tempfile::tempdir().unwrap();
@@ -572,7 +572,7 @@ fn difference_symlinks_planted_in_the_store_are_not_followed() {
     for side in [Side::Ref, Side::Ours] {
         let data = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
-        let name = cni_tests::unique_name("sl");
+        let name = cni_testsupport::unique_name("sl");
         let conf = json!({"cniVersion": "1.0.0", "name": name, "type": "bridge",
             "ipam": {"type": "host-local", "dataDir": data.path(),
                      "ranges": [[{"subnet": "10.114.0.0/24"}]]}});

@@ -8,12 +8,12 @@
     reason = "test helpers panic with the failing value"
 )]
 
-mod common;
+use cni_testsupport::node;
 
 use std::collections::BTreeSet;
 
-use cni_tests::{Netns, require_root};
-use common::{Node, Side, first_ip, require_reference};
+use cni_testsupport::{Netns, require_root};
+use node::{Node, Side, first_ip, require_reference};
 use serde_json::{Value, json};
 
 /// The full chain: bridge (dual-stack, default gateway, masquerade, spoof check) then

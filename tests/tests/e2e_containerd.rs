@@ -21,8 +21,7 @@
 //! Needs: containerd, runc, busybox-static (skips without them, unless
 //! `CI=true`).
 
-#[path = "../e2e/common.rs"]
-mod common;
+use cni_testsupport::e2e;
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -30,8 +29,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cni_tests::{Netns, bin_dir, require_root, unique_name};
-use common::{eventually, mentions_ip, netfilter_dump, reservations, veths};
+use cni_testsupport::{Netns, bin_dir, require_root, unique_name};
+use e2e::{eventually, mentions_ip, netfilter_dump, reservations, veths};
 
 const SUBNET_PREFIX: &str = "10.90.";
 const HOST_IP: &str = "192.0.2.1";
@@ -81,7 +80,7 @@ impl<'a> Containerd<'a> {
             d.join("config.toml"),
             format!(
                 "version = 2\n{}",
-                common::containerd_config_head(d, &["io.containerd.grpc.v1.cri"])
+                e2e::containerd_config_head(d, &["io.containerd.grpc.v1.cri"])
             ),
         )
         .expect("config.toml");
@@ -99,7 +98,7 @@ impl<'a> Containerd<'a> {
             daemon,
             cgroup_parent: format!("/{}", unique_name("cnie2e-ctr-")),
             runs: Vec::new(),
-            created_run_dirs: common::missing_containerd_run_dirs(),
+            created_run_dirs: e2e::missing_containerd_run_dirs(),
         };
         let ready = eventually(Duration::from_secs(20), || {
             me.ctr_plain(&["version"]).status.success()
@@ -239,14 +238,14 @@ impl Drop for Containerd<'_> {
                 let _ = self.ctr_plain(&["containers", "rm", &id]);
             }
         }
-        common::stop_child(&mut self.daemon, Duration::from_secs(10));
-        common::remove_cgroup_everywhere(&self.cgroup_parent);
-        common::remove_empty_dirs(&self.created_run_dirs);
+        e2e::stop_child(&mut self.daemon, Duration::from_secs(10));
+        e2e::remove_cgroup_everywhere(&self.cgroup_parent);
+        e2e::remove_empty_dirs(&self.created_run_dirs);
     }
 }
 
 fn oci_image(dir: &Path, name: &str) -> PathBuf {
-    common::busybox_oci_image(dir, name, "hello from containerd c1\n", &["/bin/sh"])
+    e2e::busybox_oci_image(dir, name, "hello from containerd c1\n", &["/bin/sh"])
 }
 
 fn ipv4_of(c: &Containerd<'_>, id: &str) -> String {
@@ -270,7 +269,7 @@ fn e2e_containerd_ctr_run_cni() {
         ("runc", "runc"),
         ("busybox", "busybox-static"),
     ] {
-        if !common::require_program(prog, pkg) {
+        if !e2e::require_program(prog, pkg) {
             return;
         }
     }
@@ -443,7 +442,7 @@ fn e2e_containerd_ctr_run_cni() {
     for ip in [&ip1, &ip2] {
         assert!(!mentions_ip(&rules, ip), "rule for {ip} left:\n{rules}");
     }
-    let cached: Vec<String> = common::cache_entries(Path::new("/var/lib/cni"))
+    let cached: Vec<String> = e2e::cache_entries(Path::new("/var/lib/cni"))
         .into_iter()
         .filter(|f| f.starts_with(&net))
         .collect();

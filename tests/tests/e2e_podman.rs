@@ -18,8 +18,7 @@
 //! Needs: podman, runc, conmon, busybox-static (skips without them, unless
 //! `CI=true`).
 
-#[path = "../e2e/common.rs"]
-mod common;
+use cni_testsupport::e2e;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -28,8 +27,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use cni_tests::{Netns, bin_dir, require_root, unique_name};
-use common::{mentions_ip, netfilter_dump, reservations, veths};
+use cni_testsupport::{Netns, bin_dir, require_root, unique_name};
+use e2e::{mentions_ip, netfilter_dump, reservations, veths};
 
 const SUBNET_PREFIX: &str = "10.89.";
 const HOST_IP: &str = "192.0.2.1";
@@ -156,7 +155,7 @@ impl Drop for Podman<'_> {
             );
         }
         for d in dirs.iter().filter(|d| d.is_dir()) {
-            common::remove_cgroup(d);
+            e2e::remove_cgroup(d);
         }
     }
 }
@@ -207,7 +206,7 @@ fn e2e_podman_cni_backend() {
         ("conmon", "conmon"),
         ("busybox", "busybox-static"),
     ] {
-        if !common::require_program(prog, pkg) {
+        if !e2e::require_program(prog, pkg) {
             return;
         }
     }
@@ -254,7 +253,7 @@ fn e2e_podman_cni_backend() {
         ]
     });
     let podman = Podman::new(&host, &conf);
-    let tar = common::busybox_rootfs_tar(podman.dir.path(), "hello from podman c1\n");
+    let tar = e2e::busybox_rootfs_tar(podman.dir.path(), "hello from podman c1\n");
     let image = "localhost/cnie2e-busybox:latest";
     podman.ok(&[
         "import",
@@ -365,7 +364,7 @@ fn e2e_podman_cni_backend() {
             "rule for {ip} left (DNAT/masquerade):\n{rules}"
         );
     }
-    let cached: Vec<String> = common::cache_entries(Path::new("/var/lib/cni"))
+    let cached: Vec<String> = e2e::cache_entries(Path::new("/var/lib/cni"))
         .into_iter()
         .filter(|f| f.starts_with(&net))
         .collect();

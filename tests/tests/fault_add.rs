@@ -9,14 +9,14 @@
     reason = "test helpers panic with the failing value"
 )]
 
-mod common;
+use cni_testsupport::node;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cni_tests::{Netns, PluginOutput, require_root};
-use common::{Node, Side, links};
+use cni_testsupport::{Netns, PluginOutput, require_root};
+use node::{Node, Side, links};
 use serde_json::{Value, json};
 
 #[track_caller]

@@ -12,14 +12,14 @@
     reason = "test helpers panic with the failing value"
 )]
 
-mod common;
+use cni_testsupport::node;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use cni_tests::{PluginOutput, require_root};
-use common::{Node, Side};
+use cni_testsupport::{PluginOutput, require_root};
+use node::{Node, Side};
 use serde_json::{Value, json};
 
 #[track_caller]
@@ -259,7 +259,7 @@ fn host_local(data: &Path, name: &str, command: &str, id: &str) -> PluginOutput 
         "type": "bridge",
         "ipam": {"type": "host-local", "dataDir": data, "ranges": [[{"subnet": "10.113.0.0/24"}]]},
     });
-    cni_tests::PluginCall::new(command, conf.to_string())
+    cni_testsupport::PluginCall::new(command, conf.to_string())
         .container_id(id)
         .netns("/run/netns/cnit-not-used")
         .cni_path(vec![Side::Ours.cni_path()])
@@ -295,7 +295,7 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, String)> {
 fn planted_symlink_is_refused(rel: &str, target_exists: bool) {
     let data = tempfile::tempdir().unwrap();
     let outside = tempfile::tempdir().unwrap();
-    let name = cni_tests::unique_name("sl");
+    let name = cni_testsupport::unique_name("sl");
     let target = outside.path().join("target");
     if target_exists {
         std::fs::write(&target, "10.113.0.200").unwrap();

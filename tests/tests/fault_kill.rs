@@ -11,13 +11,13 @@
     reason = "test helpers panic with the failing value"
 )]
 
-mod common;
+use cni_testsupport::node;
 
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-use cni_tests::require_root;
-use common::{Node, Side, run_and_kill, wait_for_orphans};
+use cni_testsupport::require_root;
+use node::{Node, Side, run_and_kill, wait_for_orphans};
 use serde_json::{Value, json};
 
 const STEPS: &[&str] = &[

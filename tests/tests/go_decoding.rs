@@ -13,10 +13,10 @@
     reason = "test helpers panic with the failing value"
 )]
 
-mod common;
+use cni_testsupport::node;
 
-use cni_tests::{PluginOutput, require_root};
-use common::{Node, Side, links, normalise, require_reference};
+use cni_testsupport::{PluginOutput, require_root};
+use node::{Node, Side, links, normalise, require_reference};
 use serde_json::{Value, json};
 
 /// How keys are re-spelled; Go accepts each for a field of the original name.
@@ -68,7 +68,7 @@ fn recase(v: &Value, case: Case) -> Value {
 
 /// Two nodes with the same network name (same chain names and comments).
 fn pair() -> (Node, Node) {
-    let name = cni_tests::unique_name("gd");
+    let name = cni_testsupport::unique_name("gd");
     (Node::named(&name), Node::named(&name))
 }
 
@@ -88,7 +88,7 @@ fn store(n: &Node) -> Vec<(String, String)> {
 }
 
 /// MTU of the container's `eth0`.
-fn eth0_mtu(ctr: &cni_tests::Netns) -> u64 {
+fn eth0_mtu(ctr: &cni_testsupport::Netns) -> u64 {
     links(ctr)
         .iter()
         .find(|l| l["ifname"] == "eth0")
@@ -138,7 +138,7 @@ fn bridge_and_host_local_keys_in_any_case_equal_the_reference() {
                 let range = json!({"subnet": "10.81.0.0/24", "rangeStart": "10.81.0.20",
                                    "rangeEnd": "10.81.0.30", "gateway": "10.81.0.1"});
                 if legacy {
-                    common::merge(&mut ipam, range);
+                    node::merge(&mut ipam, range);
                 } else {
                     ipam["ranges"] = json!([[range], [{"subnet": "fd00:81::/64"}]]);
                 }
@@ -264,7 +264,7 @@ fn portmap_go_cni_port_mappings_equal_the_reference() {
         let conf = n.bridge_conf("1.0.0", &["10.85.0.0/24"], json!({"isGateway": true}));
         let ctr = n.env.add_container();
         let br = n.add(side, "bridge", &conf, &ctr, "gd-pm");
-        let ip = common::first_ip(&br);
+        let ip = node::first_ip(&br);
 
         // The exact runtimeConfig bytes of go-cni, inside a chained portmap config.
         let raw = format!(
@@ -340,7 +340,7 @@ fn host_local_add(
     n: &Node,
     side: Side,
     conf: &Value,
-    ctr: &cni_tests::Netns,
+    ctr: &cni_testsupport::Netns,
     id: &str,
     cni_args: &str,
 ) -> PluginOutput {
@@ -397,7 +397,7 @@ fn cni_args_ip_is_ignored_when_args_name_addresses() {
     let base = n.bridge_conf("1.0.0", &["10.87.0.0/24"], json!({}));
     let with = |extra: Value| {
         let mut c = base.clone();
-        common::merge(&mut c, extra);
+        node::merge(&mut c, extra);
         c
     };
     let cases = [
@@ -442,7 +442,7 @@ fn cni_args_ip_is_ignored_when_args_name_addresses() {
     let r = Node::new();
     let rctr = r.env.add_container();
     let mut conf = r.bridge_conf("1.0.0", &["10.87.0.0/24"], json!({}));
-    common::merge(&mut conf, json!({"args": {"cni": {"ips": ["10.87.0.30"]}}}));
+    node::merge(&mut conf, json!({"args": {"cni": {"ips": ["10.87.0.30"]}}}));
     let out = host_local_add(&r, Side::Ref, &conf, &rctr, "gd-ref", "IP=10.87.0.40");
     assert!(!out.success(), "{}", out.describe());
     assert!(r.reservations().is_empty());

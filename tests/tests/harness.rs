@@ -4,7 +4,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cni_tests::{NetNs, Netns, PluginCall, require_root};
+use cni_testsupport::{NetNs, Netns, PluginCall, require_root};
 
 #[test]
 fn netns_is_created_and_deleted_on_drop() {

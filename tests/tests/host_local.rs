@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cni_tests::{PluginCall, PluginOutput, bin_dir, plugin_bin, reference_bin};
+use cni_testsupport::{PluginCall, PluginOutput, bin_dir, plugin_bin, reference_bin};
 use serde_json::{Value, json};
 
 const NET: &str = "hlnet";
@@ -475,7 +475,7 @@ fn run_read_only(net: &Net, c: &PluginCall) -> PluginOutput {
 
 #[test]
 fn status_reports_a_read_only_store() {
-    if !cni_tests::require_root() {
+    if !cni_testsupport::require_root() {
         return;
     }
     let net = Net::new();

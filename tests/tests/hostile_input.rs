@@ -10,14 +10,14 @@
     reason = "test helpers panic with the failing value"
 )]
 
-mod common;
+use cni_testsupport::node;
 
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use cni_tests::{PluginOutput, require_root};
-use common::{Node, Side, links, mode};
+use cni_testsupport::{PluginOutput, require_root};
+use node::{Node, Side, links, mode};
 use serde_json::{Value, json};
 
 /// Everything under `dir`, recursively (relative paths).
@@ -220,7 +220,7 @@ fn portmap_conf(n: &Node, extra: Value, mapping: Value) -> Value {
             "interfaces": [{"name": "eth0", "sandbox": "/run/netns/x"}],
             "ips": [{"address": "10.133.0.2/24", "interface": 0}]},
     });
-    common::merge(&mut c, extra);
+    node::merge(&mut c, extra);
     c
 }
 
@@ -228,7 +228,7 @@ fn portmap_conf(n: &Node, extra: Value, mapping: Value) -> Value {
 fn netfilter(n: &Node) -> String {
     let mut s = n.nat();
     for t in ["iptables-save", "ip6tables-save"] {
-        s += &common::save_table(&n.env.host, t, "filter");
+        s += &node::save_table(&n.env.host, t, "filter");
     }
     s + &n.nft()
 }
@@ -349,10 +349,10 @@ fn portmap_nft_conditions_cannot_inject_commands() {
 fn host_local_in(cwd: &Path, data_dir: &str) -> PluginOutput {
     let conf = json!({"cniVersion": "1.0.0", "name": "hostile", "type": "bridge",
         "ipam": {"type": "host-local", "subnet": "10.134.0.0/24", "dataDir": data_dir}});
-    let call = cni_tests::PluginCall::new("ADD", conf.to_string())
+    let call = cni_testsupport::PluginCall::new("ADD", conf.to_string())
         .netns("/run/netns/none")
-        .cni_path(vec![cni_tests::bin_dir()]);
-    let mut child = Command::new(cni_tests::plugin_bin("host-local"))
+        .cni_path(vec![cni_testsupport::bin_dir()]);
+    let mut child = Command::new(cni_testsupport::plugin_bin("host-local"))
         .current_dir(cwd)
         .env_clear()
         .envs(call.environment())

@@ -8,14 +8,16 @@
     reason = "helpers of integration tests panic with the failing value"
 )]
 
-mod common;
+use cni_testsupport::node;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use cni_tests::{Netns, PluginCall, PluginOutput, TestEnv, bin_dir, plugin_bin, require_root};
-use common::normalise;
+use cni_testsupport::{
+    Netns, PluginCall, PluginOutput, TestEnv, bin_dir, plugin_bin, require_root,
+};
+use node::normalise;
 use serde_json::{Value, json};
 
 const NET: &str = "inproc";
@@ -180,7 +182,7 @@ fn host_local_binary_carries_the_identity_bridge_was_built_with() {
     );
     // Only the host-local executable carries the note (bridge links the library).
     assert_eq!(cni::invoke::read_identity(&plugin_bin("bridge")), None);
-    if let Some(reference) = cni_tests::reference_bin("host-local") {
+    if let Some(reference) = cni_testsupport::reference_bin("host-local") {
         assert_eq!(cni::invoke::read_identity(&reference), None);
     }
 }
@@ -263,7 +265,7 @@ fn same_build_runs_in_process_anything_else_is_execd() {
             false,
         ),
     ];
-    if let Some(reference) = cni_tests::reference_bin("host-local") {
+    if let Some(reference) = cni_testsupport::reference_bin("host-local") {
         cases.push((
             "reference",
             vec![reference.parent().unwrap().into()],

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cni_tests::{Netns, PluginOutput, TestEnv, reference_bin, require_root, serve, tcp_get};
+use cni_testsupport::{Netns, PluginOutput, TestEnv, reference_bin, require_root, serve, tcp_get};
 
 const GATEWAY: &str = "10.97.0.1";
 const SECRET_TCP: &str = "127.0.0.1:9999";
@@ -270,7 +270,7 @@ fn blocked_with_ours(backend: &str) {
     let server = t.container(2);
     let attacker = t.container(3);
     serve(&t.containers[server], "A");
-    let ours = cni_tests::plugin_bin("portmap");
+    let ours = cni_testsupport::plugin_bin("portmap");
     t.portmap(&ours, "ADD", "ctr-server", server, &conf(backend, 2))
         .assert_success();
     let route_localnet = t
@@ -396,7 +396,7 @@ fn concurrent_adds_create_one_guard_rule() {
     for backend in ["iptables", "nftables"] {
         let mut t = Topo::new();
         let ids: Vec<usize> = (2..10u8).map(|n| t.container(n)).collect();
-        let ours = cni_tests::plugin_bin("portmap");
+        let ours = cni_testsupport::plugin_bin("portmap");
         std::thread::scope(|s| {
             let handles: Vec<_> = ids
                 .iter()

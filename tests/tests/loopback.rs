@@ -11,10 +11,10 @@
     reason = "test helpers panic with the failing value"
 )]
 
-mod common;
+use cni_testsupport::node;
 
-use cni_tests::{Netns, PluginCall, PluginOutput, TestEnv, reference_bin, require_root};
-use common::{Side, normalise};
+use cni_testsupport::{Netns, PluginCall, PluginOutput, TestEnv, reference_bin, require_root};
+use node::{Side, normalise};
 use serde_json::{Value, json};
 
 /// True when the reference loopback is installed (panics when `CI=true` and it is not).

@@ -18,12 +18,12 @@
     reason = "tests"
 )]
 
-mod common;
+use cni_testsupport::node;
 
 use std::os::unix::fs::PermissionsExt;
 
-use cni_tests::{Netns, PluginOutput, require_root};
-use common::{Node, Side, require_reference};
+use cni_testsupport::{Netns, PluginOutput, require_root};
+use node::{Node, Side, require_reference};
 use serde_json::{Value, json};
 
 const TOOLS: [&str; 5] = [
@@ -285,7 +285,7 @@ fn fast_del_leaves_the_same_ruleset_as_the_full_path() {
     if !require_root() || !require_reference() {
         return;
     }
-    let name = cni_tests::unique_name("fp");
+    let name = cni_testsupport::unique_name("fp");
     let (x, y) = (Node::named(&name), Node::named(&name));
     let chains: Vec<Chain<'_>> = [&x, &y]
         .into_iter()
@@ -412,7 +412,7 @@ fn legacy_iptables_reads_every_family_and_deletes_fast() {
             "interfaces": [{"name": "eth0", "sandbox": ctr.path()}],
             "ips": [{"interface": 0, "address": format!("10.69.0.{last}/24")}]})
     };
-    let legacy_nat = || common::save(&node.env.host, "iptables-legacy-save");
+    let legacy_nat = || node::save(&node.env.host, "iptables-legacy-save");
     let (pa, pb) = (prev(2), prev(3));
     for (id, p) in [("ctr-a", &pa), ("ctr-b", &pb)] {
         chain.run(

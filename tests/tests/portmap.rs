@@ -17,7 +17,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use cni_tests::{
+use cni_testsupport::{
     Netns, PluginOutput, TestEnv, reference_bin, require_root, serve, tcp_get, udp_ask,
 };
 

@@ -4,7 +4,7 @@
 //! own-netns guard. These are the skel's promises, checked on the real
 //! binaries.
 
-use cni_tests::{PluginCall, TestEnv, plugin_bin, require_root};
+use cni_testsupport::{PluginCall, TestEnv, plugin_bin, require_root};
 
 const PLUGINS: [&str; 3] = ["bridge", "host-local", "portmap"];
 const ALL_VERSIONS: [&str; 7] = [
@@ -21,11 +21,11 @@ fn call(command: &str, stdin: impl Into<Vec<u8>>) -> PluginCall {
 }
 
 /// Runs without any namespace: these calls must fail before touching anything.
-fn run(plugin: &str, call: &PluginCall) -> cni_tests::PluginOutput {
+fn run(plugin: &str, call: &PluginCall) -> cni_testsupport::PluginOutput {
     call.run_here(&plugin_bin(plugin))
 }
 
-fn assert_error(plugin: &str, out: &cni_tests::PluginOutput, code: u64, msg_part: &str) {
+fn assert_error(plugin: &str, out: &cni_testsupport::PluginOutput, code: u64, msg_part: &str) {
     assert_eq!(out.status.code(), Some(1), "{plugin}: {}", out.describe());
     let j = out.json();
     assert_eq!(j["code"], code, "{plugin}: {j}");

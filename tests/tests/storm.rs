@@ -13,14 +13,14 @@
     reason = "test helpers panic with the failing value"
 )]
 
-mod common;
+use cni_testsupport::node;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use cni_tests::{Netns, PluginOutput, require_root};
-use common::{Node, Side, first_ip, links};
+use cni_testsupport::{Netns, PluginOutput, require_root};
+use node::{Node, Side, first_ip, links};
 use serde_json::{Value, json};
 
 const CONTAINERS: usize = 120; // 120 ADDs

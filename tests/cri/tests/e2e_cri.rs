@@ -32,8 +32,7 @@
 //! Needs root, containerd, runc, busybox-static (skips without them, unless
 //! `CI=true`).
 
-#[path = "../../e2e/common.rs"]
-mod common;
+use cni_testsupport::e2e;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -45,8 +44,8 @@ use cni_cri_tests::v1::{
     PodSandboxConfig, PodSandboxMetadata, PodSandboxState, PortMapping, Protocol,
 };
 use cni_cri_tests::{Cri, CriError};
-use cni_tests::{Netns, bin_dir, require_root, unique_name};
-use common::{eventually, mentions_ip, netfilter_dump, reservations, veths};
+use cni_testsupport::{Netns, bin_dir, require_root, unique_name};
+use e2e::{eventually, mentions_ip, netfilter_dump, reservations, veths};
 use serde_json::Value;
 
 const SUBNET: &str = "10.91.0.0/24";
@@ -126,7 +125,7 @@ impl CriContainerd {
             "bin_dir holds only {PLUGINS:?}"
         );
         let example =
-            std::fs::read_to_string(common::repo_root().join("conf-examples/containerd-cri.toml"))
+            std::fs::read_to_string(e2e::repo_root().join("conf-examples/containerd-cri.toml"))
                 .expect("read conf-examples/containerd-cri.toml")
                 .lines()
                 .filter(|l| !l.trim_start().starts_with('#'))
@@ -163,7 +162,7 @@ impl CriContainerd {
   SystemdCgroup = false
   Root = "{runc}"
 "#,
-            head = common::containerd_config_head(d, &[]),
+            head = e2e::containerd_config_head(d, &[]),
             runc = d.join("runc").display(),
         );
         std::fs::write(d.join("config.toml"), config).expect("config.toml");
@@ -186,7 +185,7 @@ impl CriContainerd {
             daemon,
             cri: None,
             cgroup_parent: format!("/{}", unique_name("cnie2e-cri-")),
-            created_run_dirs: common::missing_containerd_run_dirs(),
+            created_run_dirs: e2e::missing_containerd_run_dirs(),
             pods: Vec::new(),
         };
         let sock = me.socket();
@@ -330,9 +329,9 @@ impl Drop for CriContainerd {
             let _ = self.ctr(&["tasks", "rm", "-f", id.trim()]);
         }
         self.cri = None;
-        common::stop_child(&mut self.daemon, Duration::from_secs(10));
+        e2e::stop_child(&mut self.daemon, Duration::from_secs(10));
         // Shims are started with this daemon's socket address.
-        for pid in common::pids_with_cmdline(&self.socket().to_string_lossy()) {
+        for pid in e2e::pids_with_cmdline(&self.socket().to_string_lossy()) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -356,8 +355,8 @@ impl Drop for CriContainerd {
                 }
             }
         }
-        common::remove_cgroup_everywhere(&self.cgroup_parent);
-        common::remove_empty_dirs(&self.created_run_dirs);
+        e2e::remove_cgroup_everywhere(&self.cgroup_parent);
+        e2e::remove_empty_dirs(&self.created_run_dirs);
     }
 }
 
@@ -430,7 +429,7 @@ fn uplink(host: &Netns, outside: &Netns) {
 #[test]
 fn e2e_cri_pods_hostport_and_teardown() {
     if !require_root()
-        || !common::require_programs(&[
+        || !e2e::require_programs(&[
             ("containerd", "containerd"),
             ("ctr", "containerd"),
             ("containerd-shim-runc-v2", "containerd"),
@@ -464,8 +463,7 @@ fn e2e_cri_pods_hostport_and_teardown() {
     let mut ctrd = CriContainerd::start(&host, &conflist, &plugins);
 
     // The image, imported into the CRI plugin's namespace: nothing is pulled.
-    let tar =
-        common::busybox_oci_image(ctrd.dir.path(), IMAGE, PAGE, &["/bin/sleep", "2147483647"]);
+    let tar = e2e::busybox_oci_image(ctrd.dir.path(), IMAGE, PAGE, &["/bin/sleep", "2147483647"]);
     let import = ctrd.ctr(&[
         "images",
         "import",
@@ -544,7 +542,7 @@ fn e2e_cri_pods_hostport_and_teardown() {
         2,
         "host-local reservations while both pods run"
     );
-    let cached = common::cache_entries(&ctrd.cache_dir());
+    let cached = e2e::cache_entries(&ctrd.cache_dir());
     for id in [&pod_a, &pod_b] {
         assert!(
             cached.iter().any(|f| f.contains(id.as_str())),
@@ -650,7 +648,7 @@ fn e2e_cri_pods_hostport_and_teardown() {
         assert!(!mentions_ip(&rules, ip), "rule for {ip} left:\n{rules}");
     }
     assert_eq!(
-        common::cache_entries(&ctrd.cache_dir()),
+        e2e::cache_entries(&ctrd.cache_dir()),
         Vec::<String>::new(),
         "libcni cache entries left"
     );
@@ -662,15 +660,15 @@ fn e2e_cri_pods_hostport_and_teardown() {
     let gone = eventually(Duration::from_secs(10), || {
         pids.iter()
             .all(|p| !Path::new(&format!("/proc/{p}")).exists())
-            && common::pids_with_cmdline(&ctrd.socket().to_string_lossy()).is_empty()
+            && e2e::pids_with_cmdline(&ctrd.socket().to_string_lossy()).is_empty()
     });
     assert!(
         gone,
         "pod processes {pids:?} or shims {:?} left",
-        common::pids_with_cmdline(&ctrd.socket().to_string_lossy())
+        e2e::pids_with_cmdline(&ctrd.socket().to_string_lossy())
     );
     let daemon_pid = i32::try_from(ctrd.daemon.id()).expect("pid");
-    let zombies = common::zombie_children(&[daemon_pid, std::process::id() as i32]);
+    let zombies = e2e::zombie_children(&[daemon_pid, std::process::id() as i32]);
     assert_eq!(zombies, Vec::<String>::new(), "zombies");
     let errors: Vec<String> = ctrd
         .log()

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::sys::{self, Exit};
+use crate::sys::{self, Exit};
 
 /// `PATH` given to plugins (they run `iptables`, `ip6tables`, … from it).
 pub const PLUGIN_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use super::stats::{Summary, round3};
+use crate::stats::{Summary, round3};
 
 /// A target: `value <= limit`.
 #[derive(Debug, Clone)]

@@ -9,8 +9,8 @@ use std::time::Duration;
 use cni_netns::NetNs;
 use serde_json::{Value, json};
 
-use super::cleanup;
-use super::exec::{Call, Outcome, PLUGIN_PATH};
+use crate::cleanup;
+use crate::exec::{Call, Outcome, PLUGIN_PATH};
 
 /// `cniVersion` of every configuration (the Go reference 1.1.1 supports up to 1.0.0).
 pub const CNI_VERSION: &str = "1.0.0";

@@ -1,4 +1,9 @@
-//! The side-by-side benchmark of issue #7 (see `cni-bench --help` and BENCHMARKS.md).
+//! `cni-bench`: our CNI plugins against the Go reference plugins in one interleaved run.
+//! Run it with `make bench`; see BENCHMARKS.md and `cni-bench --help`.
+#![allow(
+    clippy::print_stdout,
+    reason = "a benchmark tool: the result table goes to stdout"
+)]
 
 pub mod cleanup;
 pub mod cli;
@@ -21,7 +26,7 @@ use net::Impl;
 use scenarios::Ctx;
 
 /// Entry point of `cni-bench`.
-pub fn main() -> ExitCode {
+fn main() -> ExitCode {
     let opts = match Opts::parse(std::env::args().skip(1)) {
         Ok(o) => o,
         Err(e) => {

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
-use super::cleanup;
-use super::cli::Opts;
-use super::machine;
-use super::net::{self, Attachment, CHAIN, ChainOutcome, Impl, Net, SIMPLE};
-use super::report::{Check, Row};
-use super::stats::{Summary, ms, ms_list, round3};
+use crate::cleanup;
+use crate::cli::Opts;
+use crate::machine;
+use crate::net::{self, Attachment, CHAIN, ChainOutcome, Impl, Net, SIMPLE};
+use crate::report::{Check, Row};
+use crate::stats::{Summary, ms, ms_list, round3};
 
 /// Shared state of a run.
 #[derive(Debug)]
@@ -825,7 +825,7 @@ impl Ctx {
                 let imp = &self.impls[i];
                 let mut att = Attachment::new(format!("rss-{rep}"), &names[i][0], 42_002);
                 let mut peaks: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-                let mut note = |p: &'static str, cmd: &str, o: &super::exec::Outcome| {
+                let mut note = |p: &'static str, cmd: &str, o: &crate::exec::Outcome| {
                     if !o.ok() {
                         errors.push(format!("{} {p} {cmd}: {}", imp.label, o.describe()));
                     }

@@ -1,15 +1,26 @@
-//! Shared test harness for the CNI plugin integration tests.
+//! Test fixtures shared by the tests of every crate of the workspace (a dev-dependency
+//! only; it depends on no plugin and on no workspace crate but `cni-netns`).
 //!
 //! * [`require_root`]: skip privileged tests when not root (panics instead when `CI=true`).
-//! * [`Netns`]: a throw-away named network namespace (`ip netns add`), deleted on drop.
+//! * [`Netns`]: a throw-away named network namespace (`ip netns add`), deleted on drop;
+//!   [`anonymous_netns`]: an unnamed one that lives as long as its handle;
+//!   [`veth_pair`]: two namespaces joined by a veth pair.
 //! * [`PluginCall`]: runs a plugin binary with a clean `CNI_*` environment from a thread
-//!   inside a "host" namespace, with a timeout, returning a [`PluginOutput`].
+//!   inside a "host" namespace, with a timeout, returning a [`PluginOutput`] (with
+//!   [`PluginOutput::assert_error`] for CNI error objects).
 //! * [`TestEnv`]: a private host namespace, a temporary data directory and the plugin
 //!   directory, plus container namespaces on demand.
 //! * [`plugin_bin`] / [`reference_bin`]: where our and the Go reference binaries live.
-//! * [`serve`], [`tcp_get`], [`udp_ask`]: real traffic to and from a namespace.
+//! * [`serve`], [`tcp_get`], [`udp_ask`], [`send_udp`]: real traffic to and from a namespace.
+//! * [`node`]: a whole "node" (host namespace + `dataDir`) on which an attachment runs with
+//!   our plugins or the reference ones, and snapshots of what it leaves behind.
+//! * [`e2e`]: helpers for the tests that drive the plugins through container runtimes
+//!   (`cnitool`, containerd, podman, CRI).
 //!
 //! All network changes happen in namespaces created here, never in the caller's namespace.
+
+pub mod e2e;
+pub mod node;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -40,6 +51,20 @@ pub fn require_root() -> bool {
     }
     eprintln!("skipped: test needs root");
     false
+}
+
+/// A fresh unnamed network namespace (`unshare` on a short-lived thread), alive as long
+/// as the returned handle: nothing to clean up, nothing visible in `ip netns`.
+///
+/// # Panics
+/// When `unshare` fails (not root).
+pub fn anonymous_netns() -> NetNs {
+    std::thread::spawn(|| {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+        NetNs::current().expect("open new ns")
+    })
+    .join()
+    .expect("ns thread")
 }
 
 /// A short random hex string (not cryptographic; for unique names only).
@@ -181,6 +206,50 @@ impl Netns {
         })
     }
 
+    /// Runs the shell command `cmd` inside the namespace; panics on failure; returns stdout.
+    ///
+    /// # Panics
+    /// When the command fails.
+    pub fn sh(&self, cmd: &str) -> String {
+        self.exec_ok("sh", &["-c", cmd])
+    }
+
+    /// Runs the shell command `cmd` inside the namespace with extra environment and
+    /// `stdin`, returning (success, stdout, stderr).
+    ///
+    /// # Panics
+    /// When the process cannot be spawned or fed.
+    pub fn sh_in(&self, cmd: &str, env: &[(&str, &str)], stdin: &str) -> (bool, String, String) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "sh", "-c", cmd])
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("ip netns exec {} sh: {e}", self.name));
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        let out = child.wait_with_output().expect("wait");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The `iptables -t nat -S` listing (`ip6tables` when `v6`).
+    pub fn nat(&self, v6: bool) -> String {
+        self.exec_ok(
+            if v6 { "ip6tables" } else { "iptables" },
+            &["-t", "nat", "-S"],
+        )
+    }
+
     /// True when `/run/netns/<name>` exists.
     pub fn exists(name: &str) -> bool {
         Path::new("/run/netns").join(name).exists()
@@ -300,6 +369,18 @@ impl PluginOutput {
             String::from_utf8_lossy(&self.stdout),
             String::from_utf8_lossy(&self.stderr)
         )
+    }
+
+    /// Panics with the output unless the plugin failed with a CNI error object whose
+    /// `code` is `code` and whose `msg` contains `msg`.
+    ///
+    /// # Panics
+    /// When it did not.
+    #[track_caller]
+    pub fn assert_error(&self, code: u64, msg: &str) {
+        assert_eq!(self.error_code(), Some(code), "{}", self.describe());
+        let m = self.error_msg().unwrap_or_default();
+        assert!(m.contains(msg), "expected {msg:?} in {m:?}");
     }
 
     /// Panics with the output unless the run succeeded; returns `self` for chaining.
@@ -629,4 +710,53 @@ pub fn udp_ask(ns: &Netns, local: &str, addr: &str) -> Result<String, String> {
         let (n, _) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
         Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
     })
+}
+
+/// Two namespaces joined by a veth pair: `a` has 10.78.0.1/24 and fd78::1/64 on `va`,
+/// `b` has .2 / ::2 on `vb` (static neighbours, no DAD), so UDP from `b` reaches `a` at once.
+pub fn veth_pair() -> (Netns, Netns) {
+    let a = Netns::new();
+    let b = Netns::new();
+    a.sh(&format!(
+        "ip link add va address 02:00:00:00:00:0a type veth peer name vb address 02:00:00:00:00:0b netns {}",
+        b.name()
+    ));
+    a.sh(
+        "ip addr add 10.78.0.1/24 dev va && ip -6 addr add fd78::1/64 dev va nodad && \
+         ip link set va up && \
+         ip neigh add 10.78.0.2 lladdr 02:00:00:00:00:0b dev va nud permanent && \
+         ip -6 neigh add fd78::2 lladdr 02:00:00:00:00:0b dev va nud permanent",
+    );
+    b.sh(
+        "ip addr add 10.78.0.2/24 dev vb && ip -6 addr add fd78::2/64 dev vb nodad && \
+         ip link set vb up && \
+         ip neigh add 10.78.0.1 lladdr 02:00:00:00:00:0a dev vb nud permanent && \
+         ip -6 neigh add fd78::1 lladdr 02:00:00:00:00:0a dev vb nud permanent",
+    );
+    (a, b)
+}
+
+/// Sends one UDP datagram from namespace `from` to `dst` (`addr:port`).
+///
+/// # Panics
+/// When `dst` does not parse or the datagram cannot be sent.
+pub fn send_udp(from: &Netns, dst: &str) {
+    let dst: SocketAddr = dst.parse().expect("socket address");
+    from.run_in(|| {
+        let any: SocketAddr = if dst.is_ipv4() {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        } else {
+            SocketAddr::from(([0u16; 8], 0))
+        };
+        UdpSocket::bind(any)
+            .and_then(|s| s.send_to(b"ping", dst))
+            .expect("send udp");
+    });
+}
+
+/// Turns connection tracking on in `ns` only: an nftables rule that needs it.
+pub fn enable_conntrack(ns: &Netns) {
+    ns.sh("nft 'add table inet cttest; \
+         add chain inet cttest pre { type filter hook prerouting priority 0; }; \
+         add rule inet cttest pre ct state new counter'");
 }

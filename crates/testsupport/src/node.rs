@@ -1,10 +1,9 @@
-//! Helpers shared by the differential, fault-injection, hostile-input and storm tests
-//! (issue #8): one "node" (a private host namespace with its own `dataDir`) on which a
+//! Helpers shared by the differential, fault-injection, hostile-input and storm tests:
+//! one "node" (a private host namespace with its own `dataDir`) on which a
 //! whole attachment (bridge + host-local [+ portmap]) is run either by our plugins or by
 //! the Debian reference plugins in `/usr/lib/cni`, plus snapshots of everything an
 //! attachment can leave behind (links, reservations, netfilter state).
 
-#![allow(dead_code, reason = "each test crate uses a subset")]
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -12,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cni_tests::{Netns, PluginCall, PluginOutput, TestEnv, bin_dir, reference_bin};
+use crate::{Netns, PluginCall, PluginOutput, TestEnv, bin_dir, reference_bin};
 use serde_json::{Value, json};
 
 /// Which implementation runs a command.
@@ -28,7 +27,7 @@ impl Side {
     /// The binary of `plugin` for this side.
     pub fn bin(self, plugin: &str) -> PathBuf {
         match self {
-            Side::Ours => cni_tests::plugin_bin(plugin),
+            Side::Ours => crate::plugin_bin(plugin),
             Side::Ref => reference_bin(plugin).expect("reference plugin installed"),
         }
     }
@@ -37,7 +36,7 @@ impl Side {
     pub fn cni_path(self) -> PathBuf {
         match self {
             Side::Ours => bin_dir(),
-            Side::Ref => PathBuf::from(cni_tests::REFERENCE_DIR),
+            Side::Ref => PathBuf::from(crate::REFERENCE_DIR),
         }
     }
 }
@@ -72,7 +71,7 @@ pub struct Node {
 impl Node {
     /// A node with a unique network name.
     pub fn new() -> Self {
-        Self::named(&cni_tests::unique_name("net"))
+        Self::named(&crate::unique_name("net"))
     }
 
     /// A node with network name `name` (two nodes with the same name give comparable

@@ -1,19 +1,15 @@
-//! Helpers shared by the `e2e_*` tests (included with `#[path]`): running
-//! `cnitool` inside a private "host" namespace, reading results, and checking
-//! that a namespace holds no trace of an attachment.
-//!
-//! Each test file uses a different subset.
-#![allow(dead_code, reason = "each e2e test file uses a different subset")]
+//! Helpers for the `e2e_*` tests (plugins driven by `cnitool`, containerd, podman and
+//! the CRI API): running `cnitool` inside a private "host" namespace, reading results,
+//! and checking that a namespace holds no trace of an attachment.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use cni_tests::{Netns, bin_dir};
+use crate::{Netns, bin_dir};
 use serde_json::Value;
 
-/// The repository root: the nearest directory above the including
-/// package (`tests` or `tests/cri`) that holds `Cargo.lock`.
+/// The repository root: the nearest directory above this package that holds `Cargo.lock`.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
