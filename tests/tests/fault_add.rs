@@ -15,16 +15,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cni_testsupport::{Netns, PluginOutput, require_root};
+use cni_testsupport::{Netns, require_root};
 use node::{Node, Side, links};
 use serde_json::{Value, json};
-
-#[track_caller]
-fn assert_error(out: &PluginOutput, code: u64, msg: &str) {
-    assert_eq!(out.error_code(), Some(code), "{}", out.describe());
-    let m = out.error_msg().unwrap();
-    assert!(m.contains(msg), "expected {msg:?} in {m:?}");
-}
 
 fn bridge_exists(n: &Node) -> bool {
     links(&n.env.host)
@@ -89,7 +82,7 @@ fn requested_address_taken_by_another_container_rolls_back() {
         .call(Side::Ours, "ADD", &conf, Some(&b), "thief")
         .cni_args("IgnoreUnknown=1;IP=10.102.0.5");
     let out = n.run(Side::Ours, "bridge", &second);
-    assert_error(&out, 101, "10.102.0.5");
+    out.assert_error(101, "10.102.0.5");
     assert!(
         links(&b).iter().all(|l| l["ifname"] != "eth0"),
         "container interface rolled back"
@@ -144,7 +137,7 @@ fn ipam_failures_are_returned_and_roll_back() {
         let out = n.run(Side::Ours, "bridge", &call);
         assert!(!out.success(), "{ipam}");
         if code != 0 {
-            assert_error(&out, code, msg);
+            out.assert_error(code, msg);
         } else {
             let m = out
                 .error_msg()
@@ -163,11 +156,8 @@ fn ipam_failures_are_returned_and_roll_back() {
     let conf = n.bridge_conf("1.0.0", &["10.103.1.0/30"], json!({}));
     let (a, b) = (n.env.add_container(), n.env.add_container());
     n.add(Side::Ours, "bridge", &conf, &a, "ex-a");
-    assert_error(
-        &n.exec(Side::Ours, "bridge", "ADD", &conf, Some(&b), "ex-b"),
-        100,
-        "no IP addresses available",
-    );
+    n.exec(Side::Ours, "bridge", "ADD", &conf, Some(&b), "ex-b")
+        .assert_error(100, "no IP addresses available");
     assert!(links(&b).iter().all(|l| l["ifname"] != "eth0"));
     assert_eq!(n.host_veths().len(), 1);
     n.del(Side::Ours, "bridge", &conf, Some(&a), "ex-a");
@@ -204,7 +194,7 @@ fn missing_netfilter_backend_is_an_error_before_or_rolled_back() {
             .call(Side::Ours, "ADD", &conf, Some(&ctr), "nf")
             .env("PATH", &no_tools);
         let out = n.run(Side::Ours, "bridge", &call);
-        assert_error(&out, 50, msg);
+        out.assert_error(50, msg);
         assert!(!bridge_exists(&n), "{extra}: checked before any change");
         n.assert_clean(Some(&ctr), "nf");
     }
@@ -219,7 +209,7 @@ fn missing_netfilter_backend_is_an_error_before_or_rolled_back() {
         .call(Side::Ours, "ADD", &pm, Some(&ctr), "pmnf")
         .env("PATH", &no_tools);
     let out = n.run(Side::Ours, "portmap", &call);
-    assert_error(&out, 50, "");
+    out.assert_error(50, "");
     assert!(!n.nat().contains("CNI-DN-"));
     n.del(Side::Ours, "portmap", &pm, Some(&ctr), "pmnf");
     n.del(Side::Ours, "bridge", &conf, Some(&ctr), "pmnf");
@@ -238,17 +228,14 @@ fn netns_gone_before_add_changes_nothing() {
     drop(ctr);
     let call = n.call(Side::Ours, "ADD", &conf, None, "gone").netns(&path);
     let out = n.run(Side::Ours, "bridge", &call);
-    assert_error(&out, 4, "failed to open netns");
+    out.assert_error(4, "failed to open netns");
     assert!(!bridge_exists(&n), "nothing created, not even the bridge");
     n.assert_clean(None, "gone");
     // Paths that are not a network namespace.
     for p in ["/proc/self/status", "/proc/self/ns/mnt", "/dev/null"] {
         let call = n.call(Side::Ours, "ADD", &conf, None, "gone").netns(p);
-        assert_error(
-            &n.run(Side::Ours, "bridge", &call),
-            4,
-            "not a network namespace",
-        );
+        n.run(Side::Ours, "bridge", &call)
+            .assert_error(4, "not a network namespace");
         n.assert_clean(None, "gone");
     }
 }

@@ -22,13 +22,6 @@ use cni_testsupport::{PluginOutput, require_root};
 use node::{Node, Side};
 use serde_json::{Value, json};
 
-#[track_caller]
-fn assert_error(out: &PluginOutput, code: u64, msg: &str) {
-    assert_eq!(out.error_code(), Some(code), "{}", out.describe());
-    let m = out.error_msg().unwrap();
-    assert!(m.contains(msg), "expected {msg:?} in {m:?}");
-}
-
 fn conf_with_data_dir(n: &Node, dir: &Path) -> Value {
     let mut c = n.bridge_conf("1.0.0", &["10.111.0.0/24"], json!({"ipMasq": true}));
     c["ipam"]["dataDir"] = json!(dir);
@@ -45,7 +38,7 @@ fn add_fails(n: &Node, conf: &Value, code: u64, msg: &str) -> PluginOutput {
         "took {:?}",
         t0.elapsed()
     );
-    assert_error(&out, code, msg);
+    out.assert_error(code, msg);
     assert_eq!(n.host_veths(), Vec::<String>::new(), "veth rolled back");
     assert!(
         !n.nat().contains("id: \\\"dd\\\""),
@@ -317,11 +310,11 @@ fn planted_symlink_is_refused(rel: &str, target_exists: bool) {
     };
     let store_before = store();
     let out = host_local(data.path(), &name, "ADD", "second");
-    assert_error(&out, 5, &format!("{} is a symbolic link", link.display()));
+    out.assert_error(5, &format!("{} is a symbolic link", link.display()));
     // STATUS reads everything but the cursors.
     if !rel.contains("last_reserved_ip") {
         let status = host_local(data.path(), &name, "STATUS", "");
-        assert_error(&status, 50, &format!("{}", link.display()));
+        status.assert_error(50, &format!("{}", link.display()));
     }
     assert_eq!(
         snapshot(outside.path()),
@@ -419,12 +412,12 @@ fn lock_held_longer_than_the_bounded_wait() {
         "bounded: {:?}",
         t0.elapsed()
     );
-    assert_error(&out, 11, "lock");
+    out.assert_error(11, "lock");
     n.assert_clean(Some(&ctr), "lk");
     let del = n
         .call(Side::Ours, "DEL", &conf, Some(&ctr), "lk")
         .env("CNI_IPAM_LOCK_TIMEOUT_MS", "500");
-    assert_error(&n.run(Side::Ours, "bridge", &del), 11, "lock");
+    n.run(Side::Ours, "bridge", &del).assert_error(11, "lock");
     drop(holder);
     n.add(Side::Ours, "bridge", &conf, &ctr, "lk");
     n.del(Side::Ours, "bridge", &conf, Some(&ctr), "lk");

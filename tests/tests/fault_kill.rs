@@ -16,21 +16,10 @@ use cni_testsupport::node;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
+use bridge::rollback::STEPS;
 use cni_testsupport::require_root;
 use node::{Node, Side, run_and_kill, wait_for_orphans};
 use serde_json::{Value, json};
-
-const STEPS: &[&str] = &[
-    "bridge",
-    "veth",
-    "port",
-    "spoofchk",
-    "ipam",
-    "container",
-    "gateway",
-    "masq",
-    "wait",
-];
 
 /// A bounded IPAM lock wait so that a lock left held would fail the next ADD quickly.
 const LOCK_TIMEOUT_MS: &str = "2000";

@@ -4,7 +4,6 @@
 //! the Debian reference plugins in `/usr/lib/cni`, plus snapshots of everything an
 //! attachment can leave behind (links, reservations, netfilter state).
 
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
