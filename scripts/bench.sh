@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: our release plugins vs the Go reference plugins (Debian's
-# containernetworking-plugins in /usr/lib/cni), interleaved in one run (issue #7).
+# containernetworking-plugins in /usr/lib/cni), interleaved in one run.
 #
 #   scripts/bench.sh <our-release-dir> [cni-bench options]     (make bench does this)
 #

@@ -46,7 +46,7 @@ pub struct Row {
     pub ours: Option<Summary>,
     /// The reference.
     pub reference: Option<Summary>,
-    /// The target, if the issue sets one for this row.
+    /// The target, if BENCHMARKS.md sets one for this row.
     pub check: Option<Check>,
     /// Extra information (failures, unique IPs, …).
     pub note: String,

@@ -1,6 +1,6 @@
-//! The five scenarios of issue #7. Both implementations run in the same process,
-//! interleaved per repetition (A B, then B A, …) so that load changes on a shared machine
-//! hit both alike. Container namespaces are created before any timing.
+//! The five scenarios of the benchmark (BENCHMARKS.md). Both implementations run in the
+//! same process, interleaved per repetition (A B, then B A, …) so that load changes on a
+//! shared machine hit both alike. Container namespaces are created before any timing.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Barrier;

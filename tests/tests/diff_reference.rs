@@ -1,5 +1,5 @@
-//! Differential tests against the Debian reference plugins (v1.1.1, `/usr/lib/cni`), issue
-//! #8: the same scenario runs on two private nodes, once through the reference and once
+//! Differential tests against the Debian reference plugins (v1.1.1, `/usr/lib/cni`):
+//! the same scenario runs on two private nodes, once through the reference and once
 //! through ours, and the results (after replacing random veth names, MACs and the netns
 //! path), the files under `dataDir` and the `iptables-save -t nat` output must be equal.
 //! Every intended difference has its own `difference_*` test showing both behaviours.

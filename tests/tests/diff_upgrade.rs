@@ -1,4 +1,4 @@
-//! Upgrade and downgrade in place (issue #8): attachments created by the Debian reference
+//! Upgrade and downgrade in place: attachments created by the Debian reference
 //! plugins are CHECKed and DELeted by ours with nothing left, attachments created by ours
 //! are DELeted by the reference with nothing left, and a node where both implementations
 //! allocate from one store never hands out an address twice.

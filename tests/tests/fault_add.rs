@@ -1,4 +1,4 @@
-//! Real failures at each step of a bridge ADD (issue #8): missing privileges, an address
+//! Real failures at each step of a bridge ADD: missing privileges, an address
 //! conflict, IPAM errors (plugin missing, garbage output, no address, exhaustion), a
 //! missing netfilter backend, a netns that is gone before or disappears during ADD.
 //! Each must end in a clear CNI error with the right code and a full rollback.

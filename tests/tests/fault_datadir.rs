@@ -1,4 +1,4 @@
-//! A hostile or broken `dataDir` under a bridge ADD (issue #8): read-only, full (blocks
+//! A hostile or broken `dataDir` under a bridge ADD: read-only, full (blocks
 //! and inodes), a file, a symlinked network directory (dangling or not), and a lock held
 //! by another process for longer than the bounded wait. Each ends in a clear CNI error
 //! within bounded time, and the ADD is rolled back (no veth, no partial file).

@@ -1,4 +1,4 @@
-//! Kill -9 during ADD and DEL (issue #8): after a plugin dies at any point, a DEL (with
+//! Kill -9 during ADD and DEL: after a plugin dies at any point, a DEL (with
 //! or without the netns) leaves no veth, reservation, netfilter rule or held lock behind,
 //! and the next ADD works.
 //!

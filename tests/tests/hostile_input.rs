@@ -1,4 +1,4 @@
-//! Hostile and malformed input (issue #8): network names, container ids, interface names,
+//! Hostile and malformed input: network names, container ids, interface names,
 //! `dataDir`, `hostIP`, `protocol`, `conditionsV4/V6` that try to escape (path traversal,
 //! newlines or quotes injected into `iptables-restore` / nft input, over-long values).
 //! Each is rejected with a clear CNI error and nothing is written outside its place, or

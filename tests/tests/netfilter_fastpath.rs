@@ -1,4 +1,4 @@
-//! DEL without reading netfilter state (issue #7): with `runtimeConfig.portMappings` and
+//! DEL without reading netfilter state: with `runtimeConfig.portMappings` and
 //! `prevResult` (what runtimes pass on DEL) portmap and bridge remove a container's
 //! iptables rules with one `iptables-restore` each and nothing else, tables that do not
 //! exist (nftables `cni_hostport` / `cni_plugins_masquerade`, an `ip6 nat` never

@@ -1,4 +1,4 @@
-//! portmap integration tests in private namespaces with real traffic (issue #5).
+//! portmap integration tests in private namespaces with real traffic.
 //!
 //! Topology (all created here): a "host" namespace with bridge `br0` (10.99.0.1/24,
 //! fd00:99::1/64) and a second bridge `br1` with 10.98.0.1/24; containers attached by veth with

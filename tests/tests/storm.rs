@@ -1,4 +1,4 @@
-//! Storm (issue #8): 200 ADD and DEL operations in parallel across two networks sharing
+//! Storm: 200 ADD and DEL operations in parallel across two networks sharing
 //! one bridge, some attachments then lost by the "runtime" (netns deleted, no DEL), then
 //! GC with the list of valid attachments: the IPAM stores, the bridge ports and veths,
 //! the iptables masquerade chains, the nftables masquerade rules and the spoof-check
