@@ -19,12 +19,10 @@
     reason = "test helpers panic with the failing value"
 )]
 
-use cni_testsupport::node;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cni_testsupport::{Netns, require_root, serve, tcp_get, udp_ask};
+use cni_testsupport::{Netns, node, require_root, serve, tcp_get, udp_ask};
 use node::{Node, Side, links, run_and_kill, save};
 use serde_json::{Value, json};
 

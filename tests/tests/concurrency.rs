@@ -15,13 +15,11 @@
     reason = "test helpers panic with the failing value"
 )]
 
-use cni_testsupport::node;
-
 use std::collections::BTreeSet;
 use std::sync::{Barrier, Mutex};
 use std::time::Instant;
 
-use cni_testsupport::{Netns, require_root, serve, tcp_get, udp_ask};
+use cni_testsupport::{Netns, node, require_root, serve, tcp_get, udp_ask};
 use node::{Node, Side, first_ip, links};
 use serde_json::{Value, json};
 

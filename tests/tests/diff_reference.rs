@@ -9,9 +9,7 @@
     reason = "test helpers panic with the failing value"
 )]
 
-use cni_testsupport::node;
-
-use cni_testsupport::{PluginCall, require_root};
+use cni_testsupport::{PluginCall, node, require_root};
 use node::{Node, Side, links, mode, normalise, require_reference};
 use serde_json::{Value, json};
 

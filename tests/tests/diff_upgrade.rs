@@ -8,11 +8,9 @@
     reason = "test helpers panic with the failing value"
 )]
 
-use cni_testsupport::node;
-
 use std::collections::BTreeSet;
 
-use cni_testsupport::{Netns, require_root};
+use cni_testsupport::{Netns, node, require_root};
 use node::{Node, Side, first_ip, require_reference};
 use serde_json::{Value, json};
 

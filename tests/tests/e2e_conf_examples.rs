@@ -8,11 +8,9 @@
 //! Only `ipam.dataDir` is changed (to a temporary directory), so nothing is
 //! written outside the test's own directories and namespaces.
 
-use cni_testsupport::e2e;
-
 use std::net::IpAddr;
 
-use cni_testsupport::{Netns, bin_dir, require_root, unique_name};
+use cni_testsupport::{Netns, bin_dir, e2e, require_root, unique_name};
 use e2e::{Cnitool, assert_nothing_left, ping, repo_root, result_ips};
 use serde_json::Value;
 

@@ -21,20 +21,16 @@
 //! Needs: containerd, runc, busybox-static (skips without them, unless
 //! `CI=true`).
 
-use cni_testsupport::e2e;
-
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cni_testsupport::{Netns, bin_dir, require_root, unique_name};
-use e2e::{eventually, mentions_ip, netfilter_dump, reservations, veths};
+use cni_testsupport::{Netns, bin_dir, e2e, require_root, unique_name};
+use e2e::{HOST_IP, OUTSIDE_IP, eventually, mentions_ip, netfilter_dump, reservations, veths};
 
 const SUBNET_PREFIX: &str = "10.90.";
-const HOST_IP: &str = "192.0.2.1";
-const OUTSIDE_IP: &str = "192.0.2.2";
 const CTR_NS: &str = "cnie2e";
 
 /// Runs `ctr` in the host network namespace and a private mount namespace
@@ -263,60 +259,26 @@ fn e2e_containerd_ctr_run_cni() {
     if !require_root() {
         return;
     }
-    for (prog, pkg) in [
+    if !e2e::require_programs(&[
         ("containerd", "containerd"),
         ("ctr", "containerd"),
         ("runc", "runc"),
         ("busybox", "busybox-static"),
-    ] {
-        if !e2e::require_program(prog, pkg) {
-            return;
-        }
+    ]) {
+        return;
     }
     let started = Instant::now();
-    let host = Netns::new();
-    let outside = Netns::new();
-    let out = Command::new("ip")
-        .args([
-            "link",
-            "add",
-            "uplink0",
-            "netns",
-            host.name(),
-            "type",
-            "veth",
-        ])
-        .args(["peer", "name", "eth0", "netns", outside.name()])
-        .output()
-        .expect("spawn ip link add");
-    assert!(
-        out.status.success(),
-        "uplink: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    host.exec_ok(
-        "ip",
-        &["addr", "add", &format!("{HOST_IP}/24"), "dev", "uplink0"],
-    );
-    host.exec_ok("ip", &["link", "set", "uplink0", "up"]);
-    outside.exec_ok(
-        "ip",
-        &["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "eth0"],
-    );
-    outside.exec_ok("ip", &["link", "set", "eth0", "up"]);
+    let (host, outside) = e2e::host_and_outside();
 
     let net = unique_name("cnie2e-");
     let data = tempfile::tempdir().expect("tempdir");
-    let conf = serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": net,
-        "plugins": [
-            {"type": "bridge", "bridge": "cnie2e1", "isGateway": true, "ipMasq": true,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": format!("{SUBNET_PREFIX}0.0/24")}]],
-                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": data.path()}},
-            {"type": "portmap", "capabilities": {"portMappings": true}}
-        ]
-    });
+    let conf = e2e::bridge_portmap_conflist(
+        &net,
+        "cnie2e1",
+        &format!("{SUBNET_PREFIX}0.0/24"),
+        data.path(),
+        serde_json::json!({}),
+    );
     let mut ctrd = Containerd::start(&host, &conf);
     let image = "localhost/cnie2e-busybox:latest";
     let tar = oci_image(ctrd.dir.path(), image);

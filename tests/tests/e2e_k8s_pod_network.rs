@@ -25,14 +25,12 @@
 //!   outside sees node1's address;
 //! * after DEL of every pod, nothing is left on either node.
 
-use cni_testsupport::e2e;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cni_testsupport::{Netns, bin_dir, require_root, unique_name};
+use cni_testsupport::{Netns, bin_dir, e2e, require_root, unique_name};
 use e2e::{Cnitool, assert_nothing_left, ping, result_ips};
 
 const CLUSTER_CIDR: &str = "10.244.0.0/16";

@@ -18,8 +18,6 @@
 //! Needs: podman, runc, conmon, busybox-static (skips without them, unless
 //! `CI=true`).
 
-use cni_testsupport::e2e;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
@@ -27,11 +25,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use cni_testsupport::{Netns, bin_dir, require_root, unique_name};
-use e2e::{mentions_ip, netfilter_dump, reservations, veths};
+use cni_testsupport::{Netns, bin_dir, e2e, require_root, unique_name};
+use e2e::{HOST_IP, mentions_ip, netfilter_dump, reservations, veths};
 
 const SUBNET_PREFIX: &str = "10.89.";
-const HOST_IP: &str = "192.0.2.1";
 const HOST_PORT: u16 = 18080;
 
 /// A private podman installation; `Drop` removes its containers, storage
@@ -145,18 +142,7 @@ impl Drop for Podman<'_> {
         let _ = self.run(&["system", "reset", "--force"]);
         // The private cgroup parent (with conmon's child) in every v1
         // hierarchy, or the unified one.
-        let name = self.cgroup_parent.trim_start_matches('/');
-        let mut dirs = vec![Path::new("/sys/fs/cgroup").join(name)];
-        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
-            dirs.extend(
-                hierarchies
-                    .filter_map(|h| h.ok())
-                    .map(|h| h.path().join(name)),
-            );
-        }
-        for d in dirs.iter().filter(|d| d.is_dir()) {
-            e2e::remove_cgroup(d);
-        }
+        e2e::remove_cgroup_everywhere(&self.cgroup_parent);
     }
 }
 
@@ -200,58 +186,27 @@ fn e2e_podman_cni_backend() {
     if !require_root() {
         return;
     }
-    for (prog, pkg) in [
+    if !e2e::require_programs(&[
         ("podman", "podman"),
         ("runc", "runc"),
         ("conmon", "conmon"),
         ("busybox", "busybox-static"),
-    ] {
-        if !e2e::require_program(prog, pkg) {
-            return;
-        }
+    ]) {
+        return;
     }
     let started = Instant::now();
-    let host = Netns::new();
     // The host's own address, on a veth to an "outside" namespace.
-    let outside = Netns::new();
-    let out = Command::new("ip")
-        .args([
-            "link",
-            "add",
-            "uplink0",
-            "netns",
-            host.name(),
-            "type",
-            "veth",
-        ])
-        .args(["peer", "name", "eth0", "netns", outside.name()])
-        .output()
-        .expect("spawn ip link add");
-    assert!(
-        out.status.success(),
-        "uplink: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    host.exec_ok(
-        "ip",
-        &["addr", "add", &format!("{HOST_IP}/24"), "dev", "uplink0"],
-    );
-    host.exec_ok("ip", &["link", "set", "uplink0", "up"]);
-    outside.exec_ok("ip", &["addr", "add", "192.0.2.2/24", "dev", "eth0"]);
-    outside.exec_ok("ip", &["link", "set", "eth0", "up"]);
+    let (host, outside) = e2e::host_and_outside();
 
     let net = unique_name("cnie2e-");
     let data = tempfile::tempdir().expect("tempdir");
-    let conf = serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": net,
-        "plugins": [
-            {"type": "bridge", "bridge": "cnie2e0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": format!("{SUBNET_PREFIX}0.0/24")}]],
-                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": data.path()}},
-            {"type": "portmap", "capabilities": {"portMappings": true}}
-        ]
-    });
+    let conf = e2e::bridge_portmap_conflist(
+        &net,
+        "cnie2e0",
+        &format!("{SUBNET_PREFIX}0.0/24"),
+        data.path(),
+        serde_json::json!({"hairpinMode": true}),
+    );
     let podman = Podman::new(&host, &conf);
     let tar = e2e::busybox_rootfs_tar(podman.dir.path(), "hello from podman c1\n");
     let image = "localhost/cnie2e-busybox:latest";

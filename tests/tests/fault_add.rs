@@ -9,13 +9,11 @@
     reason = "test helpers panic with the failing value"
 )]
 
-use cni_testsupport::node;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cni_testsupport::{Netns, require_root};
+use cni_testsupport::{Netns, node, require_root};
 use node::{Node, Side, links};
 use serde_json::{Value, json};
 

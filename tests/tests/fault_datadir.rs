@@ -12,13 +12,11 @@
     reason = "test helpers panic with the failing value"
 )]
 
-use cni_testsupport::node;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use cni_testsupport::{PluginOutput, require_root};
+use cni_testsupport::{PluginOutput, node, require_root};
 use node::{Node, Side};
 use serde_json::{Value, json};
 

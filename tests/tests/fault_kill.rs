@@ -11,13 +11,11 @@
     reason = "test helpers panic with the failing value"
 )]
 
-use cni_testsupport::node;
-
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use bridge::rollback::STEPS;
-use cni_testsupport::require_root;
+use cni_testsupport::{node, require_root};
 use node::{Node, Side, run_and_kill, wait_for_orphans};
 use serde_json::{Value, json};
 

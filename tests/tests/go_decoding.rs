@@ -13,9 +13,7 @@
     reason = "test helpers panic with the failing value"
 )]
 
-use cni_testsupport::node;
-
-use cni_testsupport::{PluginOutput, require_root};
+use cni_testsupport::{PluginOutput, node, require_root};
 use node::{Node, Side, links, normalise, require_reference};
 use serde_json::{Value, json};
 

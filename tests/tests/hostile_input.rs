@@ -10,13 +10,11 @@
     reason = "test helpers panic with the failing value"
 )]
 
-use cni_testsupport::node;
-
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use cni_testsupport::{PluginOutput, require_root};
+use cni_testsupport::{PluginOutput, node, require_root};
 use node::{Node, Side, links, mode};
 use serde_json::{Value, json};
 

@@ -8,14 +8,12 @@
     reason = "helpers of integration tests panic with the failing value"
 )]
 
-use cni_testsupport::node;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use cni_testsupport::{
-    Netns, PluginCall, PluginOutput, TestEnv, bin_dir, plugin_bin, require_root,
+    Netns, PluginCall, PluginOutput, TestEnv, bin_dir, node, plugin_bin, require_root,
 };
 use node::normalise;
 use serde_json::{Value, json};

@@ -11,9 +11,9 @@
     reason = "test helpers panic with the failing value"
 )]
 
-use cni_testsupport::node;
-
-use cni_testsupport::{Netns, PluginCall, PluginOutput, TestEnv, reference_bin, require_root};
+use cni_testsupport::{
+    Netns, PluginCall, PluginOutput, TestEnv, node, reference_bin, require_root,
+};
 use node::{Side, normalise};
 use serde_json::{Value, json};
 

@@ -18,11 +18,9 @@
     reason = "tests"
 )]
 
-use cni_testsupport::node;
-
 use std::os::unix::fs::PermissionsExt;
 
-use cni_testsupport::{Netns, PluginOutput, require_root};
+use cni_testsupport::{Netns, PluginOutput, node, require_root};
 use node::{Node, Side, require_reference};
 use serde_json::{Value, json};
 

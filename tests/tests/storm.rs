@@ -13,13 +13,11 @@
     reason = "test helpers panic with the failing value"
 )]
 
-use cni_testsupport::node;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use cni_testsupport::{Netns, PluginOutput, require_root};
+use cni_testsupport::{Netns, PluginOutput, node, require_root};
 use node::{Node, Side, first_ip, links};
 use serde_json::{Value, json};
 

@@ -9,6 +9,78 @@ use std::time::{Duration, Instant};
 use crate::{Netns, bin_dir};
 use serde_json::Value;
 
+/// The "host" namespace's own address, on its uplink (TEST-NET-1).
+pub const HOST_IP: &str = "192.0.2.1";
+/// The address of the "outside" namespace at the other end of the uplink.
+pub const OUTSIDE_IP: &str = "192.0.2.2";
+
+/// Creates the host namespace's uplink to an "outside" namespace: [`HOST_IP`] on
+/// `uplink0` in `host`, [`OUTSIDE_IP`] on `eth0` in `outside`, both up.
+///
+/// # Panics
+/// When a command fails.
+pub fn uplink(host: &Netns, outside: &Netns) {
+    let out = Command::new("ip")
+        .args([
+            "link",
+            "add",
+            "uplink0",
+            "netns",
+            host.name(),
+            "type",
+            "veth",
+        ])
+        .args(["peer", "name", "eth0", "netns", outside.name()])
+        .output()
+        .expect("spawn ip link add");
+    assert!(
+        out.status.success(),
+        "uplink: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    host.exec_ok(
+        "ip",
+        &["addr", "add", &format!("{HOST_IP}/24"), "dev", "uplink0"],
+    );
+    host.exec_ok("ip", &["link", "set", "uplink0", "up"]);
+    outside.exec_ok(
+        "ip",
+        &["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "eth0"],
+    );
+    outside.exec_ok("ip", &["link", "set", "eth0", "up"]);
+}
+
+/// A "host" namespace and an "outside" one joined by [`uplink`].
+pub fn host_and_outside() -> (Netns, Netns) {
+    let (host, outside) = (Netns::new(), Netns::new());
+    uplink(&host, &outside);
+    (host, outside)
+}
+
+/// The conflist the container-runtime tests install as network `name`: `bridge` on
+/// bridge `bridge` as gateway with masquerade, host-local IPAM over `subnet` with a default
+/// route and its state in `data_dir` (`bridge_extra` merged into that entry), then
+/// `portmap` with the `portMappings` capability.
+pub fn bridge_portmap_conflist(
+    name: &str,
+    bridge: &str,
+    subnet: &str,
+    data_dir: &Path,
+    bridge_extra: Value,
+) -> Value {
+    let mut bridge_entry = serde_json::json!({
+        "type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
+                 "routes": [{"dst": "0.0.0.0/0"}], "dataDir": data_dir},
+    });
+    crate::node::merge(&mut bridge_entry, bridge_extra);
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": name,
+        "plugins": [bridge_entry, {"type": "portmap", "capabilities": {"portMappings": true}}],
+    })
+}
+
 /// The repository root: the nearest directory above this package that holds `Cargo.lock`.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

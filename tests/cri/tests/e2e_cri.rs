@@ -32,8 +32,6 @@
 //! Needs root, containerd, runc, busybox-static (skips without them, unless
 //! `CI=true`).
 
-use cni_testsupport::e2e;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
@@ -44,15 +42,13 @@ use cni_cri_tests::v1::{
     PodSandboxConfig, PodSandboxMetadata, PodSandboxState, PortMapping, Protocol,
 };
 use cni_cri_tests::{Cri, CriError};
-use cni_testsupport::{Netns, bin_dir, require_root, unique_name};
-use e2e::{eventually, mentions_ip, netfilter_dump, reservations, veths};
+use cni_testsupport::{Netns, bin_dir, e2e, require_root, unique_name};
+use e2e::{HOST_IP, eventually, mentions_ip, netfilter_dump, reservations};
 use serde_json::Value;
 
 const SUBNET: &str = "10.91.0.0/24";
 const SUBNET_PREFIX: &str = "10.91.0.";
 const BRIDGE: &str = "cnicri0";
-const HOST_IP: &str = "192.0.2.1";
-const OUTSIDE_IP: &str = "192.0.2.2";
 const HOST_PORT: u16 = 18080;
 const IMAGE: &str = "localhost/cnie2e-cri-busybox:latest";
 const PAGE: &str = "hello from pod A\n";
@@ -393,39 +389,6 @@ fn http_get(prefix: &[&str], addr: &str, port: u16) -> Result<String, String> {
     }
 }
 
-/// Creates the host namespace's uplink to a new "outside" namespace:
-/// `HOST_IP` on `uplink0` in `host`, `OUTSIDE_IP` on `eth0` in `outside`.
-fn uplink(host: &Netns, outside: &Netns) {
-    let out = Command::new("ip")
-        .args([
-            "link",
-            "add",
-            "uplink0",
-            "netns",
-            host.name(),
-            "type",
-            "veth",
-        ])
-        .args(["peer", "name", "eth0", "netns", outside.name()])
-        .output()
-        .expect("spawn ip link add");
-    assert!(
-        out.status.success(),
-        "uplink: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    host.exec_ok(
-        "ip",
-        &["addr", "add", &format!("{HOST_IP}/24"), "dev", "uplink0"],
-    );
-    host.exec_ok("ip", &["link", "set", "uplink0", "up"]);
-    outside.exec_ok(
-        "ip",
-        &["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "eth0"],
-    );
-    outside.exec_ok("ip", &["link", "set", "eth0", "up"]);
-}
-
 #[test]
 fn e2e_cri_pods_hostport_and_teardown() {
     if !require_root()
@@ -444,22 +407,12 @@ fn e2e_cri_pods_hostport_and_teardown() {
     let started = Instant::now();
     let plugins = plugin_source();
     eprintln!("plugins: {}", plugins.display());
-    let host = Netns::new();
-    let outside = Netns::new();
-    uplink(&host, &outside);
+    let (host, outside) = e2e::host_and_outside();
 
     let net = unique_name("cnicri-");
     let ipam = tempfile::tempdir().expect("tempdir");
-    let conflist = serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": net,
-        "plugins": [
-            {"type": "bridge", "bridge": BRIDGE, "isGateway": true, "ipMasq": true,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": SUBNET}]],
-                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": ipam.path()}},
-            {"type": "portmap", "capabilities": {"portMappings": true}}
-        ]
-    });
+    let conflist =
+        e2e::bridge_portmap_conflist(&net, BRIDGE, SUBNET, ipam.path(), serde_json::json!({}));
     let mut ctrd = CriContainerd::start(&host, &conflist, &plugins);
 
     // The image, imported into the CRI plugin's namespace: nothing is pulled.
@@ -626,31 +579,14 @@ fn e2e_cri_pods_hostport_and_teardown() {
             .unwrap_or_else(|e| panic!("removing pod {id}: {e}\n{}", ctrd.log_tail()));
     }
 
-    let left: Vec<String> = veths(&host)
-        .into_iter()
-        .filter(|v| v != "uplink0")
-        .collect();
-    assert_eq!(
-        left,
-        Vec::<String>::new(),
-        "veths left in the host namespace"
-    );
-    assert_eq!(
-        reservations(ipam.path(), &net),
-        Vec::<String>::new(),
-        "IP reservations left"
-    );
-    let rules = netfilter_dump(&host);
-    for id in [&pod_a, &pod_b] {
-        assert!(!rules.contains(id.as_str()), "rule for {id} left:\n{rules}");
-    }
-    for ip in [&ip_a, &ip_b] {
-        assert!(!mentions_ip(&rules, ip), "rule for {ip} left:\n{rules}");
-    }
-    assert_eq!(
-        e2e::cache_entries(&ctrd.cache_dir()),
-        Vec::<String>::new(),
-        "libcni cache entries left"
+    e2e::assert_nothing_left(
+        &host,
+        &["uplink0"],
+        ipam.path(),
+        &ctrd.cache_dir(),
+        &net,
+        &[&pod_a, &pod_b],
+        &[ip_a.clone(), ip_b.clone()],
     );
     assert_eq!(
         ctrd.netns_files(),
