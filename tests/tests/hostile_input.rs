@@ -10,9 +10,7 @@
     reason = "test helpers panic with the failing value"
 )]
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use cni_testsupport::{PluginOutput, node, require_root};
 use node::{Node, Side, links, mode};
@@ -350,22 +348,9 @@ fn host_local_in(cwd: &Path, data_dir: &str) -> PluginOutput {
     let call = cni_testsupport::PluginCall::new("ADD", conf.to_string())
         .netns("/run/netns/none")
         .cni_path(vec![cni_testsupport::bin_dir()]);
-    let mut child = Command::new(cni_testsupport::plugin_bin("host-local"))
-        .current_dir(cwd)
-        .env_clear()
-        .envs(call.environment())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(&call.stdin).unwrap();
-    let o = child.wait_with_output().unwrap();
-    PluginOutput {
-        status: o.status,
-        stdout: o.stdout,
-        stderr: o.stderr,
-    }
+    let mut plugin = call.process(cni_testsupport::plugin_bin("host-local"));
+    plugin.current_dir(cwd);
+    call.output_of(plugin)
 }
 
 #[test]

@@ -530,17 +530,48 @@ impl PluginCall {
         host.run_in(|| self.run_here(bin))
     }
 
+    /// `program` with this call's environment only (nothing inherited) and piped stdin,
+    /// stdout and stderr: for runs the plugin runner does not cover (another working
+    /// directory, a wrapper such as `unshare`, a process group to kill).
+    pub fn process(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(program);
+        c.env_clear()
+            .envs(self.environment())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    /// Runs `cmd` (see [`PluginCall::process`]) to its end with this call's stdin.
+    ///
+    /// # Panics
+    /// When it cannot be spawned.
+    pub fn output_of(&self, mut cmd: Command) -> PluginOutput {
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
+        // A plugin may exit without reading its input: a broken pipe is its answer.
+        let _ = child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(&self.stdin);
+        let out = child.wait_with_output().expect("wait");
+        PluginOutput {
+            status: out.status,
+            stdout: out.stdout,
+            stderr: out.stderr,
+        }
+    }
+
     /// Like [`PluginCall::run_in`] but in the calling thread's namespace.
     ///
     /// # Panics
     /// When the binary cannot be spawned or it times out.
     pub fn run_here(&self, bin: &Path) -> PluginOutput {
-        let mut child = Command::new(bin)
-            .env_clear()
-            .envs(self.environment())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+        let mut child = self
+            .process(bin)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {bin:?}: {e}"));
         let mut stdin = child.stdin.take().expect("piped stdin");

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::{Netns, PluginCall, PluginOutput, TestEnv, bin_dir, reference_bin};
@@ -368,11 +368,8 @@ pub fn run_and_kill(n: &Node, plugin: &str, call: &PluginCall, delay: Duration) 
     use std::os::unix::process::CommandExt;
     let bin = Side::Ours.bin(plugin);
     let mut child = n.env.host.run_in(|| {
-        Command::new(&bin)
+        call.process(&bin)
             .process_group(0)
-            .env_clear()
-            .envs(call.environment())
-            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
