@@ -570,14 +570,7 @@ fn real_failure_after_veth_rolls_back() {
         json!({"isGateway": true, "ipMasq": true}),
     );
     let out = fx.run(&fx.call("ADD", &conf, Some(&ctr), "rf"));
-    assert!(!out.success());
-    assert!(
-        out.error_msg()
-            .unwrap()
-            .contains("already has an IP address different from"),
-        "{}",
-        out.describe()
-    );
+    out.assert_failure("already has an IP address different from");
     assert_clean(&fx, &ctr);
     // forceAddress replaces it.
     let conf = fx.conf(

@@ -364,14 +364,7 @@ fn difference_failed_add_rolls_back_the_veth() {
         let conf = n.bridge_conf("1.0.0", &["10.68.0.0/24"], json!({"isGateway": true}));
         let ctr = n.env.add_container();
         let out = n.exec(side, "bridge", "ADD", &conf, Some(&ctr), "rb");
-        assert!(!out.success());
-        assert!(
-            out.error_msg()
-                .unwrap()
-                .contains("already has an IP address different from"),
-            "{}",
-            out.describe()
-        );
+        out.assert_failure("already has an IP address different from");
         assert_eq!(
             n.reservations(),
             Vec::<String>::new(),

@@ -205,18 +205,24 @@ fn identity_check_is_cheap() {
     assert!(best.as_micros() < 500, "{best:?}");
 }
 
-#[test]
-fn same_build_runs_in_process_anything_else_is_execd() {
+/// The setting of the tests that trace which process runs host-local: root and strace
+/// present (else `None`: skipped), a fresh environment whose plugins come from one build,
+/// and a 1.0.0 configuration over `subnet`.
+fn traced_env(subnet: &str) -> Option<(TestEnv, Value)> {
     if !require_root() || !strace_available() {
-        return;
+        return None;
     }
     let env = TestEnv::new();
     assert_same_build(&env);
-    let c = conf(
-        &env,
-        "1.0.0",
-        json!({"ranges": [[{"subnet": "10.77.0.0/24"}]]}),
-    );
+    let c = conf(&env, "1.0.0", json!({"ranges": [[{"subnet": subnet}]]}));
+    Some((env, c))
+}
+
+#[test]
+fn same_build_runs_in_process_anything_else_is_execd() {
+    let Some((env, c)) = traced_env("10.77.0.0/24") else {
+        return;
+    };
     // (CNI_PATH, mode, whether host-local must be exec'd)
     let ours = bin_dir();
     let hardlink = host_local_variant("hardlink");
@@ -566,16 +572,9 @@ fn in_process_and_exec_give_the_same_results_errors_and_state() {
 
 #[test]
 fn failed_add_releases_the_address_in_either_mode() {
-    if !require_root() || !strace_available() {
+    let Some((env, c)) = traced_env("10.80.0.0/24") else {
         return;
-    }
-    let env = TestEnv::new();
-    assert_same_build(&env);
-    let c = conf(
-        &env,
-        "1.0.0",
-        json!({"ranges": [[{"subnet": "10.80.0.0/24"}]]}),
-    );
+    };
     for mode in [Mode::Default, Mode::Exec] {
         for step in ["ipam", "container", "gateway", "masq", "wait"] {
             let ctr = Netns::new();

@@ -100,7 +100,20 @@ struct Chain<'a> {
     backend: Option<&'a str>,
 }
 
-impl Chain<'_> {
+impl<'a> Chain<'a> {
+    /// bridge (gateway, masquerade with `backend`, host-local over `subnets`) then portmap.
+    fn masq(node: &'a Node, subnets: &[&str], backend: Option<&'a str>) -> Self {
+        let mut extra = json!({"isGateway": true, "ipMasq": true});
+        if let Some(b) = backend {
+            extra["ipMasqBackend"] = json!(b);
+        }
+        Chain {
+            bridge: node.bridge_conf("1.0.0", subnets, extra),
+            node,
+            backend,
+        }
+    }
+
     fn portmap_conf(&self, prev: Option<&Value>, mappings: bool) -> Value {
         let mut c = json!({
             "cniVersion": "1.0.0",
@@ -187,15 +200,7 @@ fn del_is_one_restore_per_plugin_and_runs_no_absent_tool() {
         return;
     }
     let node = Node::new();
-    let chain = Chain {
-        bridge: node.bridge_conf(
-            "1.0.0",
-            &["10.65.0.0/24"],
-            json!({"isGateway": true, "ipMasq": true}),
-        ),
-        node: &node,
-        backend: None,
-    };
+    let chain = Chain::masq(&node, &["10.65.0.0/24"], None);
     let rec = Recorder::new();
     let (a, b) = (node.env.add_container(), node.env.add_container());
     chain.add(Side::Ours, &a, "ctr-a");
@@ -234,15 +239,7 @@ fn del_lists_only_existing_nft_tables_and_removes_their_rules() {
         return;
     }
     let node = Node::new();
-    let chain = Chain {
-        bridge: node.bridge_conf(
-            "1.0.0",
-            &["10.66.0.0/24"],
-            json!({"isGateway": true, "ipMasq": true, "ipMasqBackend": "nftables"}),
-        ),
-        node: &node,
-        backend: Some("nftables"),
-    };
+    let chain = Chain::masq(&node, &["10.66.0.0/24"], Some("nftables"));
     let rec = Recorder::new();
     let a = node.env.add_container();
     let res = chain.add(Side::Ours, &a, "ctr-n");
@@ -287,15 +284,7 @@ fn fast_del_leaves_the_same_ruleset_as_the_full_path() {
     let (x, y) = (Node::named(&name), Node::named(&name));
     let chains: Vec<Chain<'_>> = [&x, &y]
         .into_iter()
-        .map(|n| Chain {
-            bridge: n.bridge_conf(
-                "1.0.0",
-                &["10.67.0.0/24", "fd00:67::/64"],
-                json!({"isGateway": true, "ipMasq": true}),
-            ),
-            node: n,
-            backend: None,
-        })
+        .map(|n| Chain::masq(n, &["10.67.0.0/24", "fd00:67::/64"], None))
         .collect();
     let rec = Recorder::new();
     let who = [

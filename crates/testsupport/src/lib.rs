@@ -315,6 +315,26 @@ pub fn reference_bin(name: &str) -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// True when every Go reference plugin in `plugins` is installed in [`REFERENCE_DIR`].
+/// Otherwise prints a skip message and returns false, or panics when `CI=true` (CI must
+/// run the tests that compare with the reference).
+pub fn require_reference(plugins: &[&str]) -> bool {
+    let missing: Vec<&str> = plugins
+        .iter()
+        .copied()
+        .filter(|p| reference_bin(p).is_none())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "reference plugins {missing:?} required in {REFERENCE_DIR} when CI=true"
+    );
+    eprintln!("skipped: reference plugins {missing:?} not installed in {REFERENCE_DIR}");
+    false
+}
+
 /// Output of one plugin run.
 #[derive(Debug, Clone)]
 pub struct PluginOutput {
@@ -381,6 +401,21 @@ impl PluginOutput {
         assert_eq!(self.error_code(), Some(code), "{}", self.describe());
         let m = self.error_msg().unwrap_or_default();
         assert!(m.contains(msg), "expected {msg:?} in {m:?}");
+    }
+
+    /// Panics with the output unless the plugin failed with an error whose `msg` contains
+    /// `msg` (whatever its code).
+    ///
+    /// # Panics
+    /// When it did not.
+    #[track_caller]
+    pub fn assert_failure(&self, msg: &str) {
+        assert!(!self.success(), "{}", self.describe());
+        assert!(
+            self.error_msg().is_some_and(|m| m.contains(msg)),
+            "expected {msg:?} in the error: {}",
+            self.describe()
+        );
     }
 
     /// Panics with the output unless the run succeeded; returns `self` for chaining.

@@ -43,18 +43,7 @@ impl Side {
 /// True when the reference bridge, host-local and portmap are installed; otherwise
 /// prints a skip message (and panics when `CI=true`: CI must run the differential tests).
 pub fn require_reference() -> bool {
-    if ["bridge", "host-local", "portmap"]
-        .iter()
-        .all(|p| reference_bin(p).is_some())
-    {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "reference plugins required in /usr/lib/cni when CI=true"
-    );
-    eprintln!("skipped: reference plugins not installed in /usr/lib/cni");
-    false
+    crate::require_reference(&["bridge", "host-local", "portmap"])
 }
 
 /// A private host namespace with a private `dataDir`, a network name and a bridge name.
