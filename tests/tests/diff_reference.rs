@@ -10,29 +10,8 @@
 )]
 
 use cni_testsupport::{PluginCall, node, require_root};
-use node::{Node, Side, links, mode, normalise, require_reference};
+use node::{Node, Pair, Side, links, mode, normalise, require_reference};
 use serde_json::{Value, json};
-
-/// Two nodes with the same network name (same chain names and comments).
-fn pair() -> (Node, Node) {
-    let name = cni_testsupport::unique_name("df");
-    (Node::named(&name), Node::named(&name))
-}
-
-fn node(r: &(Node, Node), side: Side) -> &Node {
-    match side {
-        Side::Ref => &r.0,
-        Side::Ours => &r.1,
-    }
-}
-
-/// Store files of a node without the lock (compared separately: both empty).
-fn store(n: &Node) -> Vec<(String, String)> {
-    n.store_files()
-        .into_iter()
-        .filter(|(k, _)| k != "lock")
-        .collect()
-}
 
 #[test]
 fn bridge_results_store_and_nat_equal_the_reference() {
@@ -40,7 +19,7 @@ fn bridge_results_store_and_nat_equal_the_reference() {
         return;
     }
     for version in ["0.2.0", "0.3.1", "0.4.0", "1.0.0"] {
-        let p = pair();
+        let p = Pair::new("df");
         let subnets: &[&str] = if version == "0.2.0" {
             &["10.61.0.0/24"]
         } else {
@@ -48,7 +27,7 @@ fn bridge_results_store_and_nat_equal_the_reference() {
         };
         let mut results = Vec::new();
         for side in [Side::Ref, Side::Ours] {
-            let n = node(&p, side);
+            let n = p.on(side);
             let conf = n.bridge_conf(
                 version,
                 subnets,
@@ -62,13 +41,16 @@ fn bridge_results_store_and_nat_equal_the_reference() {
                 nat.contains("-A POSTROUTING -s 10.61.0.2/32"),
                 "{side:?}: {nat}"
             );
-            assert!(!store(n).is_empty() && normalise(&ra).to_string().contains("10.61.0.2"));
-            results.push((normalise(&ra), normalise(&rb), store(n), nat));
+            assert!(
+                !n.store_without_lock().is_empty()
+                    && normalise(&ra).to_string().contains("10.61.0.2")
+            );
+            results.push((normalise(&ra), normalise(&rb), n.store_without_lock(), nat));
             assert_eq!(n.store_files().get("lock").map(String::as_str), Some(""));
             n.del(side, "bridge", &conf, Some(&a), "ctr-a");
-            results.push((json!(null), json!(null), store(n), n.nat()));
+            results.push((json!(null), json!(null), n.store_without_lock(), n.nat()));
             n.del(side, "bridge", &conf, Some(&b), "ctr-b");
-            results.push((json!(null), json!(null), store(n), n.nat()));
+            results.push((json!(null), json!(null), n.store_without_lock(), n.nat()));
             n.assert_clean(Some(&b), "ctr-b");
         }
         let (theirs, ours) = results.split_at(3);
@@ -169,10 +151,10 @@ fn bridge_portmap_chain_results_and_nat_equal_the_reference() {
         return;
     }
     for version in ["0.4.0", "1.0.0"] {
-        let p = pair();
+        let p = Pair::new("df");
         let mut seen = Vec::new();
         for side in [Side::Ref, Side::Ours] {
-            let n = node(&p, side);
+            let n = p.on(side);
             let conf = n.bridge_conf(
                 version,
                 &["10.63.0.0/24"],
@@ -206,9 +188,9 @@ fn difference_error_codes_and_cni_version_in_errors() {
     if !require_root() || !require_reference() {
         return;
     }
-    let p = pair();
+    let p = Pair::new("df");
     for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+        let n = p.on(side);
         let ctr = n.env.add_container();
         // Invalid configuration: reference 999, ours 7 (spec: invalid network config).
         let bad = n.bridge_conf("1.0.0", &["10.64.0.0/24"], json!({"vlan": 5000}));
@@ -259,9 +241,9 @@ fn difference_version_command_lists_1_1_0_and_status_gc_work() {
     if !require_root() || !require_reference() {
         return;
     }
-    let p = pair();
+    let p = Pair::new("df");
     for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+        let n = p.on(side);
         for plugin in ["bridge", "host-local", "portmap"] {
             let out = n.run(
                 side,
@@ -299,9 +281,9 @@ fn difference_empty_dns_is_omitted_in_1_x_results() {
     if !require_root() || !require_reference() {
         return;
     }
-    let p = pair();
+    let p = Pair::new("df");
     for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+        let n = p.on(side);
         let conf = n.bridge_conf("1.0.0", &["10.66.0.0/24"], json!({}));
         let ctr = n.env.add_container();
         let r = n.add(side, "bridge", &conf, &ctr, "dns");
@@ -350,9 +332,9 @@ fn difference_failed_add_rolls_back_the_veth() {
     if !require_root() || !require_reference() {
         return;
     }
-    let p = pair();
+    let p = Pair::new("df");
     for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+        let n = p.on(side);
         // The bridge already has another address and forceAddress is off: fails after
         // the container interface was configured.
         n.env
@@ -392,9 +374,9 @@ fn difference_del_without_netns_removes_masquerade() {
     if !require_root() || !require_reference() {
         return;
     }
-    let p = pair();
+    let p = Pair::new("df");
     for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+        let n = p.on(side);
         let conf = n.bridge_conf("1.0.0", &["10.69.0.0/24"], json!({"ipMasq": true}));
         let ctr = n.env.add_container();
         n.add(side, "bridge", &conf, &ctr, "nons");
@@ -412,9 +394,9 @@ fn difference_check_of_a_layer2_attachment_passes() {
     if !require_root() || !require_reference() {
         return;
     }
-    let p = pair();
+    let p = Pair::new("df");
     for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+        let n = p.on(side);
         let conf = n.bridge_conf("1.0.0", &[], json!({}));
         let ctr = n.env.add_container();
         let r = n.add(side, "bridge", &conf, &ctr, "l2");
@@ -441,9 +423,9 @@ fn difference_ipam_default_route_without_gw_and_is_default_gateway() {
     if !require_root() || !require_reference() {
         return;
     }
-    let p = pair();
+    let p = Pair::new("df");
     for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+        let n = p.on(side);
         let mut conf = n.bridge_conf(
             "1.0.0",
             &["10.70.0.0/24"],
@@ -481,9 +463,9 @@ fn difference_bridge_passes_ipam_dns_through() {
         "nameserver 192.0.2.53\nsearch example.test\n",
     )
     .unwrap();
-    let p = pair();
+    let p = Pair::new("df");
     for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+        let n = p.on(side);
         let mut conf = n.bridge_conf("0.4.0", &["10.71.0.0/24"], json!({}));
         conf["ipam"]["resolvConf"] = json!(resolv.path());
         let ctr = n.env.add_container();
@@ -504,9 +486,9 @@ fn difference_ipv6_keeps_addresses_on_link_down() {
     if !require_root() || !require_reference() {
         return;
     }
-    let p = pair();
+    let p = Pair::new("df");
     for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+        let n = p.on(side);
         let conf = n.bridge_conf("1.0.0", &["fd00:72::/64"], json!({}));
         let ctr = n.env.add_container();
         n.add(side, "bridge", &conf, &ctr, "v6");
@@ -525,9 +507,9 @@ fn difference_portmap_check_and_del_without_mappings() {
     if !require_root() || !require_reference() {
         return;
     }
-    let p = pair();
+    let p = Pair::new("df");
     for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+        let n = p.on(side);
         let conf = n.bridge_conf("0.4.0", &["10.73.0.0/24"], json!({}));
         let ctr = n.env.add_container();
         let br = n.add(side, "bridge", &conf, &ctr, "pmd");

@@ -14,7 +14,7 @@
 )]
 
 use cni_testsupport::{PluginOutput, node, require_root};
-use node::{Node, Side, links, normalise, require_reference};
+use node::{Node, Pair, Side, links, normalise, require_reference};
 use serde_json::{Value, json};
 
 /// How keys are re-spelled; Go accepts each for a field of the original name.
@@ -64,27 +64,6 @@ fn recase(v: &Value, case: Case) -> Value {
     }
 }
 
-/// Two nodes with the same network name (same chain names and comments).
-fn pair() -> (Node, Node) {
-    let name = cni_testsupport::unique_name("gd");
-    (Node::named(&name), Node::named(&name))
-}
-
-fn node(r: &(Node, Node), side: Side) -> &Node {
-    match side {
-        Side::Ref => &r.0,
-        Side::Ours => &r.1,
-    }
-}
-
-/// Store files of a node without the lock.
-fn store(n: &Node) -> Vec<(String, String)> {
-    n.store_files()
-        .into_iter()
-        .filter(|(k, _)| k != "lock")
-        .collect()
-}
-
 /// MTU of the container's `eth0`.
 fn eth0_mtu(ctr: &cni_testsupport::Netns) -> u64 {
     links(ctr)
@@ -124,10 +103,10 @@ fn bridge_and_host_local_keys_in_any_case_equal_the_reference() {
     }
     for case in CASES {
         for legacy in [false, true] {
-            let p = pair();
+            let p = Pair::new("gd");
             let mut seen = Vec::new();
             for side in [Side::Ref, Side::Ours] {
-                let n = node(&p, side);
+                let n = p.on(side);
                 let mut ipam = json!({
                     "type": "host-local",
                     "dataDir": n.env.data_path(),
@@ -171,13 +150,16 @@ fn bridge_and_host_local_keys_in_any_case_equal_the_reference() {
                     nat.contains("-A POSTROUTING -s 10.81.0.20/32"),
                     "{side:?} {case:?}: {nat}"
                 );
-                assert!(!store(n).is_empty(), "{side:?}: state in the dataDir");
-                seen.push((normalise(&r), store(n), nat, eth0_mtu(&ctr)));
+                assert!(
+                    !n.store_without_lock().is_empty(),
+                    "{side:?}: state in the dataDir"
+                );
+                seen.push((normalise(&r), n.store_without_lock(), nat, eth0_mtu(&ctr)));
                 // CHECK and DEL read the same keys.
                 let chk = n.check(side, "bridge", &conf, &r, &ctr, "gd-a");
                 assert!(chk.success(), "{side:?} {case:?}: {}", chk.describe());
                 n.del(side, "bridge", &conf, Some(&ctr), "gd-a");
-                seen.push((json!(null), store(n), n.nat(), 0));
+                seen.push((json!(null), n.store_without_lock(), n.nat(), 0));
                 n.assert_clean(Some(&ctr), "gd-a");
             }
             assert_eq!(seen[0], seen[2], "{case:?} legacy={legacy}: after ADD");
@@ -216,10 +198,10 @@ fn runtime_config_as_go_cni_sends_it_equals_the_reference() {
                     .collect(),
             ),
         };
-        let p = pair();
+        let p = Pair::new("gd");
         let mut seen = Vec::new();
         for side in [Side::Ref, Side::Ours] {
-            let n = node(&p, side);
+            let n = p.on(side);
             let conf = n.bridge_conf(
                 "1.0.0",
                 &["10.82.0.0/24"],
@@ -238,9 +220,9 @@ fn runtime_config_as_go_cni_sends_it_equals_the_reference() {
                 "c2:11:22:33:44:55",
                 "{side:?} {recase_names:?}"
             );
-            seen.push((normalise(&r), store(n), n.nat()));
+            seen.push((normalise(&r), n.store_without_lock(), n.nat()));
             n.del(side, "bridge", &conf, Some(&ctr), "gd-rc");
-            seen.push((json!(null), store(n), n.nat()));
+            seen.push((json!(null), n.store_without_lock(), n.nat()));
             n.assert_clean(Some(&ctr), "gd-rc");
         }
         assert_eq!(seen[0], seen[2], "{recase_names:?}: after ADD");
@@ -255,10 +237,10 @@ fn portmap_go_cni_port_mappings_equal_the_reference() {
     if !require_root() || !require_reference() {
         return;
     }
-    let p = pair();
+    let p = Pair::new("gd");
     let mut seen = Vec::new();
     for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+        let n = p.on(side);
         let conf = n.bridge_conf("1.0.0", &["10.85.0.0/24"], json!({"isGateway": true}));
         let ctr = n.env.add_container();
         let br = n.add(side, "bridge", &conf, &ctr, "gd-pm");
@@ -354,9 +336,9 @@ fn cni_args_malformed_pair_is_an_error() {
     if !require_root() || !require_reference() {
         return;
     }
-    let p = pair();
+    let p = Pair::new("gd");
     for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+        let n = p.on(side);
         let conf = n.bridge_conf("1.0.0", &["10.86.0.0/24"], json!({}));
         let ctr = n.env.add_container();
         for args in [

@@ -180,6 +180,14 @@ impl Node {
             .collect()
     }
 
+    /// Every file of the network's store but the lock: (name, content), sorted.
+    pub fn store_without_lock(&self) -> Vec<(String, String)> {
+        self.store_files()
+            .into_iter()
+            .filter(|(k, _)| k != "lock")
+            .collect()
+    }
+
     /// Reservation file names (addresses), sorted.
     pub fn reservations(&self) -> Vec<String> {
         self.store_files()
@@ -273,6 +281,32 @@ impl Node {
 impl Default for Node {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Two nodes with the same network name (so the same chain names and comments), one for
+/// each [`Side`], for running a scenario through both and comparing.
+pub struct Pair {
+    reference: Node,
+    ours: Node,
+}
+
+impl Pair {
+    /// Two nodes with a network name made of `prefix` and a unique part.
+    pub fn new(prefix: &str) -> Self {
+        let name = crate::unique_name(prefix);
+        Self {
+            reference: Node::named(&name),
+            ours: Node::named(&name),
+        }
+    }
+
+    /// The node on which `side` runs.
+    pub fn on(&self, side: Side) -> &Node {
+        match side {
+            Side::Ref => &self.reference,
+            Side::Ours => &self.ours,
+        }
     }
 }
 
