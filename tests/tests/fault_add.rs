@@ -210,8 +210,7 @@ fn missing_netfilter_backend_is_an_error_before_or_rolled_back() {
     out.assert_error(50, "");
     assert!(!n.nat().contains("CNI-DN-"));
     n.del(Side::Ours, "portmap", &pm, Some(&ctr), "pmnf");
-    n.del(Side::Ours, "bridge", &conf, Some(&ctr), "pmnf");
-    n.assert_clean(Some(&ctr), "pmnf");
+    n.del_clean(&conf, Some(&ctr), "pmnf");
 }
 
 #[test]
@@ -293,6 +292,5 @@ fn netns_deleted_in_the_middle_of_add() {
     // And the node still works.
     let ctr: Netns = n.env.add_container();
     n.add(Side::Ours, "bridge", &conf, &ctr, "mid-after");
-    n.del(Side::Ours, "bridge", &conf, Some(&ctr), "mid-after");
-    n.assert_clean(Some(&ctr), "mid-after");
+    n.del_clean(&conf, Some(&ctr), "mid-after");
 }

@@ -237,8 +237,7 @@ fn data_dir_that_is_a_symlink() {
     let ctr = n.env.add_container();
     n.add(Side::Ours, "bridge", &conf, &ctr, "dl");
     assert!(target.join(&n.name).join("10.111.0.2").is_file());
-    n.del(Side::Ours, "bridge", &conf, Some(&ctr), "dl");
-    n.assert_clean(Some(&ctr), "dl");
+    n.del_clean(&conf, Some(&ctr), "dl");
 }
 
 /// host-local (ours) alone on a store in `data`: ADD or DEL of container `id`. host-local
@@ -418,6 +417,5 @@ fn lock_held_longer_than_the_bounded_wait() {
     n.run(Side::Ours, "bridge", &del).assert_error(11, "lock");
     drop(holder);
     n.add(Side::Ours, "bridge", &conf, &ctr, "lk");
-    n.del(Side::Ours, "bridge", &conf, Some(&ctr), "lk");
-    n.assert_clean(Some(&ctr), "lk");
+    n.del_clean(&conf, Some(&ctr), "lk");
 }

@@ -30,6 +30,17 @@ fn full_conf(n: &Node, backend: &str) -> Value {
     )
 }
 
+/// After the kills, an ADD with a bounded IPAM lock wait works (no lock left held,
+/// nothing in the way), and its DEL leaves nothing.
+fn next_add_works(n: &Node, conf: &Value, id: &str) {
+    let ctr = n.env.add_container();
+    let call = n
+        .call(Side::Ours, "ADD", conf, Some(&ctr), id)
+        .env("CNI_IPAM_LOCK_TIMEOUT_MS", LOCK_TIMEOUT_MS);
+    n.run(Side::Ours, "bridge", &call).assert_success();
+    n.del_clean(conf, Some(&ctr), id);
+}
+
 #[test]
 fn bridge_aborted_after_every_step_is_cleaned_by_del() {
     if !require_root() {
@@ -59,18 +70,10 @@ fn bridge_aborted_after_every_step_is_cleaned_by_del() {
                 n.wait_veths_gone();
                 n.assert_clean(None, &id);
             } else {
-                n.del(Side::Ours, "bridge", &conf, Some(&ctr), &id);
-                n.assert_clean(Some(&ctr), &id);
+                n.del_clean(&conf, Some(&ctr), &id);
             }
         }
-        // The next ADD works (no lock held, nothing in the way).
-        let ctr = n.env.add_container();
-        let call = n
-            .call(Side::Ours, "ADD", &conf, Some(&ctr), "ab-after")
-            .env("CNI_IPAM_LOCK_TIMEOUT_MS", LOCK_TIMEOUT_MS);
-        n.run(Side::Ours, "bridge", &call).assert_success();
-        n.del(Side::Ours, "bridge", &conf, Some(&ctr), "ab-after");
-        n.assert_clean(Some(&ctr), "ab-after");
+        next_add_works(&n, &conf, "ab-after");
     }
 }
 
@@ -99,21 +102,14 @@ fn bridge_sigkilled_at_random_points_of_add_and_del() {
         }
         // A delegated host-local ADD may outlive the killed bridge for a moment.
         wait_for_orphans();
-        n.del(Side::Ours, "bridge", &conf, Some(&ctr), &id);
-        n.assert_clean(Some(&ctr), &id);
+        n.del_clean(&conf, Some(&ctr), &id);
     }
     eprintln!("{killed} of 16 ADDs were killed while running");
     assert!(
         killed > 0,
         "no ADD was interrupted: the delays are too long"
     );
-    let ctr = n.env.add_container();
-    let call = n
-        .call(Side::Ours, "ADD", &conf, Some(&ctr), "rk-after")
-        .env("CNI_IPAM_LOCK_TIMEOUT_MS", LOCK_TIMEOUT_MS);
-    n.run(Side::Ours, "bridge", &call).assert_success();
-    n.del(Side::Ours, "bridge", &conf, Some(&ctr), "rk-after");
-    n.assert_clean(Some(&ctr), "rk-after");
+    next_add_works(&n, &conf, "rk-after");
 }
 
 #[test]

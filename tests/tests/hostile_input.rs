@@ -203,8 +203,7 @@ fn over_long_container_id_either_works_or_fails_without_trace() {
         } else {
             assert!(out.error_code().is_some(), "{extra}: {}", out.describe());
         }
-        n.del(Side::Ours, "bridge", &conf, Some(&ctr), &long);
-        n.assert_clean(Some(&ctr), &long);
+        n.del_clean(&conf, Some(&ctr), &long);
     }
 }
 

@@ -150,6 +150,13 @@ impl Node {
             .assert_success();
     }
 
+    /// Our bridge's DEL of `id`, which must succeed, then [`Node::assert_clean`].
+    #[track_caller]
+    pub fn del_clean(&self, conf: &Value, ctr: Option<&Netns>, id: &str) {
+        self.del(Side::Ours, "bridge", conf, ctr, id);
+        self.assert_clean(ctr, id);
+    }
+
     /// CHECK with `prev` as `prevResult`.
     pub fn check(
         &self,
