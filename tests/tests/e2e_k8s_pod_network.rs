@@ -30,7 +30,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cni_testsupport::{Netns, bin_dir, e2e, require_root, unique_name};
+use cni_testsupport::{Netns, bin_dir, checked_stdout, e2e, require_root, unique_name};
 use e2e::{Cnitool, assert_nothing_left, ping, result_ips};
 
 const CLUSTER_CIDR: &str = "10.244.0.0/16";
@@ -135,11 +135,7 @@ fn link(a: &Netns, a_ip: &str, b: &Netns, b_ip: &str) -> (String, String) {
         .args(["netns", b.name()])
         .output()
         .expect("spawn ip link add");
-    assert!(
-        out.status.success(),
-        "veth: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    checked_stdout("veth", &out);
     for (ns, dev, ip) in [(a, &ea, a_ip), (b, &eb, b_ip)] {
         ns.exec_ok("ip", &["addr", "add", ip, "dev", dev]);
         ns.exec_ok("ip", &["link", "set", dev, "up"]);

@@ -25,7 +25,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use cni_testsupport::{Netns, bin_dir, e2e, require_root, unique_name};
+use cni_testsupport::{Netns, bin_dir, checked_stdout, e2e, require_root, unique_name};
 use e2e::{HOST_IP, mentions_ip, netfilter_dump, reservations, veths};
 
 const SUBNET_PREFIX: &str = "10.89.";
@@ -118,15 +118,9 @@ e2e-runc = ["{wrapper}"]
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "podman {args:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        checked_stdout(&format!("podman {args:?}"), &self.run(args))
+            .trim()
+            .to_owned()
     }
 }
 

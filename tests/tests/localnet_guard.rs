@@ -265,6 +265,9 @@ fn guard_listing(t: &Topo, backend: &str) -> String {
 }
 
 fn blocked_with_ours(backend: &str) {
+    if !require_root() {
+        return;
+    }
     let mut t = Topo::new();
     let secrets = serve_secrets(&t.env.host);
     let server = t.container(2);
@@ -332,17 +335,11 @@ fn blocked_with_ours(backend: &str) {
 
 #[test]
 fn container_cannot_reach_host_localhost_iptables() {
-    if !require_root() {
-        return;
-    }
     blocked_with_ours("iptables");
 }
 
 #[test]
 fn container_cannot_reach_host_localhost_nftables() {
-    if !require_root() {
-        return;
-    }
     blocked_with_ours("nftables");
 }
 

@@ -159,6 +159,9 @@ const MAPPINGS: &str = r#"[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}
   {"hostPort":9191,"containerPort":80,"protocol":"tcp","hostIP":"10.99.0.1"},{"hostPort":8086,"containerPort":80,"protocol":"tcp","hostIP":"::"}]"#;
 
 fn traffic(backend: &str) {
+    if !require_root() {
+        return;
+    }
     let mut t = Topo::new();
     let server = t.container(2);
     let client = t.container(3);
@@ -287,17 +290,11 @@ fn traffic(backend: &str) {
 
 #[test]
 fn traffic_iptables() {
-    if !require_root() {
-        return;
-    }
     traffic("iptables");
 }
 
 #[test]
 fn traffic_nftables() {
-    if !require_root() {
-        return;
-    }
     traffic("nftables");
 }
 

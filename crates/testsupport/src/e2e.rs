@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::{Netns, bin_dir};
+use crate::{Netns, bin_dir, checked_stdout};
 use serde_json::Value;
 
 /// The "host" namespace's own address, on its uplink (TEST-NET-1).
@@ -33,11 +33,7 @@ pub fn uplink(host: &Netns, outside: &Netns) {
         .args(["peer", "name", "eth0", "netns", outside.name()])
         .output()
         .expect("spawn ip link add");
-    assert!(
-        out.status.success(),
-        "uplink: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    checked_stdout("uplink", &out);
     host.exec_ok(
         "ip",
         &["addr", "add", &format!("{HOST_IP}/24"), "dev", "uplink0"],
@@ -165,15 +161,7 @@ impl Cnitool<'_> {
 
     /// Like [`Cnitool::run`], panicking with stderr unless it succeeds.
     pub fn ok(&self, args: &[&str], extra: &[(&str, &str)]) -> String {
-        let out = self.run(args, extra);
-        assert!(
-            out.status.success(),
-            "cnitool {args:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        checked_stdout(&format!("cnitool {args:?}"), &self.run(args, extra))
     }
 
     /// `cnitool add`, returning the parsed result.
@@ -352,11 +340,7 @@ pub fn busybox_rootfs_tar(dir: &Path, page: &str) -> PathBuf {
         .arg(".")
         .output()
         .expect("spawn tar");
-    assert!(
-        out.status.success(),
-        "tar: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    checked_stdout("tar", &out);
     tar
 }
 
@@ -411,11 +395,7 @@ pub fn busybox_oci_image(dir: &Path, name: &str, page: &str, cmd: &[&str]) -> Pa
         .args([name, arch, &cmd])
         .output()
         .expect("spawn sh");
-    assert!(
-        out.status.success(),
-        "OCI layout: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    checked_stdout("OCI layout", &out);
     dir.join("image.tar")
 }
 

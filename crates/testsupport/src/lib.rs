@@ -67,6 +67,23 @@ pub fn anonymous_netns() -> NetNs {
     .expect("ns thread")
 }
 
+/// The stdout of a finished process as text; panics with `what`, the exit status, stdout
+/// and stderr unless it succeeded.
+///
+/// # Panics
+/// When the process failed.
+#[track_caller]
+pub fn checked_stdout(what: &str, out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A short random hex string (not cryptographic; for unique names only).
 pub fn random_hex(len: usize) -> String {
     let mut buf = vec![0u8; len.div_ceil(2)];
@@ -123,11 +140,7 @@ impl Netns {
             .args(["netns", "add", &name])
             .output()
             .unwrap_or_else(|e| panic!("spawn ip netns add {name}: {e}"));
-        assert!(
-            out.status.success(),
-            "ip netns add {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        checked_stdout(&format!("ip netns add {name}"), &out);
         let path = PathBuf::from(format!("/run/netns/{name}"));
         let ns = match NetNs::open(&path) {
             Ok(ns) => ns,
@@ -174,15 +187,10 @@ impl Netns {
     /// # Panics
     /// When the command fails.
     pub fn exec_ok(&self, program: &str, args: &[&str]) -> String {
-        let out = self.exec(program, args);
-        assert!(
-            out.status.success(),
-            "in {}: {program} {args:?} failed: {}{}",
-            self.name,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        checked_stdout(
+            &format!("in {}: {program} {args:?}", self.name),
+            &self.exec(program, args),
+        )
     }
 
     /// Runs `f` on a scoped thread that has `setns()`ed into this namespace. Processes
