@@ -20,7 +20,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -47,16 +46,11 @@ impl<'a> Podman<'a> {
             std::fs::create_dir_all(p.join(d)).expect("mkdir");
         }
         std::fs::write(p.join("net.d/10-e2e.conflist"), net_conf.to_string()).expect("conflist");
-        let wrapper = p.join("runc-wrapper");
-        std::fs::write(
-            &wrapper,
-            format!(
-                "#!/bin/sh\nexec runc --root {} \"$@\"\n",
-                p.join("runc").display()
-            ),
-        )
-        .expect("runc wrapper");
-        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let wrapper = cni_testsupport::write_script(
+            p,
+            "runc-wrapper",
+            &format!("exec runc --root {} \"$@\"", p.join("runc").display()),
+        );
         let hard_nofile = hard_nofile_limit();
         std::fs::write(
             p.join("containers.conf"),

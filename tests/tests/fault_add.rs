@@ -9,11 +9,9 @@
     reason = "test helpers panic with the failing value"
 )]
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cni_testsupport::{Netns, node, require_root};
+use cni_testsupport::{Netns, node, require_root, write_script};
 use node::{Node, Side, links};
 use serde_json::{Value, json};
 
@@ -21,14 +19,6 @@ fn bridge_exists(n: &Node) -> bool {
     links(&n.env.host)
         .iter()
         .any(|l| l["ifname"] == n.bridge.as_str())
-}
-
-/// Writes an executable shell script `dir/name`.
-fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p
 }
 
 #[test]
@@ -40,7 +30,7 @@ fn without_cap_net_admin_nothing_is_created() {
     let conf = n.bridge_conf("1.0.0", &["10.101.0.0/24"], json!({"isGateway": true}));
     let ctr = n.env.add_container();
     let dir = tempfile::tempdir().unwrap();
-    let wrapper = script(
+    let wrapper = write_script(
         dir.path(),
         "bridge",
         &format!(
@@ -101,12 +91,12 @@ fn ipam_failures_are_returned_and_roll_back() {
     let fake = tempfile::tempdir().unwrap();
     let log = fake.path().join("calls");
     // garbage: not JSON; empty: a result without addresses; fails: a CNI error with code 11.
-    script(
+    write_script(
         fake.path(),
         "garbage",
         "cat >/dev/null; echo 'this is not json'",
     );
-    script(
+    write_script(
         fake.path(),
         "empty",
         &format!(
@@ -114,7 +104,7 @@ fn ipam_failures_are_returned_and_roll_back() {
             log.display()
         ),
     );
-    script(
+    write_script(
         fake.path(),
         "fails",
         "cat >/dev/null; echo '{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"busy, try later\"}'; exit 1",

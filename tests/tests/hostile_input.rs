@@ -404,20 +404,14 @@ fn state_files_are_private_whatever_the_umask() {
     let ctr = n.env.add_container();
     // A caller with umask 000 (a careless runtime) must not produce world-writable state.
     let dir = tempfile::tempdir().unwrap();
-    let wrapper = dir.path().join("bridge");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\numask 000\nexec {} \"$@\"\n",
+    let wrapper = cni_testsupport::write_script(
+        dir.path(),
+        "bridge",
+        &format!(
+            "umask 000\nexec {} \"$@\"",
             Side::Ours.bin("bridge").display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    );
     let out = n.env.host.run_in(|| {
         n.call(Side::Ours, "ADD", &conf, Some(&ctr), "perm")
             .run_here(&wrapper)

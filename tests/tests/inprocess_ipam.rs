@@ -59,13 +59,11 @@ fn call(env: &TestEnv, mode: Mode, cmd: &str, conf: &Value, id: &str) -> PluginC
 fn traced(env: &TestEnv, call: &PluginCall) -> (PluginOutput, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace");
-    let wrapper = dir.path().join("traced-bridge");
-    std::fs::write(
-        &wrapper,
-        "#!/bin/sh\nexec strace -f -qq -e trace=execve -o \"$TRACE_OUT\" \"$TRACE_BIN\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = cni_testsupport::write_script(
+        dir.path(),
+        "traced-bridge",
+        "exec strace -f -qq -e trace=execve -o \"$TRACE_OUT\" \"$TRACE_BIN\"",
+    );
     let call = call
         .clone()
         .env("TRACE_OUT", trace.to_str().unwrap())
@@ -148,8 +146,11 @@ fn host_local_variant(kind: &str) -> tempfile::TempDir {
             std::fs::copy(&ours, &dst).unwrap();
         }
         "wrapper" => {
-            std::fs::write(&dst, format!("#!/bin/sh\nexec {} \"$@\"\n", ours.display())).unwrap();
-            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).unwrap();
+            cni_testsupport::write_script(
+                dir.path(),
+                "host-local",
+                &format!("exec {} \"$@\"", ours.display()),
+            );
         }
         "other-build" => {
             let mut bytes = std::fs::read(&ours).unwrap();

@@ -18,7 +18,6 @@
     reason = "tests"
 )]
 
-use std::os::unix::fs::PermissionsExt;
 
 use cni_testsupport::{Netns, PluginOutput, node, require_root};
 use node::{Node, Side, require_reference};
@@ -55,18 +54,16 @@ impl Recorder {
     fn with(name: &str, pick: &str) -> Recorder {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("tools.log");
-        let script = dir.path().join(name);
-        std::fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\ntool=$(basename \"$0\")\n{pick}\necho \"$tool $*\" >> '{}'\n\
+        let script = cni_testsupport::write_script(
+            dir.path(),
+            name,
+            &format!(
+                "tool=$(basename \"$0\")\n{pick}\necho \"$tool $*\" >> '{}'\n\
                  for d in /usr/sbin /sbin /usr/bin /bin; do\n\
-                 [ -x \"$d/$real\" ] && exec \"$d/$real\" \"$@\"\ndone\nexit 127\n",
+                 [ -x \"$d/$real\" ] && exec \"$d/$real\" \"$@\"\ndone\nexit 127",
                 log.display()
             ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        );
         for tool in TOOLS {
             std::os::unix::fs::symlink(&script, dir.path().join(tool)).unwrap();
         }

@@ -15,10 +15,10 @@
     reason = "tests"
 )]
 
-use std::os::unix::fs::PermissionsExt;
 
 use cni_testsupport::{
     Netns, PluginOutput, TestEnv, reference_bin, require_root, serve, tcp_get, udp_ask,
+    write_script,
 };
 
 struct Topo {
@@ -36,14 +36,12 @@ struct NoConntrackCli {
 impl NoConntrackCli {
     fn new() -> NoConntrackCli {
         let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("conntrack");
         let calls = dir.path().join("calls");
-        std::fs::write(
-            &script,
-            format!("#!/bin/sh\necho \"$*\" >> '{}'\nexit 0\n", calls.display()),
-        )
-        .unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_script(
+            dir.path(),
+            "conntrack",
+            &format!("echo \"$*\" >> '{}'\nexit 0", calls.display()),
+        );
         NoConntrackCli { dir }
     }
 
@@ -423,29 +421,22 @@ fn errors_carry_cni_codes() {
 fn logging_path(tools: &[&str]) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("tools.log");
-    std::fs::write(dir.path().join("conntrack"), "#!/bin/sh\nexit 0\n").unwrap();
-    std::fs::set_permissions(
-        dir.path().join("conntrack"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
+    write_script(dir.path(), "conntrack", "exit 0");
     for tool in tools {
         let real = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
             .iter()
             .map(|d| std::path::Path::new(d).join(tool))
             .find(|p| p.exists())
             .unwrap();
-        let path = dir.path().join(tool);
-        std::fs::write(
-            &path,
-            format!(
-                "#!/bin/sh\necho \"{tool} $*\" >> '{}'\nexec {} \"$@\"\n",
+        write_script(
+            dir.path(),
+            tool,
+            &format!(
+                "echo \"{tool} $*\" >> '{}'\nexec {} \"$@\"",
                 log.display(),
                 real.display()
             ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        );
     }
     let p = dir.path().display().to_string();
     (dir, p)
@@ -649,17 +640,15 @@ fn nft_recorder() -> (tempfile::TempDir, String) {
         .find(|p| std::path::Path::new(p).exists())
         .unwrap();
     for (name, script) in [
-        ("conntrack", "#!/bin/sh\nexit 0\n".to_owned()),
+        ("conntrack", "exit 0".to_owned()),
         (
             "nft",
             format!(
-                "#!/bin/sh\necho \"nft $*\" >> '{d}/nft.log'\ncase \"$*\" in\n*'-f -'*) tee -a '{d}/nft.stdin' | exec {real} \"$@\" ;;\n*) exec {real} \"$@\" ;;\nesac\n"
+                "echo \"nft $*\" >> '{d}/nft.log'\ncase \"$*\" in\n*'-f -'*) tee -a '{d}/nft.stdin' | exec {real} \"$@\" ;;\n*) exec {real} \"$@\" ;;\nesac"
             ),
         ),
     ] {
-        let path = dir.path().join(name);
-        std::fs::write(&path, script).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_script(dir.path(), name, &script);
     }
     let p = format!("{d}:{}", std::env::var("PATH").unwrap_or_default());
     (dir, p)

@@ -84,6 +84,19 @@ pub fn checked_stdout(what: &str, out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Writes the executable shell script `dir/name` (`#!/bin/sh`, then `body`) and
+/// returns its path: fake plugins, tools and wrappers.
+///
+/// # Panics
+/// When it cannot be written.
+pub fn write_script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("write script");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod script");
+    p
+}
+
 /// A short random hex string (not cryptographic; for unique names only).
 pub fn random_hex(len: usize) -> String {
     let mut buf = vec![0u8; len.div_ceil(2)];
