@@ -42,6 +42,17 @@ struct Topo {
 }
 
 impl Topo {
+    /// A topology with secrets served on the host's localhost, a server container
+    /// (`.2`, answering "A") and an attacker container (`.3`); returns their indices.
+    fn with_server_and_attacker() -> (Self, Secrets, usize, usize) {
+        let mut t = Topo::new();
+        let secrets = serve_secrets(&t.env.host);
+        let server = t.container(2);
+        let attacker = t.container(3);
+        serve(&t.containers[server], "A");
+        (t, secrets, server, attacker)
+    }
+
     fn new() -> Topo {
         let env = TestEnv::new();
         for cmd in [
@@ -268,11 +279,7 @@ fn blocked_with_ours(backend: &str) {
     if !require_root() {
         return;
     }
-    let mut t = Topo::new();
-    let secrets = serve_secrets(&t.env.host);
-    let server = t.container(2);
-    let attacker = t.container(3);
-    serve(&t.containers[server], "A");
+    let (t, secrets, server, attacker) = Topo::with_server_and_attacker();
     let ours = cni_testsupport::plugin_bin("portmap");
     t.portmap(&ours, "ADD", "ctr-server", server, &conf(backend, 2))
         .assert_success();
@@ -354,11 +361,7 @@ fn reference_portmap_exposes_host_localhost() {
         eprintln!("skipped: no reference portmap");
         return;
     };
-    let mut t = Topo::new();
-    let secrets = serve_secrets(&t.env.host);
-    let server = t.container(2);
-    let attacker = t.container(3);
-    serve(&t.containers[server], "A");
+    let (t, secrets, server, attacker) = Topo::with_server_and_attacker();
     t.portmap(
         &reference,
         "ADD",

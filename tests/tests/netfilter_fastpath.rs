@@ -18,7 +18,6 @@
     reason = "tests"
 )]
 
-
 use cni_testsupport::{Netns, PluginOutput, node, require_root};
 use node::{Node, Side, require_reference};
 use serde_json::{Value, json};

@@ -15,7 +15,6 @@
     reason = "tests"
 )]
 
-
 use cni_testsupport::{
     Netns, PluginOutput, TestEnv, reference_bin, require_root, serve, tcp_get, udp_ask,
     write_script,

@@ -599,11 +599,12 @@ impl PluginCall {
         c
     }
 
-    /// Runs `cmd` (see [`PluginCall::process`]) to its end with this call's stdin.
+    /// Starts `cmd` (see [`PluginCall::process`]) and writes this call's stdin to it (then
+    /// closes it); the caller waits.
     ///
     /// # Panics
     /// When it cannot be spawned.
-    pub fn output_of(&self, mut cmd: Command) -> PluginOutput {
+    pub fn spawn(&self, mut cmd: Command) -> std::process::Child {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
@@ -613,7 +614,15 @@ impl PluginCall {
             .take()
             .expect("piped stdin")
             .write_all(&self.stdin);
-        let out = child.wait_with_output().expect("wait");
+        child
+    }
+
+    /// Runs `cmd` (see [`PluginCall::process`]) to its end with this call's stdin.
+    ///
+    /// # Panics
+    /// When it cannot be spawned.
+    pub fn output_of(&self, cmd: Command) -> PluginOutput {
+        let out = self.spawn(cmd).wait_with_output().expect("wait");
         PluginOutput {
             status: out.status,
             stdout: out.stdout,
