@@ -26,8 +26,7 @@ fn bridge_results_store_and_nat_equal_the_reference() {
             &["10.61.0.0/24", "fd00:61::/64"]
         };
         let mut results = Vec::new();
-        for side in [Side::Ref, Side::Ours] {
-            let n = p.on(side);
+        for (side, n) in p.sides() {
             let conf = n.bridge_conf(
                 version,
                 subnets,
@@ -153,8 +152,7 @@ fn bridge_portmap_chain_results_and_nat_equal_the_reference() {
     for version in ["0.4.0", "1.0.0"] {
         let p = Pair::new("df");
         let mut seen = Vec::new();
-        for side in [Side::Ref, Side::Ours] {
-            let n = p.on(side);
+        for (side, n) in p.sides() {
             let conf = n.bridge_conf(
                 version,
                 &["10.63.0.0/24"],
@@ -185,12 +183,10 @@ fn bridge_portmap_chain_results_and_nat_equal_the_reference() {
 
 #[test]
 fn difference_error_codes_and_cni_version_in_errors() {
-    if !require_root() || !require_reference() {
+    let Some(p) = Pair::if_runnable("df") else {
         return;
-    }
-    let p = Pair::new("df");
-    for side in [Side::Ref, Side::Ours] {
-        let n = p.on(side);
+    };
+    for (side, n) in p.sides() {
         let ctr = n.env.add_container();
         // Invalid configuration: reference 999, ours 7 (spec: invalid network config).
         let bad = n.bridge_conf("1.0.0", &["10.64.0.0/24"], json!({"vlan": 5000}));
@@ -238,12 +234,10 @@ fn difference_error_codes_and_cni_version_in_errors() {
 
 #[test]
 fn difference_version_command_lists_1_1_0_and_status_gc_work() {
-    if !require_root() || !require_reference() {
+    let Some(p) = Pair::if_runnable("df") else {
         return;
-    }
-    let p = Pair::new("df");
-    for side in [Side::Ref, Side::Ours] {
-        let n = p.on(side);
+    };
+    for (side, n) in p.sides() {
         for plugin in ["bridge", "host-local", "portmap"] {
             let out = n.run(
                 side,
@@ -278,12 +272,10 @@ fn difference_version_command_lists_1_1_0_and_status_gc_work() {
 
 #[test]
 fn difference_empty_dns_is_omitted_in_1_x_results() {
-    if !require_root() || !require_reference() {
+    let Some(p) = Pair::if_runnable("df") else {
         return;
-    }
-    let p = Pair::new("df");
-    for side in [Side::Ref, Side::Ours] {
-        let n = p.on(side);
+    };
+    for (side, n) in p.sides() {
         let conf = n.bridge_conf("1.0.0", &["10.66.0.0/24"], json!({}));
         let ctr = n.env.add_container();
         let r = n.add(side, "bridge", &conf, &ctr, "dns");
@@ -329,12 +321,10 @@ fn difference_state_files_are_0600() {
 
 #[test]
 fn difference_failed_add_rolls_back_the_veth() {
-    if !require_root() || !require_reference() {
+    let Some(p) = Pair::if_runnable("df") else {
         return;
-    }
-    let p = Pair::new("df");
-    for side in [Side::Ref, Side::Ours] {
-        let n = p.on(side);
+    };
+    for (side, n) in p.sides() {
         // The bridge already has another address and forceAddress is off: fails after
         // the container interface was configured.
         n.env
@@ -371,12 +361,10 @@ fn difference_failed_add_rolls_back_the_veth() {
 
 #[test]
 fn difference_del_without_netns_removes_masquerade() {
-    if !require_root() || !require_reference() {
+    let Some(p) = Pair::if_runnable("df") else {
         return;
-    }
-    let p = Pair::new("df");
-    for side in [Side::Ref, Side::Ours] {
-        let n = p.on(side);
+    };
+    for (side, n) in p.sides() {
         let conf = n.bridge_conf("1.0.0", &["10.69.0.0/24"], json!({"ipMasq": true}));
         let ctr = n.env.add_container();
         n.add(side, "bridge", &conf, &ctr, "nons");
@@ -391,12 +379,10 @@ fn difference_del_without_netns_removes_masquerade() {
 
 #[test]
 fn difference_check_of_a_layer2_attachment_passes() {
-    if !require_root() || !require_reference() {
+    let Some(p) = Pair::if_runnable("df") else {
         return;
-    }
-    let p = Pair::new("df");
-    for side in [Side::Ref, Side::Ours] {
-        let n = p.on(side);
+    };
+    for (side, n) in p.sides() {
         let conf = n.bridge_conf("1.0.0", &[], json!({}));
         let ctr = n.env.add_container();
         let r = n.add(side, "bridge", &conf, &ctr, "l2");
@@ -420,12 +406,10 @@ fn difference_check_of_a_layer2_attachment_passes() {
 
 #[test]
 fn difference_ipam_default_route_without_gw_and_is_default_gateway() {
-    if !require_root() || !require_reference() {
+    let Some(p) = Pair::if_runnable("df") else {
         return;
-    }
-    let p = Pair::new("df");
-    for side in [Side::Ref, Side::Ours] {
-        let n = p.on(side);
+    };
+    for (side, n) in p.sides() {
         let mut conf = n.bridge_conf(
             "1.0.0",
             &["10.70.0.0/24"],
@@ -464,8 +448,7 @@ fn difference_bridge_passes_ipam_dns_through() {
     )
     .unwrap();
     let p = Pair::new("df");
-    for side in [Side::Ref, Side::Ours] {
-        let n = p.on(side);
+    for (side, n) in p.sides() {
         let mut conf = n.bridge_conf("0.4.0", &["10.71.0.0/24"], json!({}));
         conf["ipam"]["resolvConf"] = json!(resolv.path());
         let ctr = n.env.add_container();
@@ -483,12 +466,10 @@ fn difference_bridge_passes_ipam_dns_through() {
 
 #[test]
 fn difference_ipv6_keeps_addresses_on_link_down() {
-    if !require_root() || !require_reference() {
+    let Some(p) = Pair::if_runnable("df") else {
         return;
-    }
-    let p = Pair::new("df");
-    for side in [Side::Ref, Side::Ours] {
-        let n = p.on(side);
+    };
+    for (side, n) in p.sides() {
         let conf = n.bridge_conf("1.0.0", &["fd00:72::/64"], json!({}));
         let ctr = n.env.add_container();
         n.add(side, "bridge", &conf, &ctr, "v6");
@@ -504,12 +485,10 @@ fn difference_ipv6_keeps_addresses_on_link_down() {
 
 #[test]
 fn difference_portmap_check_and_del_without_mappings() {
-    if !require_root() || !require_reference() {
+    let Some(p) = Pair::if_runnable("df") else {
         return;
-    }
-    let p = Pair::new("df");
-    for side in [Side::Ref, Side::Ours] {
-        let n = p.on(side);
+    };
+    for (side, n) in p.sides() {
         let conf = n.bridge_conf("0.4.0", &["10.73.0.0/24"], json!({}));
         let ctr = n.env.add_container();
         let br = n.add(side, "bridge", &conf, &ctr, "pmd");

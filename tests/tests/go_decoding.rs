@@ -105,8 +105,7 @@ fn bridge_and_host_local_keys_in_any_case_equal_the_reference() {
         for legacy in [false, true] {
             let p = Pair::new("gd");
             let mut seen = Vec::new();
-            for side in [Side::Ref, Side::Ours] {
-                let n = p.on(side);
+            for (side, n) in p.sides() {
                 let mut ipam = json!({
                     "type": "host-local",
                     "dataDir": n.env.data_path(),
@@ -200,8 +199,7 @@ fn runtime_config_as_go_cni_sends_it_equals_the_reference() {
         };
         let p = Pair::new("gd");
         let mut seen = Vec::new();
-        for side in [Side::Ref, Side::Ours] {
-            let n = p.on(side);
+        for (side, n) in p.sides() {
             let conf = n.bridge_conf(
                 "1.0.0",
                 &["10.82.0.0/24"],
@@ -234,13 +232,11 @@ fn runtime_config_as_go_cni_sends_it_equals_the_reference() {
 /// mappings re-cased: the DNAT rule exists and the nat tables equal the reference's.
 #[test]
 fn portmap_go_cni_port_mappings_equal_the_reference() {
-    if !require_root() || !require_reference() {
+    let Some(p) = Pair::if_runnable("gd") else {
         return;
-    }
-    let p = Pair::new("gd");
+    };
     let mut seen = Vec::new();
-    for side in [Side::Ref, Side::Ours] {
-        let n = p.on(side);
+    for (side, n) in p.sides() {
         let conf = n.bridge_conf("1.0.0", &["10.85.0.0/24"], json!({"isGateway": true}));
         let ctr = n.env.add_container();
         let br = n.add(side, "bridge", &conf, &ctr, "gd-pm");
@@ -333,12 +329,10 @@ fn host_local_add(
 /// code 4 (invalid environment), the reference 999. `IgnoreUnknown` does not excuse it.
 #[test]
 fn cni_args_malformed_pair_is_an_error() {
-    if !require_root() || !require_reference() {
+    let Some(p) = Pair::if_runnable("gd") else {
         return;
-    }
-    let p = Pair::new("gd");
-    for side in [Side::Ref, Side::Ours] {
-        let n = p.on(side);
+    };
+    for (side, n) in p.sides() {
         let conf = n.bridge_conf("1.0.0", &["10.86.0.0/24"], json!({}));
         let ctr = n.env.add_container();
         for args in [

@@ -308,6 +308,17 @@ impl Pair {
         }
     }
 
+    /// A pair for a test that needs root and the reference plugins; `None` (the test is
+    /// skipped) without them, see [`require_reference`].
+    pub fn if_runnable(prefix: &str) -> Option<Self> {
+        (crate::require_root() && require_reference()).then(|| Self::new(prefix))
+    }
+
+    /// Both sides with their nodes, the reference first.
+    pub fn sides(&self) -> [(Side, &Node); 2] {
+        [(Side::Ref, &self.reference), (Side::Ours, &self.ours)]
+    }
+
     /// The node on which `side` runs.
     pub fn on(&self, side: Side) -> &Node {
         match side {
