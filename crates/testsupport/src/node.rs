@@ -4,6 +4,11 @@
 //! the Debian reference plugins in `/usr/lib/cni`, plus snapshots of everything an
 //! attachment can leave behind (links, reservations, netfilter state).
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fixture: it panics with the failing value"
+)]
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
