@@ -333,22 +333,22 @@ fn storm(backend: &str, subnet: &str) {
     );
 }
 
-#[test]
-fn iptables_32_chain_adds_at_once_on_a_fresh_node_keep_every_host_port() {
+/// [`TRIALS`] storms on fresh nodes with `backend`.
+fn storms(backend: &str, subnet: &str) {
     if !require_root() {
         return;
     }
     for _ in 0..TRIALS {
-        storm("iptables", "10.140.0.0/24");
+        storm(backend, subnet);
     }
 }
 
 #[test]
+fn iptables_32_chain_adds_at_once_on_a_fresh_node_keep_every_host_port() {
+    storms("iptables", "10.140.0.0/24");
+}
+
+#[test]
 fn nftables_32_chain_adds_at_once_on_a_fresh_node_keep_every_host_port() {
-    if !require_root() {
-        return;
-    }
-    for _ in 0..TRIALS {
-        storm("nftables", "10.141.0.0/24");
-    }
+    storms("nftables", "10.141.0.0/24");
 }

@@ -133,6 +133,16 @@ impl<'a> Containerd<'a> {
         self.ctr_command(args).output().expect("spawn ctr")
     }
 
+    /// The ids a `ctr … ls -q` listing prints, one a line (none when it fails).
+    fn ids(&self, ls: &[&str]) -> Vec<String> {
+        String::from_utf8_lossy(&self.ctr_plain(ls).stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
     fn ctr(&self, args: &[&str]) -> String {
         let out = self.ctr_plain(args);
         assert!(
@@ -205,15 +215,8 @@ impl<'a> Containerd<'a> {
 
 impl Drop for Containerd<'_> {
     fn drop(&mut self) {
-        for id in self
-            .ctr_plain(&["task", "ls", "-q"])
-            .stdout
-            .split(|b| *b == b'\n')
-        {
-            let id = String::from_utf8_lossy(id).trim().to_owned();
-            if !id.is_empty() {
-                let _ = self.ctr_plain(&["task", "kill", "-s", "KILL", &id]);
-            }
+        for id in self.ids(&["task", "ls", "-q"]) {
+            let _ = self.ctr_plain(&["task", "kill", "-s", "KILL", &id]);
         }
         for child in &mut self.runs {
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -223,16 +226,9 @@ impl Drop for Containerd<'_> {
             let _ = child.kill();
             let _ = child.wait();
         }
-        for id in self
-            .ctr_plain(&["containers", "ls", "-q"])
-            .stdout
-            .split(|b| *b == b'\n')
-        {
-            let id = String::from_utf8_lossy(id).trim().to_owned();
-            if !id.is_empty() {
-                let _ = self.ctr_plain(&["task", "rm", "-f", &id]);
-                let _ = self.ctr_plain(&["containers", "rm", &id]);
-            }
+        for id in self.ids(&["containers", "ls", "-q"]) {
+            let _ = self.ctr_plain(&["task", "rm", "-f", &id]);
+            let _ = self.ctr_plain(&["containers", "rm", &id]);
         }
         e2e::stop_child(&mut self.daemon, Duration::from_secs(10));
         e2e::remove_cgroup_everywhere(&self.cgroup_parent);
