@@ -38,6 +38,14 @@ struct Attachment {
     result: Value,
 }
 
+/// The first address of each of `attachments` on network `k`.
+fn ips_on<'a>(attachments: impl Iterator<Item = &'a Attachment>, k: usize) -> Vec<String> {
+    attachments
+        .filter(|a| a.net == k)
+        .map(|a| first_ip(&a.result))
+        .collect()
+}
+
 fn nets(n: &Node) -> Vec<Net> {
     let mut a = n.bridge_conf(
         "1.1.0",
@@ -134,11 +142,7 @@ fn storm_of_200_operations_then_gc_matches_the_valid_attachments() {
 
     // Unique addresses per network.
     for (k, net) in nets.iter().enumerate() {
-        let ips: Vec<String> = live
-            .iter()
-            .filter(|a| a.net == k)
-            .map(|a| first_ip(&a.result))
-            .collect();
+        let ips = ips_on(live.iter(), k);
         let set: BTreeSet<String> = ips.iter().cloned().collect();
         assert_eq!(ips.len(), set.len(), "{}: duplicate address", net.name);
         assert_eq!(
@@ -177,11 +181,7 @@ fn storm_of_200_operations_then_gc_matches_the_valid_attachments() {
 
     // Stores.
     for (k, net) in nets.iter().enumerate() {
-        let want: BTreeSet<String> = valid
-            .iter()
-            .filter(|a| a.net == k)
-            .map(|a| first_ip(&a.result))
-            .collect();
+        let want: BTreeSet<String> = ips_on(valid.iter().copied(), k).into_iter().collect();
         assert_eq!(
             reservations(&n, &net.name),
             want,
