@@ -48,7 +48,7 @@ for tool in ip iptables iptables-save iptables-restore nft; do
 done
 
 # The benchmark driver itself (not one of the measured binaries).
-(cd "$root" && $cargo build --release --quiet -p cni-tests --bin cni-bench)
+(cd "$root" && $cargo build --release --quiet -p cni-bench --bin cni-bench)
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 bench=$target_dir/release/cni-bench
 

@@ -11,113 +11,57 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cni_tests::{
-    Netns, PluginCall, PluginOutput, TestEnv, plugin_bin, reference_bin, require_root,
-};
+use bridge::rollback::STEPS;
+use cni_testsupport::node::{Node, Side, links};
+use cni_testsupport::{Netns, PluginCall, PluginOutput, plugin_bin, reference_bin, require_root};
 use serde_json::{Value, json};
 
 const BR: &str = "cnitest0";
 const ALL_VERSIONS: &[&str] = &[
     "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
 ];
-const STEPS: &[&str] = &[
-    "bridge",
-    "veth",
-    "port",
-    "spoofchk",
-    "ipam",
-    "container",
-    "gateway",
-    "masq",
-    "wait",
-];
 
-struct Fx {
-    env: TestEnv,
-    name: String,
+/// Our bridge plugin on a node of its own, with the bridge named [`BR`].
+struct Fx(Node);
+
+impl std::ops::Deref for Fx {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.0
+    }
 }
 
 impl Fx {
     fn new() -> Self {
-        Self {
-            env: TestEnv::new(),
-            name: cni_tests::unique_name("net"),
-        }
+        let mut n = Node::new();
+        n.bridge = BR.into();
+        Self(n)
     }
 
     /// A config with host-local IPAM over `subnets` (one range set each); `extra` merged in.
     fn conf(&self, version: &str, subnets: &[&str], extra: Value) -> Value {
-        let mut c = json!({
-            "cniVersion": version,
-            "name": self.name,
-            "type": "bridge",
-            "bridge": BR,
-        });
-        if !subnets.is_empty() {
-            let ranges: Vec<Value> = subnets.iter().map(|s| json!([{"subnet": s}])).collect();
-            c["ipam"] = json!({
-                "type": "host-local",
-                "ranges": ranges,
-                "dataDir": self.env.data_path(),
-            });
-        }
-        if let (Some(o), Value::Object(e)) = (c.as_object_mut(), extra) {
-            o.extend(e);
-        }
-        c
+        self.bridge_conf(version, subnets, extra)
     }
 
     fn call(&self, cmd: &str, conf: &Value, ctr: Option<&Netns>, id: &str) -> PluginCall {
-        let mut c = self
-            .env
-            .call(cmd, serde_json::to_vec(conf).unwrap())
-            .container_id(id);
-        if let Some(n) = ctr {
-            c = c.netns(n.path());
-        }
-        c
+        self.0.call(Side::Ours, cmd, conf, ctr, id)
     }
 
     fn run(&self, call: &PluginCall) -> PluginOutput {
-        self.env.run("bridge", call)
+        self.0.run(Side::Ours, "bridge", call)
     }
 
     fn add(&self, conf: &Value, ctr: &Netns, id: &str) -> Value {
-        let out = self.run(&self.call("ADD", conf, Some(ctr), id));
-        out.assert_success();
-        out.json()
+        self.0.add(Side::Ours, "bridge", conf, ctr, id)
     }
 
     fn del(&self, conf: &Value, ctr: Option<&Netns>, id: &str) {
-        self.run(&self.call("DEL", conf, ctr, id)).assert_success();
+        self.0.del(Side::Ours, "bridge", conf, ctr, id);
     }
 
     fn check(&self, conf: &Value, prev: &Value, ctr: &Netns, id: &str) -> PluginOutput {
-        let mut c = conf.clone();
-        c["prevResult"] = prev.clone();
-        self.run(&self.call("CHECK", &c, Some(ctr), id))
+        self.0.check(Side::Ours, "bridge", conf, prev, ctr, id)
     }
-
-    /// Reservation files of this network in the IPAM data dir.
-    fn reservations(&self) -> Vec<String> {
-        let dir = self.env.data_path().join(&self.name);
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return vec![];
-        };
-        rd.filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip"))
-            .collect()
-    }
-
-    fn host_links(&self) -> Vec<Value> {
-        links(&self.env.host)
-    }
-}
-
-fn links(ns: &Netns) -> Vec<Value> {
-    let out = ns.exec_ok("ip", &["-d", "-j", "link", "show"]);
-    serde_json::from_str::<Vec<Value>>(&out).unwrap()
 }
 
 fn link(ns: &Netns, name: &str) -> Option<Value> {
@@ -136,14 +80,6 @@ fn addrs(ns: &Netns, dev: &str) -> Vec<String> {
 
 fn routes(ns: &Netns, fam: &str) -> Vec<Value> {
     serde_json::from_str(&ns.exec_ok("ip", &[fam, "-j", "route", "show"])).unwrap()
-}
-
-fn host_veths(fx: &Fx) -> Vec<String> {
-    fx.host_links()
-        .into_iter()
-        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
-        .filter(|n| n.starts_with("veth"))
-        .collect()
 }
 
 fn iptables_nat(ns: &Netns) -> String {
@@ -169,7 +105,7 @@ fn set_sysctl(ns: &Netns, key: &str, value: &str) {
 /// Everything an attachment leaves behind is gone.
 fn assert_clean(fx: &Fx, ctr: &Netns) {
     assert_eq!(
-        host_veths(fx),
+        fx.host_veths(),
         Vec::<String>::new(),
         "host veth left behind"
     );
@@ -483,6 +419,9 @@ fn mac_precedence_cni_args_args_runtime_config() {
 }
 
 fn masq_roundtrip(backend: &str) {
+    if !require_root() {
+        return;
+    }
     let fx = Fx::new();
     let ctr = fx.env.add_container();
     let conf = fx.conf(
@@ -543,17 +482,11 @@ fn cni_netfilter_chain(network: &str, id: &str) -> String {
 
 #[test]
 fn masquerade_iptables_added_checked_and_removed() {
-    if !require_root() {
-        return;
-    }
     masq_roundtrip("iptables");
 }
 
 #[test]
 fn masquerade_nftables_added_checked_and_removed() {
-    if !require_root() {
-        return;
-    }
     masq_roundtrip("nftables");
 }
 
@@ -634,14 +567,7 @@ fn real_failure_after_veth_rolls_back() {
         json!({"isGateway": true, "ipMasq": true}),
     );
     let out = fx.run(&fx.call("ADD", &conf, Some(&ctr), "rf"));
-    assert!(!out.success());
-    assert!(
-        out.error_msg()
-            .unwrap()
-            .contains("already has an IP address different from"),
-        "{}",
-        out.describe()
-    );
+    out.assert_failure("already has an IP address different from");
     assert_clean(&fx, &ctr);
     // forceAddress replaces it.
     let conf = fx.conf(
@@ -675,7 +601,7 @@ fn existing_container_interface_fails_before_any_change() {
         "nothing created, not even the bridge"
     );
     assert_eq!(fx.reservations(), Vec::<String>::new());
-    assert_eq!(host_veths(&fx), Vec::<String>::new());
+    assert_eq!(fx.host_veths(), Vec::<String>::new());
 }
 
 #[test]
@@ -1021,12 +947,12 @@ fn del_returns_with_the_pair_gone_and_its_helper_ends() {
     let fx = Fx::new();
     let ctr = fx.env.add_container();
     let conf = fx.conf("1.0.0", &["10.1.9.0/24"], json!({}));
-    let id = format!("detach-{}", cni_tests::random_hex(8));
+    let id = format!("detach-{}", cni_testsupport::random_hex(8));
     fx.add(&conf, &ctr, &id);
-    assert_eq!(host_veths(&fx).len(), 1);
+    assert_eq!(fx.host_veths().len(), 1);
     fx.del(&conf, Some(&ctr), &id);
     assert!(
-        host_veths(&fx).is_empty(),
+        fx.host_veths().is_empty(),
         "host end still listed after DEL"
     );
     assert!(

@@ -19,13 +19,11 @@
     reason = "test helpers panic with the failing value"
 )]
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cni_tests::{Netns, require_root, serve, tcp_get, udp_ask};
-use common::{Node, Side, links, run_and_kill, save};
+use cni_testsupport::{Netns, node, require_root, serve, tcp_get, udp_ask};
+use node::{Node, Side, links, run_and_kill, save};
 use serde_json::{Value, json};
 
 /// Short-run defaults (`make test`).

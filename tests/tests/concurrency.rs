@@ -15,14 +15,12 @@
     reason = "test helpers panic with the failing value"
 )]
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::{Barrier, Mutex};
 use std::time::Instant;
 
-use cni_tests::{Netns, require_root, serve, tcp_get, udp_ask};
-use common::{Node, Side, first_ip, links};
+use cni_testsupport::{Netns, node, require_root, serve, tcp_get, udp_ask};
+use node::{Node, Side, first_ip, links};
 use serde_json::{Value, json};
 
 const N: usize = 32;
@@ -335,22 +333,22 @@ fn storm(backend: &str, subnet: &str) {
     );
 }
 
-#[test]
-fn iptables_32_chain_adds_at_once_on_a_fresh_node_keep_every_host_port() {
+/// [`TRIALS`] storms on fresh nodes with `backend`.
+fn storms(backend: &str, subnet: &str) {
     if !require_root() {
         return;
     }
     for _ in 0..TRIALS {
-        storm("iptables", "10.140.0.0/24");
+        storm(backend, subnet);
     }
 }
 
 #[test]
+fn iptables_32_chain_adds_at_once_on_a_fresh_node_keep_every_host_port() {
+    storms("iptables", "10.140.0.0/24");
+}
+
+#[test]
 fn nftables_32_chain_adds_at_once_on_a_fresh_node_keep_every_host_port() {
-    if !require_root() {
-        return;
-    }
-    for _ in 0..TRIALS {
-        storm("nftables", "10.141.0.0/24");
-    }
+    storms("nftables", "10.141.0.0/24");
 }

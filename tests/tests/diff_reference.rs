@@ -1,5 +1,5 @@
-//! Differential tests against the Debian reference plugins (v1.1.1, `/usr/lib/cni`), issue
-//! #8: the same scenario runs on two private nodes, once through the reference and once
+//! Differential tests against the Debian reference plugins (v1.1.1, `/usr/lib/cni`):
+//! the same scenario runs on two private nodes, once through the reference and once
 //! through ours, and the results (after replacing random veth names, MACs and the netns
 //! path), the files under `dataDir` and the `iptables-save -t nat` output must be equal.
 //! Every intended difference has its own `difference_*` test showing both behaviours.
@@ -9,32 +9,9 @@
     reason = "test helpers panic with the failing value"
 )]
 
-mod common;
-
-use cni_tests::{PluginCall, require_root};
-use common::{Node, Side, links, mode, normalise, require_reference};
+use cni_testsupport::{PluginCall, node, require_root};
+use node::{Node, Pair, Side, links, mode, normalise, require_reference};
 use serde_json::{Value, json};
-
-/// Two nodes with the same network name (same chain names and comments).
-fn pair() -> (Node, Node) {
-    let name = cni_tests::unique_name("df");
-    (Node::named(&name), Node::named(&name))
-}
-
-fn node(r: &(Node, Node), side: Side) -> &Node {
-    match side {
-        Side::Ref => &r.0,
-        Side::Ours => &r.1,
-    }
-}
-
-/// Store files of a node without the lock (compared separately: both empty).
-fn store(n: &Node) -> Vec<(String, String)> {
-    n.store_files()
-        .into_iter()
-        .filter(|(k, _)| k != "lock")
-        .collect()
-}
 
 #[test]
 fn bridge_results_store_and_nat_equal_the_reference() {
@@ -42,15 +19,14 @@ fn bridge_results_store_and_nat_equal_the_reference() {
         return;
     }
     for version in ["0.2.0", "0.3.1", "0.4.0", "1.0.0"] {
-        let p = pair();
+        let p = Pair::new("df");
         let subnets: &[&str] = if version == "0.2.0" {
             &["10.61.0.0/24"]
         } else {
             &["10.61.0.0/24", "fd00:61::/64"]
         };
         let mut results = Vec::new();
-        for side in [Side::Ref, Side::Ours] {
-            let n = node(&p, side);
+        for (side, n) in p.sides() {
             let conf = n.bridge_conf(
                 version,
                 subnets,
@@ -64,13 +40,16 @@ fn bridge_results_store_and_nat_equal_the_reference() {
                 nat.contains("-A POSTROUTING -s 10.61.0.2/32"),
                 "{side:?}: {nat}"
             );
-            assert!(!store(n).is_empty() && normalise(&ra).to_string().contains("10.61.0.2"));
-            results.push((normalise(&ra), normalise(&rb), store(n), nat));
+            assert!(
+                !n.store_without_lock().is_empty()
+                    && normalise(&ra).to_string().contains("10.61.0.2")
+            );
+            results.push((normalise(&ra), normalise(&rb), n.store_without_lock(), nat));
             assert_eq!(n.store_files().get("lock").map(String::as_str), Some(""));
             n.del(side, "bridge", &conf, Some(&a), "ctr-a");
-            results.push((json!(null), json!(null), store(n), n.nat()));
+            results.push((json!(null), json!(null), n.store_without_lock(), n.nat()));
             n.del(side, "bridge", &conf, Some(&b), "ctr-b");
-            results.push((json!(null), json!(null), store(n), n.nat()));
+            results.push((json!(null), json!(null), n.store_without_lock(), n.nat()));
             n.assert_clean(Some(&b), "ctr-b");
         }
         let (theirs, ours) = results.split_at(3);
@@ -101,7 +80,7 @@ fn host_local_results_and_store_equal_the_reference_in_every_version() {
     ];
     for version in ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0"] {
         for ipam in &ipams {
-            let name = cni_tests::unique_name("hl");
+            let name = cni_testsupport::unique_name("hl");
             let mut outs = Vec::new();
             for side in [Side::Ref, Side::Ours] {
                 let data = tempfile::tempdir().unwrap();
@@ -171,10 +150,9 @@ fn bridge_portmap_chain_results_and_nat_equal_the_reference() {
         return;
     }
     for version in ["0.4.0", "1.0.0"] {
-        let p = pair();
+        let p = Pair::new("df");
         let mut seen = Vec::new();
-        for side in [Side::Ref, Side::Ours] {
-            let n = node(&p, side);
+        for (side, n) in p.sides() {
             let conf = n.bridge_conf(
                 version,
                 &["10.63.0.0/24"],
@@ -205,12 +183,10 @@ fn bridge_portmap_chain_results_and_nat_equal_the_reference() {
 
 #[test]
 fn difference_error_codes_and_cni_version_in_errors() {
-    if !require_root() || !require_reference() {
+    let Some(p) = Pair::if_runnable("df") else {
         return;
-    }
-    let p = pair();
-    for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+    };
+    for (side, n) in p.sides() {
         let ctr = n.env.add_container();
         // Invalid configuration: reference 999, ours 7 (spec: invalid network config).
         let bad = n.bridge_conf("1.0.0", &["10.64.0.0/24"], json!({"vlan": 5000}));
@@ -258,12 +234,10 @@ fn difference_error_codes_and_cni_version_in_errors() {
 
 #[test]
 fn difference_version_command_lists_1_1_0_and_status_gc_work() {
-    if !require_root() || !require_reference() {
+    let Some(p) = Pair::if_runnable("df") else {
         return;
-    }
-    let p = pair();
-    for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+    };
+    for (side, n) in p.sides() {
         for plugin in ["bridge", "host-local", "portmap"] {
             let out = n.run(
                 side,
@@ -298,12 +272,10 @@ fn difference_version_command_lists_1_1_0_and_status_gc_work() {
 
 #[test]
 fn difference_empty_dns_is_omitted_in_1_x_results() {
-    if !require_root() || !require_reference() {
+    let Some(p) = Pair::if_runnable("df") else {
         return;
-    }
-    let p = pair();
-    for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+    };
+    for (side, n) in p.sides() {
         let conf = n.bridge_conf("1.0.0", &["10.66.0.0/24"], json!({}));
         let ctr = n.env.add_container();
         let r = n.add(side, "bridge", &conf, &ctr, "dns");
@@ -349,12 +321,10 @@ fn difference_state_files_are_0600() {
 
 #[test]
 fn difference_failed_add_rolls_back_the_veth() {
-    if !require_root() || !require_reference() {
+    let Some(p) = Pair::if_runnable("df") else {
         return;
-    }
-    let p = pair();
-    for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+    };
+    for (side, n) in p.sides() {
         // The bridge already has another address and forceAddress is off: fails after
         // the container interface was configured.
         n.env
@@ -366,14 +336,7 @@ fn difference_failed_add_rolls_back_the_veth() {
         let conf = n.bridge_conf("1.0.0", &["10.68.0.0/24"], json!({"isGateway": true}));
         let ctr = n.env.add_container();
         let out = n.exec(side, "bridge", "ADD", &conf, Some(&ctr), "rb");
-        assert!(!out.success());
-        assert!(
-            out.error_msg()
-                .unwrap()
-                .contains("already has an IP address different from"),
-            "{}",
-            out.describe()
-        );
+        out.assert_failure("already has an IP address different from");
         assert_eq!(
             n.reservations(),
             Vec::<String>::new(),
@@ -398,12 +361,10 @@ fn difference_failed_add_rolls_back_the_veth() {
 
 #[test]
 fn difference_del_without_netns_removes_masquerade() {
-    if !require_root() || !require_reference() {
+    let Some(p) = Pair::if_runnable("df") else {
         return;
-    }
-    let p = pair();
-    for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+    };
+    for (side, n) in p.sides() {
         let conf = n.bridge_conf("1.0.0", &["10.69.0.0/24"], json!({"ipMasq": true}));
         let ctr = n.env.add_container();
         n.add(side, "bridge", &conf, &ctr, "nons");
@@ -418,12 +379,10 @@ fn difference_del_without_netns_removes_masquerade() {
 
 #[test]
 fn difference_check_of_a_layer2_attachment_passes() {
-    if !require_root() || !require_reference() {
+    let Some(p) = Pair::if_runnable("df") else {
         return;
-    }
-    let p = pair();
-    for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+    };
+    for (side, n) in p.sides() {
         let conf = n.bridge_conf("1.0.0", &[], json!({}));
         let ctr = n.env.add_container();
         let r = n.add(side, "bridge", &conf, &ctr, "l2");
@@ -447,12 +406,10 @@ fn difference_check_of_a_layer2_attachment_passes() {
 
 #[test]
 fn difference_ipam_default_route_without_gw_and_is_default_gateway() {
-    if !require_root() || !require_reference() {
+    let Some(p) = Pair::if_runnable("df") else {
         return;
-    }
-    let p = pair();
-    for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+    };
+    for (side, n) in p.sides() {
         let mut conf = n.bridge_conf(
             "1.0.0",
             &["10.70.0.0/24"],
@@ -490,9 +447,8 @@ fn difference_bridge_passes_ipam_dns_through() {
         "nameserver 192.0.2.53\nsearch example.test\n",
     )
     .unwrap();
-    let p = pair();
-    for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+    let p = Pair::new("df");
+    for (side, n) in p.sides() {
         let mut conf = n.bridge_conf("0.4.0", &["10.71.0.0/24"], json!({}));
         conf["ipam"]["resolvConf"] = json!(resolv.path());
         let ctr = n.env.add_container();
@@ -510,12 +466,10 @@ fn difference_bridge_passes_ipam_dns_through() {
 
 #[test]
 fn difference_ipv6_keeps_addresses_on_link_down() {
-    if !require_root() || !require_reference() {
+    let Some(p) = Pair::if_runnable("df") else {
         return;
-    }
-    let p = pair();
-    for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+    };
+    for (side, n) in p.sides() {
         let conf = n.bridge_conf("1.0.0", &["fd00:72::/64"], json!({}));
         let ctr = n.env.add_container();
         n.add(side, "bridge", &conf, &ctr, "v6");
@@ -531,12 +485,10 @@ fn difference_ipv6_keeps_addresses_on_link_down() {
 
 #[test]
 fn difference_portmap_check_and_del_without_mappings() {
-    if !require_root() || !require_reference() {
+    let Some(p) = Pair::if_runnable("df") else {
         return;
-    }
-    let p = pair();
-    for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+    };
+    for (side, n) in p.sides() {
         let conf = n.bridge_conf("0.4.0", &["10.73.0.0/24"], json!({}));
         let ctr = n.env.add_container();
         let br = n.add(side, "bridge", &conf, &ctr, "pmd");
@@ -572,7 +524,7 @@ fn difference_symlinks_planted_in_the_store_are_not_followed() {
     for side in [Side::Ref, Side::Ours] {
         let data = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
-        let name = cni_tests::unique_name("sl");
+        let name = cni_testsupport::unique_name("sl");
         let conf = json!({"cniVersion": "1.0.0", "name": name, "type": "bridge",
             "ipam": {"type": "host-local", "dataDir": data.path(),
                      "ranges": [[{"subnet": "10.114.0.0/24"}]]}});

@@ -1,4 +1,4 @@
-//! Upgrade and downgrade in place (issue #8): attachments created by the Debian reference
+//! Upgrade and downgrade in place: attachments created by the Debian reference
 //! plugins are CHECKed and DELeted by ours with nothing left, attachments created by ours
 //! are DELeted by the reference with nothing left, and a node where both implementations
 //! allocate from one store never hands out an address twice.
@@ -8,12 +8,10 @@
     reason = "test helpers panic with the failing value"
 )]
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use cni_tests::{Netns, require_root};
-use common::{Node, Side, first_ip, require_reference};
+use cni_testsupport::{Netns, node, require_root};
+use node::{Node, Side, first_ip, require_reference};
 use serde_json::{Value, json};
 
 /// The full chain: bridge (dual-stack, default gateway, masquerade, spoof check) then

@@ -8,13 +8,10 @@
 //! Only `ipam.dataDir` is changed (to a temporary directory), so nothing is
 //! written outside the test's own directories and namespaces.
 
-#[path = "../e2e/common.rs"]
-mod common;
-
 use std::net::IpAddr;
 
-use cni_tests::{Netns, bin_dir, require_root, unique_name};
-use common::{Cnitool, assert_nothing_left, ping, repo_root, result_ips};
+use cni_testsupport::{Netns, bin_dir, e2e, require_root, unique_name};
+use e2e::{Cnitool, assert_nothing_left, ping, repo_root, result_ips};
 use serde_json::Value;
 
 /// Whether `ip` lies in `subnet` (`addr/len`).
@@ -45,7 +42,7 @@ fn subnets(conf: &Value) -> Vec<String> {
 }
 
 fn run_example(file: &str) {
-    if !require_root() || !common::require_program("ping", "iputils-ping") {
+    if !require_root() || !e2e::require_program("ping", "iputils-ping") {
         return;
     }
     let src = repo_root().join("conf-examples").join(file);
@@ -123,15 +120,12 @@ fn run_example(file: &str) {
     }
 
     // The host port and the masquerade rules exist while attached.
-    let rules = common::netfilter_dump(&host);
+    let rules = e2e::netfilter_dump(&host);
     let v4 = ips1
         .iter()
         .find(|i| i.contains('.'))
         .expect("an IPv4 address");
-    assert!(
-        common::mentions_ip(&rules, v4),
-        "no rule for {v4}:\n{rules}"
-    );
+    assert!(e2e::mentions_ip(&rules, v4), "no rule for {v4}:\n{rules}");
     assert!(rules.contains("18080"), "no host port rule:\n{rules}");
     assert!(
         rules.contains(&id1) && rules.contains(&id2),
@@ -204,14 +198,11 @@ fn every_example_has_a_test() {
 
 #[test]
 fn mentions_ip_matches_whole_addresses_only() {
-    assert!(common::mentions_ip("dnat to 10.0.0.2:80", "10.0.0.2"));
-    assert!(common::mentions_ip(
-        "ip saddr 10.0.0.2 masquerade",
-        "10.0.0.2"
-    ));
-    assert!(common::mentions_ip("-s 10.0.0.2/32 -j", "10.0.0.2"));
-    assert!(!common::mentions_ip("-s 10.0.0.23/32", "10.0.0.2"));
-    assert!(!common::mentions_ip("110.0.0.2", "10.0.0.2"));
-    assert!(!common::mentions_ip("fd00::20", "fd00::2"));
-    assert!(common::mentions_ip("ip6 saddr fd00::2 ", "fd00::2"));
+    assert!(e2e::mentions_ip("dnat to 10.0.0.2:80", "10.0.0.2"));
+    assert!(e2e::mentions_ip("ip saddr 10.0.0.2 masquerade", "10.0.0.2"));
+    assert!(e2e::mentions_ip("-s 10.0.0.2/32 -j", "10.0.0.2"));
+    assert!(!e2e::mentions_ip("-s 10.0.0.23/32", "10.0.0.2"));
+    assert!(!e2e::mentions_ip("110.0.0.2", "10.0.0.2"));
+    assert!(!e2e::mentions_ip("fd00::20", "fd00::2"));
+    assert!(e2e::mentions_ip("ip6 saddr fd00::2 ", "fd00::2"));
 }

@@ -21,21 +21,16 @@
 //! Needs: containerd, runc, busybox-static (skips without them, unless
 //! `CI=true`).
 
-#[path = "../e2e/common.rs"]
-mod common;
-
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cni_tests::{Netns, bin_dir, require_root, unique_name};
-use common::{eventually, mentions_ip, netfilter_dump, reservations, veths};
+use cni_testsupport::{Netns, bin_dir, e2e, require_root, unique_name};
+use e2e::{HOST_IP, OUTSIDE_IP, eventually, mentions_ip, netfilter_dump, reservations, veths};
 
 const SUBNET_PREFIX: &str = "10.90.";
-const HOST_IP: &str = "192.0.2.1";
-const OUTSIDE_IP: &str = "192.0.2.2";
 const CTR_NS: &str = "cnie2e";
 
 /// Runs `ctr` in the host network namespace and a private mount namespace
@@ -81,7 +76,7 @@ impl<'a> Containerd<'a> {
             d.join("config.toml"),
             format!(
                 "version = 2\n{}",
-                common::containerd_config_head(d, &["io.containerd.grpc.v1.cri"])
+                e2e::containerd_config_head(d, &["io.containerd.grpc.v1.cri"])
             ),
         )
         .expect("config.toml");
@@ -99,7 +94,7 @@ impl<'a> Containerd<'a> {
             daemon,
             cgroup_parent: format!("/{}", unique_name("cnie2e-ctr-")),
             runs: Vec::new(),
-            created_run_dirs: common::missing_containerd_run_dirs(),
+            created_run_dirs: e2e::missing_containerd_run_dirs(),
         };
         let ready = eventually(Duration::from_secs(20), || {
             me.ctr_plain(&["version"]).status.success()
@@ -136,6 +131,16 @@ impl<'a> Containerd<'a> {
 
     fn ctr_plain(&self, args: &[&str]) -> Output {
         self.ctr_command(args).output().expect("spawn ctr")
+    }
+
+    /// The ids a `ctr … ls -q` listing prints, one a line (none when it fails).
+    fn ids(&self, ls: &[&str]) -> Vec<String> {
+        String::from_utf8_lossy(&self.ctr_plain(ls).stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 
     fn ctr(&self, args: &[&str]) -> String {
@@ -210,15 +215,8 @@ impl<'a> Containerd<'a> {
 
 impl Drop for Containerd<'_> {
     fn drop(&mut self) {
-        for id in self
-            .ctr_plain(&["task", "ls", "-q"])
-            .stdout
-            .split(|b| *b == b'\n')
-        {
-            let id = String::from_utf8_lossy(id).trim().to_owned();
-            if !id.is_empty() {
-                let _ = self.ctr_plain(&["task", "kill", "-s", "KILL", &id]);
-            }
+        for id in self.ids(&["task", "ls", "-q"]) {
+            let _ = self.ctr_plain(&["task", "kill", "-s", "KILL", &id]);
         }
         for child in &mut self.runs {
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -228,25 +226,18 @@ impl Drop for Containerd<'_> {
             let _ = child.kill();
             let _ = child.wait();
         }
-        for id in self
-            .ctr_plain(&["containers", "ls", "-q"])
-            .stdout
-            .split(|b| *b == b'\n')
-        {
-            let id = String::from_utf8_lossy(id).trim().to_owned();
-            if !id.is_empty() {
-                let _ = self.ctr_plain(&["task", "rm", "-f", &id]);
-                let _ = self.ctr_plain(&["containers", "rm", &id]);
-            }
+        for id in self.ids(&["containers", "ls", "-q"]) {
+            let _ = self.ctr_plain(&["task", "rm", "-f", &id]);
+            let _ = self.ctr_plain(&["containers", "rm", &id]);
         }
-        common::stop_child(&mut self.daemon, Duration::from_secs(10));
-        common::remove_cgroup_everywhere(&self.cgroup_parent);
-        common::remove_empty_dirs(&self.created_run_dirs);
+        e2e::stop_child(&mut self.daemon, Duration::from_secs(10));
+        e2e::remove_cgroup_everywhere(&self.cgroup_parent);
+        e2e::remove_empty_dirs(&self.created_run_dirs);
     }
 }
 
 fn oci_image(dir: &Path, name: &str) -> PathBuf {
-    common::busybox_oci_image(dir, name, "hello from containerd c1\n", &["/bin/sh"])
+    e2e::busybox_oci_image(dir, name, "hello from containerd c1\n", &["/bin/sh"])
 }
 
 fn ipv4_of(c: &Containerd<'_>, id: &str) -> String {
@@ -264,60 +255,26 @@ fn e2e_containerd_ctr_run_cni() {
     if !require_root() {
         return;
     }
-    for (prog, pkg) in [
+    if !e2e::require_programs(&[
         ("containerd", "containerd"),
         ("ctr", "containerd"),
         ("runc", "runc"),
         ("busybox", "busybox-static"),
-    ] {
-        if !common::require_program(prog, pkg) {
-            return;
-        }
+    ]) {
+        return;
     }
     let started = Instant::now();
-    let host = Netns::new();
-    let outside = Netns::new();
-    let out = Command::new("ip")
-        .args([
-            "link",
-            "add",
-            "uplink0",
-            "netns",
-            host.name(),
-            "type",
-            "veth",
-        ])
-        .args(["peer", "name", "eth0", "netns", outside.name()])
-        .output()
-        .expect("spawn ip link add");
-    assert!(
-        out.status.success(),
-        "uplink: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    host.exec_ok(
-        "ip",
-        &["addr", "add", &format!("{HOST_IP}/24"), "dev", "uplink0"],
-    );
-    host.exec_ok("ip", &["link", "set", "uplink0", "up"]);
-    outside.exec_ok(
-        "ip",
-        &["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "eth0"],
-    );
-    outside.exec_ok("ip", &["link", "set", "eth0", "up"]);
+    let (host, outside) = e2e::host_and_outside();
 
     let net = unique_name("cnie2e-");
     let data = tempfile::tempdir().expect("tempdir");
-    let conf = serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": net,
-        "plugins": [
-            {"type": "bridge", "bridge": "cnie2e1", "isGateway": true, "ipMasq": true,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": format!("{SUBNET_PREFIX}0.0/24")}]],
-                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": data.path()}},
-            {"type": "portmap", "capabilities": {"portMappings": true}}
-        ]
-    });
+    let conf = e2e::bridge_portmap_conflist(
+        &net,
+        "cnie2e1",
+        &format!("{SUBNET_PREFIX}0.0/24"),
+        data.path(),
+        serde_json::json!({}),
+    );
     let mut ctrd = Containerd::start(&host, &conf);
     let image = "localhost/cnie2e-busybox:latest";
     let tar = oci_image(ctrd.dir.path(), image);
@@ -443,7 +400,7 @@ fn e2e_containerd_ctr_run_cni() {
     for ip in [&ip1, &ip2] {
         assert!(!mentions_ip(&rules, ip), "rule for {ip} left:\n{rules}");
     }
-    let cached: Vec<String> = common::cache_entries(Path::new("/var/lib/cni"))
+    let cached: Vec<String> = e2e::cache_entries(Path::new("/var/lib/cni"))
         .into_iter()
         .filter(|f| f.starts_with(&net))
         .collect();

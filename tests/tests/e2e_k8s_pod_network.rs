@@ -25,16 +25,13 @@
 //!   outside sees node1's address;
 //! * after DEL of every pod, nothing is left on either node.
 
-#[path = "../e2e/common.rs"]
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cni_tests::{Netns, bin_dir, require_root, unique_name};
-use common::{Cnitool, assert_nothing_left, ping, result_ips};
+use cni_testsupport::{Netns, bin_dir, checked_stdout, e2e, require_root, unique_name};
+use e2e::{Cnitool, assert_nothing_left, ping, result_ips};
 
 const CLUSTER_CIDR: &str = "10.244.0.0/16";
 const NET: &str = "k8s-pod-network";
@@ -138,11 +135,7 @@ fn link(a: &Netns, a_ip: &str, b: &Netns, b_ip: &str) -> (String, String) {
         .args(["netns", b.name()])
         .output()
         .expect("spawn ip link add");
-    assert!(
-        out.status.success(),
-        "veth: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    checked_stdout("veth", &out);
     for (ns, dev, ip) in [(a, &ea, a_ip), (b, &eb, b_ip)] {
         ns.exec_ok("ip", &["addr", "add", ip, "dev", dev]);
         ns.exec_ok("ip", &["link", "set", dev, "up"]);
@@ -183,7 +176,7 @@ fn v4(result: &serde_json::Value) -> String {
 
 #[test]
 fn e2e_k8s_pod_network_model() {
-    if !require_root() || !common::require_program("ping", "iputils-ping") {
+    if !require_root() || !e2e::require_program("ping", "iputils-ping") {
         return;
     }
     let node1 = Node::new("10.244.1.0/24");

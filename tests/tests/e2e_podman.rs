@@ -18,21 +18,16 @@
 //! Needs: podman, runc, conmon, busybox-static (skips without them, unless
 //! `CI=true`).
 
-#[path = "../e2e/common.rs"]
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use cni_tests::{Netns, bin_dir, require_root, unique_name};
-use common::{mentions_ip, netfilter_dump, reservations, veths};
+use cni_testsupport::{Netns, bin_dir, checked_stdout, e2e, require_root, unique_name};
+use e2e::{HOST_IP, mentions_ip, netfilter_dump, reservations, veths};
 
 const SUBNET_PREFIX: &str = "10.89.";
-const HOST_IP: &str = "192.0.2.1";
 const HOST_PORT: u16 = 18080;
 
 /// A private podman installation; `Drop` removes its containers, storage
@@ -51,16 +46,11 @@ impl<'a> Podman<'a> {
             std::fs::create_dir_all(p.join(d)).expect("mkdir");
         }
         std::fs::write(p.join("net.d/10-e2e.conflist"), net_conf.to_string()).expect("conflist");
-        let wrapper = p.join("runc-wrapper");
-        std::fs::write(
-            &wrapper,
-            format!(
-                "#!/bin/sh\nexec runc --root {} \"$@\"\n",
-                p.join("runc").display()
-            ),
-        )
-        .expect("runc wrapper");
-        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let wrapper = cni_testsupport::write_script(
+            p,
+            "runc-wrapper",
+            &format!("exec runc --root {} \"$@\"", p.join("runc").display()),
+        );
         let hard_nofile = hard_nofile_limit();
         std::fs::write(
             p.join("containers.conf"),
@@ -122,15 +112,9 @@ e2e-runc = ["{wrapper}"]
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "podman {args:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        checked_stdout(&format!("podman {args:?}"), &self.run(args))
+            .trim()
+            .to_owned()
     }
 }
 
@@ -146,18 +130,7 @@ impl Drop for Podman<'_> {
         let _ = self.run(&["system", "reset", "--force"]);
         // The private cgroup parent (with conmon's child) in every v1
         // hierarchy, or the unified one.
-        let name = self.cgroup_parent.trim_start_matches('/');
-        let mut dirs = vec![Path::new("/sys/fs/cgroup").join(name)];
-        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
-            dirs.extend(
-                hierarchies
-                    .filter_map(|h| h.ok())
-                    .map(|h| h.path().join(name)),
-            );
-        }
-        for d in dirs.iter().filter(|d| d.is_dir()) {
-            common::remove_cgroup(d);
-        }
+        e2e::remove_cgroup_everywhere(&self.cgroup_parent);
     }
 }
 
@@ -201,60 +174,29 @@ fn e2e_podman_cni_backend() {
     if !require_root() {
         return;
     }
-    for (prog, pkg) in [
+    if !e2e::require_programs(&[
         ("podman", "podman"),
         ("runc", "runc"),
         ("conmon", "conmon"),
         ("busybox", "busybox-static"),
-    ] {
-        if !common::require_program(prog, pkg) {
-            return;
-        }
+    ]) {
+        return;
     }
     let started = Instant::now();
-    let host = Netns::new();
     // The host's own address, on a veth to an "outside" namespace.
-    let outside = Netns::new();
-    let out = Command::new("ip")
-        .args([
-            "link",
-            "add",
-            "uplink0",
-            "netns",
-            host.name(),
-            "type",
-            "veth",
-        ])
-        .args(["peer", "name", "eth0", "netns", outside.name()])
-        .output()
-        .expect("spawn ip link add");
-    assert!(
-        out.status.success(),
-        "uplink: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    host.exec_ok(
-        "ip",
-        &["addr", "add", &format!("{HOST_IP}/24"), "dev", "uplink0"],
-    );
-    host.exec_ok("ip", &["link", "set", "uplink0", "up"]);
-    outside.exec_ok("ip", &["addr", "add", "192.0.2.2/24", "dev", "eth0"]);
-    outside.exec_ok("ip", &["link", "set", "eth0", "up"]);
+    let (host, outside) = e2e::host_and_outside();
 
     let net = unique_name("cnie2e-");
     let data = tempfile::tempdir().expect("tempdir");
-    let conf = serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": net,
-        "plugins": [
-            {"type": "bridge", "bridge": "cnie2e0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": format!("{SUBNET_PREFIX}0.0/24")}]],
-                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": data.path()}},
-            {"type": "portmap", "capabilities": {"portMappings": true}}
-        ]
-    });
+    let conf = e2e::bridge_portmap_conflist(
+        &net,
+        "cnie2e0",
+        &format!("{SUBNET_PREFIX}0.0/24"),
+        data.path(),
+        serde_json::json!({"hairpinMode": true}),
+    );
     let podman = Podman::new(&host, &conf);
-    let tar = common::busybox_rootfs_tar(podman.dir.path(), "hello from podman c1\n");
+    let tar = e2e::busybox_rootfs_tar(podman.dir.path(), "hello from podman c1\n");
     let image = "localhost/cnie2e-busybox:latest";
     podman.ok(&[
         "import",
@@ -365,7 +307,7 @@ fn e2e_podman_cni_backend() {
             "rule for {ip} left (DNAT/masquerade):\n{rules}"
         );
     }
-    let cached: Vec<String> = common::cache_entries(Path::new("/var/lib/cni"))
+    let cached: Vec<String> = e2e::cache_entries(Path::new("/var/lib/cni"))
         .into_iter()
         .filter(|f| f.starts_with(&net))
         .collect();

@@ -1,4 +1,4 @@
-//! Real failures at each step of a bridge ADD (issue #8): missing privileges, an address
+//! Real failures at each step of a bridge ADD: missing privileges, an address
 //! conflict, IPAM errors (plugin missing, garbage output, no address, exhaustion), a
 //! missing netfilter backend, a netns that is gone before or disappears during ADD.
 //! Each must end in a clear CNI error with the right code and a full rollback.
@@ -9,35 +9,16 @@
     reason = "test helpers panic with the failing value"
 )]
 
-mod common;
-
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cni_tests::{Netns, PluginOutput, require_root};
-use common::{Node, Side, links};
+use cni_testsupport::{Netns, node, require_root, write_script};
+use node::{Node, Side, links};
 use serde_json::{Value, json};
-
-#[track_caller]
-fn assert_error(out: &PluginOutput, code: u64, msg: &str) {
-    assert_eq!(out.error_code(), Some(code), "{}", out.describe());
-    let m = out.error_msg().unwrap();
-    assert!(m.contains(msg), "expected {msg:?} in {m:?}");
-}
 
 fn bridge_exists(n: &Node) -> bool {
     links(&n.env.host)
         .iter()
         .any(|l| l["ifname"] == n.bridge.as_str())
-}
-
-/// Writes an executable shell script `dir/name`.
-fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p
 }
 
 #[test]
@@ -49,7 +30,7 @@ fn without_cap_net_admin_nothing_is_created() {
     let conf = n.bridge_conf("1.0.0", &["10.101.0.0/24"], json!({"isGateway": true}));
     let ctr = n.env.add_container();
     let dir = tempfile::tempdir().unwrap();
-    let wrapper = script(
+    let wrapper = write_script(
         dir.path(),
         "bridge",
         &format!(
@@ -89,7 +70,7 @@ fn requested_address_taken_by_another_container_rolls_back() {
         .call(Side::Ours, "ADD", &conf, Some(&b), "thief")
         .cni_args("IgnoreUnknown=1;IP=10.102.0.5");
     let out = n.run(Side::Ours, "bridge", &second);
-    assert_error(&out, 101, "10.102.0.5");
+    out.assert_error(101, "10.102.0.5");
     assert!(
         links(&b).iter().all(|l| l["ifname"] != "eth0"),
         "container interface rolled back"
@@ -110,12 +91,12 @@ fn ipam_failures_are_returned_and_roll_back() {
     let fake = tempfile::tempdir().unwrap();
     let log = fake.path().join("calls");
     // garbage: not JSON; empty: a result without addresses; fails: a CNI error with code 11.
-    script(
+    write_script(
         fake.path(),
         "garbage",
         "cat >/dev/null; echo 'this is not json'",
     );
-    script(
+    write_script(
         fake.path(),
         "empty",
         &format!(
@@ -123,7 +104,7 @@ fn ipam_failures_are_returned_and_roll_back() {
             log.display()
         ),
     );
-    script(
+    write_script(
         fake.path(),
         "fails",
         "cat >/dev/null; echo '{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"busy, try later\"}'; exit 1",
@@ -144,7 +125,7 @@ fn ipam_failures_are_returned_and_roll_back() {
         let out = n.run(Side::Ours, "bridge", &call);
         assert!(!out.success(), "{ipam}");
         if code != 0 {
-            assert_error(&out, code, msg);
+            out.assert_error(code, msg);
         } else {
             let m = out
                 .error_msg()
@@ -163,11 +144,8 @@ fn ipam_failures_are_returned_and_roll_back() {
     let conf = n.bridge_conf("1.0.0", &["10.103.1.0/30"], json!({}));
     let (a, b) = (n.env.add_container(), n.env.add_container());
     n.add(Side::Ours, "bridge", &conf, &a, "ex-a");
-    assert_error(
-        &n.exec(Side::Ours, "bridge", "ADD", &conf, Some(&b), "ex-b"),
-        100,
-        "no IP addresses available",
-    );
+    n.exec(Side::Ours, "bridge", "ADD", &conf, Some(&b), "ex-b")
+        .assert_error(100, "no IP addresses available");
     assert!(links(&b).iter().all(|l| l["ifname"] != "eth0"));
     assert_eq!(n.host_veths().len(), 1);
     n.del(Side::Ours, "bridge", &conf, Some(&a), "ex-a");
@@ -204,7 +182,7 @@ fn missing_netfilter_backend_is_an_error_before_or_rolled_back() {
             .call(Side::Ours, "ADD", &conf, Some(&ctr), "nf")
             .env("PATH", &no_tools);
         let out = n.run(Side::Ours, "bridge", &call);
-        assert_error(&out, 50, msg);
+        out.assert_error(50, msg);
         assert!(!bridge_exists(&n), "{extra}: checked before any change");
         n.assert_clean(Some(&ctr), "nf");
     }
@@ -219,11 +197,10 @@ fn missing_netfilter_backend_is_an_error_before_or_rolled_back() {
         .call(Side::Ours, "ADD", &pm, Some(&ctr), "pmnf")
         .env("PATH", &no_tools);
     let out = n.run(Side::Ours, "portmap", &call);
-    assert_error(&out, 50, "");
+    out.assert_error(50, "");
     assert!(!n.nat().contains("CNI-DN-"));
     n.del(Side::Ours, "portmap", &pm, Some(&ctr), "pmnf");
-    n.del(Side::Ours, "bridge", &conf, Some(&ctr), "pmnf");
-    n.assert_clean(Some(&ctr), "pmnf");
+    n.del_clean(&conf, Some(&ctr), "pmnf");
 }
 
 #[test]
@@ -238,17 +215,14 @@ fn netns_gone_before_add_changes_nothing() {
     drop(ctr);
     let call = n.call(Side::Ours, "ADD", &conf, None, "gone").netns(&path);
     let out = n.run(Side::Ours, "bridge", &call);
-    assert_error(&out, 4, "failed to open netns");
+    out.assert_error(4, "failed to open netns");
     assert!(!bridge_exists(&n), "nothing created, not even the bridge");
     n.assert_clean(None, "gone");
     // Paths that are not a network namespace.
     for p in ["/proc/self/status", "/proc/self/ns/mnt", "/dev/null"] {
         let call = n.call(Side::Ours, "ADD", &conf, None, "gone").netns(p);
-        assert_error(
-            &n.run(Side::Ours, "bridge", &call),
-            4,
-            "not a network namespace",
-        );
+        n.run(Side::Ours, "bridge", &call)
+            .assert_error(4, "not a network namespace");
         n.assert_clean(None, "gone");
     }
 }
@@ -308,6 +282,5 @@ fn netns_deleted_in_the_middle_of_add() {
     // And the node still works.
     let ctr: Netns = n.env.add_container();
     n.add(Side::Ours, "bridge", &conf, &ctr, "mid-after");
-    n.del(Side::Ours, "bridge", &conf, Some(&ctr), "mid-after");
-    n.assert_clean(Some(&ctr), "mid-after");
+    n.del_clean(&conf, Some(&ctr), "mid-after");
 }

@@ -1,4 +1,4 @@
-//! A hostile or broken `dataDir` under a bridge ADD (issue #8): read-only, full (blocks
+//! A hostile or broken `dataDir` under a bridge ADD: read-only, full (blocks
 //! and inodes), a file, a symlinked network directory (dangling or not), and a lock held
 //! by another process for longer than the bounded wait. Each ends in a clear CNI error
 //! within bounded time, and the ADD is rolled back (no veth, no partial file).
@@ -12,22 +12,13 @@
     reason = "test helpers panic with the failing value"
 )]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use cni_tests::{PluginOutput, require_root};
-use common::{Node, Side};
+use cni_testsupport::{PluginOutput, node, require_root};
+use node::{Node, Side};
 use serde_json::{Value, json};
-
-#[track_caller]
-fn assert_error(out: &PluginOutput, code: u64, msg: &str) {
-    assert_eq!(out.error_code(), Some(code), "{}", out.describe());
-    let m = out.error_msg().unwrap();
-    assert!(m.contains(msg), "expected {msg:?} in {m:?}");
-}
 
 fn conf_with_data_dir(n: &Node, dir: &Path) -> Value {
     let mut c = n.bridge_conf("1.0.0", &["10.111.0.0/24"], json!({"ipMasq": true}));
@@ -45,7 +36,7 @@ fn add_fails(n: &Node, conf: &Value, code: u64, msg: &str) -> PluginOutput {
         "took {:?}",
         t0.elapsed()
     );
-    assert_error(&out, code, msg);
+    out.assert_error(code, msg);
     assert_eq!(n.host_veths(), Vec::<String>::new(), "veth rolled back");
     assert!(
         !n.nat().contains("id: \\\"dd\\\""),
@@ -246,8 +237,7 @@ fn data_dir_that_is_a_symlink() {
     let ctr = n.env.add_container();
     n.add(Side::Ours, "bridge", &conf, &ctr, "dl");
     assert!(target.join(&n.name).join("10.111.0.2").is_file());
-    n.del(Side::Ours, "bridge", &conf, Some(&ctr), "dl");
-    n.assert_clean(Some(&ctr), "dl");
+    n.del_clean(&conf, Some(&ctr), "dl");
 }
 
 /// host-local (ours) alone on a store in `data`: ADD or DEL of container `id`. host-local
@@ -259,7 +249,7 @@ fn host_local(data: &Path, name: &str, command: &str, id: &str) -> PluginOutput 
         "type": "bridge",
         "ipam": {"type": "host-local", "dataDir": data, "ranges": [[{"subnet": "10.113.0.0/24"}]]},
     });
-    cni_tests::PluginCall::new(command, conf.to_string())
+    cni_testsupport::PluginCall::new(command, conf.to_string())
         .container_id(id)
         .netns("/run/netns/cnit-not-used")
         .cni_path(vec![Side::Ours.cni_path()])
@@ -295,7 +285,7 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, String)> {
 fn planted_symlink_is_refused(rel: &str, target_exists: bool) {
     let data = tempfile::tempdir().unwrap();
     let outside = tempfile::tempdir().unwrap();
-    let name = cni_tests::unique_name("sl");
+    let name = cni_testsupport::unique_name("sl");
     let target = outside.path().join("target");
     if target_exists {
         std::fs::write(&target, "10.113.0.200").unwrap();
@@ -317,11 +307,11 @@ fn planted_symlink_is_refused(rel: &str, target_exists: bool) {
     };
     let store_before = store();
     let out = host_local(data.path(), &name, "ADD", "second");
-    assert_error(&out, 5, &format!("{} is a symbolic link", link.display()));
+    out.assert_error(5, &format!("{} is a symbolic link", link.display()));
     // STATUS reads everything but the cursors.
     if !rel.contains("last_reserved_ip") {
         let status = host_local(data.path(), &name, "STATUS", "");
-        assert_error(&status, 50, &format!("{}", link.display()));
+        status.assert_error(50, &format!("{}", link.display()));
     }
     assert_eq!(
         snapshot(outside.path()),
@@ -419,14 +409,13 @@ fn lock_held_longer_than_the_bounded_wait() {
         "bounded: {:?}",
         t0.elapsed()
     );
-    assert_error(&out, 11, "lock");
+    out.assert_error(11, "lock");
     n.assert_clean(Some(&ctr), "lk");
     let del = n
         .call(Side::Ours, "DEL", &conf, Some(&ctr), "lk")
         .env("CNI_IPAM_LOCK_TIMEOUT_MS", "500");
-    assert_error(&n.run(Side::Ours, "bridge", &del), 11, "lock");
+    n.run(Side::Ours, "bridge", &del).assert_error(11, "lock");
     drop(holder);
     n.add(Side::Ours, "bridge", &conf, &ctr, "lk");
-    n.del(Side::Ours, "bridge", &conf, Some(&ctr), "lk");
-    n.assert_clean(Some(&ctr), "lk");
+    n.del_clean(&conf, Some(&ctr), "lk");
 }

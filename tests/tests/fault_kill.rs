@@ -1,4 +1,4 @@
-//! Kill -9 during ADD and DEL (issue #8): after a plugin dies at any point, a DEL (with
+//! Kill -9 during ADD and DEL: after a plugin dies at any point, a DEL (with
 //! or without the netns) leaves no veth, reservation, netfilter rule or held lock behind,
 //! and the next ADD works.
 //!
@@ -11,26 +11,13 @@
     reason = "test helpers panic with the failing value"
 )]
 
-mod common;
-
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-use cni_tests::require_root;
-use common::{Node, Side, run_and_kill, wait_for_orphans};
+use bridge::rollback::STEPS;
+use cni_testsupport::{node, require_root};
+use node::{Node, Side, run_and_kill, wait_for_orphans};
 use serde_json::{Value, json};
-
-const STEPS: &[&str] = &[
-    "bridge",
-    "veth",
-    "port",
-    "spoofchk",
-    "ipam",
-    "container",
-    "gateway",
-    "masq",
-    "wait",
-];
 
 /// A bounded IPAM lock wait so that a lock left held would fail the next ADD quickly.
 const LOCK_TIMEOUT_MS: &str = "2000";
@@ -41,6 +28,17 @@ fn full_conf(n: &Node, backend: &str) -> Value {
         &["10.91.0.0/24", "fd00:91::/64"],
         json!({"isDefaultGateway": true, "ipMasq": true, "ipMasqBackend": backend, "macspoofchk": true}),
     )
+}
+
+/// After the kills, an ADD with a bounded IPAM lock wait works (no lock left held,
+/// nothing in the way), and its DEL leaves nothing.
+fn next_add_works(n: &Node, conf: &Value, id: &str) {
+    let ctr = n.env.add_container();
+    let call = n
+        .call(Side::Ours, "ADD", conf, Some(&ctr), id)
+        .env("CNI_IPAM_LOCK_TIMEOUT_MS", LOCK_TIMEOUT_MS);
+    n.run(Side::Ours, "bridge", &call).assert_success();
+    n.del_clean(conf, Some(&ctr), id);
 }
 
 #[test]
@@ -72,18 +70,10 @@ fn bridge_aborted_after_every_step_is_cleaned_by_del() {
                 n.wait_veths_gone();
                 n.assert_clean(None, &id);
             } else {
-                n.del(Side::Ours, "bridge", &conf, Some(&ctr), &id);
-                n.assert_clean(Some(&ctr), &id);
+                n.del_clean(&conf, Some(&ctr), &id);
             }
         }
-        // The next ADD works (no lock held, nothing in the way).
-        let ctr = n.env.add_container();
-        let call = n
-            .call(Side::Ours, "ADD", &conf, Some(&ctr), "ab-after")
-            .env("CNI_IPAM_LOCK_TIMEOUT_MS", LOCK_TIMEOUT_MS);
-        n.run(Side::Ours, "bridge", &call).assert_success();
-        n.del(Side::Ours, "bridge", &conf, Some(&ctr), "ab-after");
-        n.assert_clean(Some(&ctr), "ab-after");
+        next_add_works(&n, &conf, "ab-after");
     }
 }
 
@@ -112,21 +102,14 @@ fn bridge_sigkilled_at_random_points_of_add_and_del() {
         }
         // A delegated host-local ADD may outlive the killed bridge for a moment.
         wait_for_orphans();
-        n.del(Side::Ours, "bridge", &conf, Some(&ctr), &id);
-        n.assert_clean(Some(&ctr), &id);
+        n.del_clean(&conf, Some(&ctr), &id);
     }
     eprintln!("{killed} of 16 ADDs were killed while running");
     assert!(
         killed > 0,
         "no ADD was interrupted: the delays are too long"
     );
-    let ctr = n.env.add_container();
-    let call = n
-        .call(Side::Ours, "ADD", &conf, Some(&ctr), "rk-after")
-        .env("CNI_IPAM_LOCK_TIMEOUT_MS", LOCK_TIMEOUT_MS);
-    n.run(Side::Ours, "bridge", &call).assert_success();
-    n.del(Side::Ours, "bridge", &conf, Some(&ctr), "rk-after");
-    n.assert_clean(Some(&ctr), "rk-after");
+    next_add_works(&n, &conf, "rk-after");
 }
 
 #[test]

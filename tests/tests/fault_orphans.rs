@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cni_tests::{TestEnv, plugin_bin, require_root};
+use cni_testsupport::{TestEnv, plugin_bin, require_root};
 
 /// Seconds the wrapper sleeps before it runs the real tool.
 const WRAPPER_SLEEP_SECS: u64 = 3;

@@ -13,10 +13,8 @@
     reason = "test helpers panic with the failing value"
 )]
 
-mod common;
-
-use cni_tests::{PluginOutput, require_root};
-use common::{Node, Side, links, normalise, require_reference};
+use cni_testsupport::{PluginOutput, node, require_root};
+use node::{Node, Pair, Side, links, normalise, require_reference};
 use serde_json::{Value, json};
 
 /// How keys are re-spelled; Go accepts each for a field of the original name.
@@ -66,29 +64,8 @@ fn recase(v: &Value, case: Case) -> Value {
     }
 }
 
-/// Two nodes with the same network name (same chain names and comments).
-fn pair() -> (Node, Node) {
-    let name = cni_tests::unique_name("gd");
-    (Node::named(&name), Node::named(&name))
-}
-
-fn node(r: &(Node, Node), side: Side) -> &Node {
-    match side {
-        Side::Ref => &r.0,
-        Side::Ours => &r.1,
-    }
-}
-
-/// Store files of a node without the lock.
-fn store(n: &Node) -> Vec<(String, String)> {
-    n.store_files()
-        .into_iter()
-        .filter(|(k, _)| k != "lock")
-        .collect()
-}
-
 /// MTU of the container's `eth0`.
-fn eth0_mtu(ctr: &cni_tests::Netns) -> u64 {
+fn eth0_mtu(ctr: &cni_testsupport::Netns) -> u64 {
     links(ctr)
         .iter()
         .find(|l| l["ifname"] == "eth0")
@@ -126,10 +103,9 @@ fn bridge_and_host_local_keys_in_any_case_equal_the_reference() {
     }
     for case in CASES {
         for legacy in [false, true] {
-            let p = pair();
+            let p = Pair::new("gd");
             let mut seen = Vec::new();
-            for side in [Side::Ref, Side::Ours] {
-                let n = node(&p, side);
+            for (side, n) in p.sides() {
                 let mut ipam = json!({
                     "type": "host-local",
                     "dataDir": n.env.data_path(),
@@ -138,7 +114,7 @@ fn bridge_and_host_local_keys_in_any_case_equal_the_reference() {
                 let range = json!({"subnet": "10.81.0.0/24", "rangeStart": "10.81.0.20",
                                    "rangeEnd": "10.81.0.30", "gateway": "10.81.0.1"});
                 if legacy {
-                    common::merge(&mut ipam, range);
+                    node::merge(&mut ipam, range);
                 } else {
                     ipam["ranges"] = json!([[range], [{"subnet": "fd00:81::/64"}]]);
                 }
@@ -173,13 +149,16 @@ fn bridge_and_host_local_keys_in_any_case_equal_the_reference() {
                     nat.contains("-A POSTROUTING -s 10.81.0.20/32"),
                     "{side:?} {case:?}: {nat}"
                 );
-                assert!(!store(n).is_empty(), "{side:?}: state in the dataDir");
-                seen.push((normalise(&r), store(n), nat, eth0_mtu(&ctr)));
+                assert!(
+                    !n.store_without_lock().is_empty(),
+                    "{side:?}: state in the dataDir"
+                );
+                seen.push((normalise(&r), n.store_without_lock(), nat, eth0_mtu(&ctr)));
                 // CHECK and DEL read the same keys.
                 let chk = n.check(side, "bridge", &conf, &r, &ctr, "gd-a");
                 assert!(chk.success(), "{side:?} {case:?}: {}", chk.describe());
                 n.del(side, "bridge", &conf, Some(&ctr), "gd-a");
-                seen.push((json!(null), store(n), n.nat(), 0));
+                seen.push((json!(null), n.store_without_lock(), n.nat(), 0));
                 n.assert_clean(Some(&ctr), "gd-a");
             }
             assert_eq!(seen[0], seen[2], "{case:?} legacy={legacy}: after ADD");
@@ -218,10 +197,9 @@ fn runtime_config_as_go_cni_sends_it_equals_the_reference() {
                     .collect(),
             ),
         };
-        let p = pair();
+        let p = Pair::new("gd");
         let mut seen = Vec::new();
-        for side in [Side::Ref, Side::Ours] {
-            let n = node(&p, side);
+        for (side, n) in p.sides() {
             let conf = n.bridge_conf(
                 "1.0.0",
                 &["10.82.0.0/24"],
@@ -240,9 +218,9 @@ fn runtime_config_as_go_cni_sends_it_equals_the_reference() {
                 "c2:11:22:33:44:55",
                 "{side:?} {recase_names:?}"
             );
-            seen.push((normalise(&r), store(n), n.nat()));
+            seen.push((normalise(&r), n.store_without_lock(), n.nat()));
             n.del(side, "bridge", &conf, Some(&ctr), "gd-rc");
-            seen.push((json!(null), store(n), n.nat()));
+            seen.push((json!(null), n.store_without_lock(), n.nat()));
             n.assert_clean(Some(&ctr), "gd-rc");
         }
         assert_eq!(seen[0], seen[2], "{recase_names:?}: after ADD");
@@ -254,17 +232,15 @@ fn runtime_config_as_go_cni_sends_it_equals_the_reference() {
 /// mappings re-cased: the DNAT rule exists and the nat tables equal the reference's.
 #[test]
 fn portmap_go_cni_port_mappings_equal_the_reference() {
-    if !require_root() || !require_reference() {
+    let Some(p) = Pair::if_runnable("gd") else {
         return;
-    }
-    let p = pair();
+    };
     let mut seen = Vec::new();
-    for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+    for (side, n) in p.sides() {
         let conf = n.bridge_conf("1.0.0", &["10.85.0.0/24"], json!({"isGateway": true}));
         let ctr = n.env.add_container();
         let br = n.add(side, "bridge", &conf, &ctr, "gd-pm");
-        let ip = common::first_ip(&br);
+        let ip = node::first_ip(&br);
 
         // The exact runtimeConfig bytes of go-cni, inside a chained portmap config.
         let raw = format!(
@@ -340,7 +316,7 @@ fn host_local_add(
     n: &Node,
     side: Side,
     conf: &Value,
-    ctr: &cni_tests::Netns,
+    ctr: &cni_testsupport::Netns,
     id: &str,
     cni_args: &str,
 ) -> PluginOutput {
@@ -353,12 +329,10 @@ fn host_local_add(
 /// code 4 (invalid environment), the reference 999. `IgnoreUnknown` does not excuse it.
 #[test]
 fn cni_args_malformed_pair_is_an_error() {
-    if !require_root() || !require_reference() {
+    let Some(p) = Pair::if_runnable("gd") else {
         return;
-    }
-    let p = pair();
-    for side in [Side::Ref, Side::Ours] {
-        let n = node(&p, side);
+    };
+    for (side, n) in p.sides() {
         let conf = n.bridge_conf("1.0.0", &["10.86.0.0/24"], json!({}));
         let ctr = n.env.add_container();
         for args in [
@@ -397,7 +371,7 @@ fn cni_args_ip_is_ignored_when_args_name_addresses() {
     let base = n.bridge_conf("1.0.0", &["10.87.0.0/24"], json!({}));
     let with = |extra: Value| {
         let mut c = base.clone();
-        common::merge(&mut c, extra);
+        node::merge(&mut c, extra);
         c
     };
     let cases = [
@@ -442,7 +416,7 @@ fn cni_args_ip_is_ignored_when_args_name_addresses() {
     let r = Node::new();
     let rctr = r.env.add_container();
     let mut conf = r.bridge_conf("1.0.0", &["10.87.0.0/24"], json!({}));
-    common::merge(&mut conf, json!({"args": {"cni": {"ips": ["10.87.0.30"]}}}));
+    node::merge(&mut conf, json!({"args": {"cni": {"ips": ["10.87.0.30"]}}}));
     let out = host_local_add(&r, Side::Ref, &conf, &rctr, "gd-ref", "IP=10.87.0.40");
     assert!(!out.success(), "{}", out.describe());
     assert!(r.reservations().is_empty());

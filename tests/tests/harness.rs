@@ -4,7 +4,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cni_tests::{NetNs, Netns, PluginCall, require_root};
+use cni_testsupport::{NetNs, Netns, PluginCall, require_root, write_script};
 
 #[test]
 fn netns_is_created_and_deleted_on_drop() {
@@ -65,9 +65,7 @@ fn plugin_call_runs_in_host_namespace_with_clean_env() {
         .env("SCRIPT", script);
     // A tiny "plugin": sh reading its script from the environment.
     let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("plugin.sh");
-    std::fs::write(&bin, "#!/bin/sh\neval \"$SCRIPT\"\n").unwrap();
-    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let bin = write_script(dir.path(), "plugin.sh", "eval \"$SCRIPT\"");
     let out = call.run_in(&host, &bin);
     assert!(out.success(), "{}", out.describe());
     let text = String::from_utf8(out.stdout).unwrap();
@@ -89,13 +87,11 @@ fn plugin_output_parses_error_code() {
     }
     let host = Netns::new();
     let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("fail.sh");
-    std::fs::write(
-        &bin,
-        "#!/bin/sh\necho '{\"code\": 7, \"msg\": \"bad\"}'\nexit 1\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let bin = write_script(
+        dir.path(),
+        "fail.sh",
+        "echo '{\"code\": 7, \"msg\": \"bad\"}'\nexit 1",
+    );
     let out = PluginCall::new("ADD", "").run_in(&host, &bin);
     assert!(!out.success());
     assert_eq!(out.error_code(), Some(7));
@@ -134,9 +130,7 @@ fn timeout_kills_hanging_plugin() {
     }
     let host = Netns::new();
     let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("hang.sh");
-    std::fs::write(&bin, "#!/bin/sh\nexec sleep 30\n").unwrap();
-    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let bin = write_script(dir.path(), "hang.sh", "exec sleep 30");
     let call = PluginCall::new("ADD", "").timeout(Duration::from_millis(300));
     let start = Instant::now();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call.run_in(&host, &bin)));

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cni_tests::{PluginCall, PluginOutput, bin_dir, plugin_bin, reference_bin};
+use cni_testsupport::{PluginCall, PluginOutput, bin_dir, plugin_bin, reference_bin};
 use serde_json::{Value, json};
 
 const NET: &str = "hlnet";
@@ -449,33 +449,19 @@ fn status_reports_an_unusable_store() {
 /// Runs the plugin in a private mount namespace in which `dataDir` is a
 /// read-only bind mount.
 fn run_read_only(net: &Net, c: &PluginCall) -> PluginOutput {
-    use std::io::Write;
     let d = net.data_dir().display().to_string();
     let script = format!(
         "mount --bind {d} {d} && mount -o remount,bind,ro {d} && exec {}",
         plugin_bin("host-local").display()
     );
-    let mut child = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", &script])
-        .env_clear()
-        .envs(c.environment())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn unshare");
-    let _ = child.stdin.take().expect("stdin").write_all(&c.stdin);
-    let out = child.wait_with_output().expect("wait");
-    PluginOutput {
-        status: out.status,
-        stdout: out.stdout,
-        stderr: out.stderr,
-    }
+    let mut unshare = c.process("unshare");
+    unshare.args(["-m", "--propagation", "private", "sh", "-c", &script]);
+    c.output_of(unshare)
 }
 
 #[test]
 fn status_reports_a_read_only_store() {
-    if !cni_tests::require_root() {
+    if !cni_testsupport::require_root() {
         return;
     }
     let net = Net::new();

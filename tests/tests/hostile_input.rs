@@ -1,4 +1,4 @@
-//! Hostile and malformed input (issue #8): network names, container ids, interface names,
+//! Hostile and malformed input: network names, container ids, interface names,
 //! `dataDir`, `hostIP`, `protocol`, `conditionsV4/V6` that try to escape (path traversal,
 //! newlines or quotes injected into `iptables-restore` / nft input, over-long values).
 //! Each is rejected with a clear CNI error and nothing is written outside its place, or
@@ -10,14 +10,10 @@
     reason = "test helpers panic with the failing value"
 )]
 
-mod common;
-
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
-use cni_tests::{PluginOutput, require_root};
-use common::{Node, Side, links, mode};
+use cni_testsupport::{PluginOutput, node, require_root};
+use node::{Node, Side, links, mode};
 use serde_json::{Value, json};
 
 /// Everything under `dir`, recursively (relative paths).
@@ -207,8 +203,7 @@ fn over_long_container_id_either_works_or_fails_without_trace() {
         } else {
             assert!(out.error_code().is_some(), "{extra}: {}", out.describe());
         }
-        n.del(Side::Ours, "bridge", &conf, Some(&ctr), &long);
-        n.assert_clean(Some(&ctr), &long);
+        n.del_clean(&conf, Some(&ctr), &long);
     }
 }
 
@@ -220,7 +215,7 @@ fn portmap_conf(n: &Node, extra: Value, mapping: Value) -> Value {
             "interfaces": [{"name": "eth0", "sandbox": "/run/netns/x"}],
             "ips": [{"address": "10.133.0.2/24", "interface": 0}]},
     });
-    common::merge(&mut c, extra);
+    node::merge(&mut c, extra);
     c
 }
 
@@ -228,7 +223,7 @@ fn portmap_conf(n: &Node, extra: Value, mapping: Value) -> Value {
 fn netfilter(n: &Node) -> String {
     let mut s = n.nat();
     for t in ["iptables-save", "ip6tables-save"] {
-        s += &common::save_table(&n.env.host, t, "filter");
+        s += &node::save_table(&n.env.host, t, "filter");
     }
     s + &n.nft()
 }
@@ -349,25 +344,12 @@ fn portmap_nft_conditions_cannot_inject_commands() {
 fn host_local_in(cwd: &Path, data_dir: &str) -> PluginOutput {
     let conf = json!({"cniVersion": "1.0.0", "name": "hostile", "type": "bridge",
         "ipam": {"type": "host-local", "subnet": "10.134.0.0/24", "dataDir": data_dir}});
-    let call = cni_tests::PluginCall::new("ADD", conf.to_string())
+    let call = cni_testsupport::PluginCall::new("ADD", conf.to_string())
         .netns("/run/netns/none")
-        .cni_path(vec![cni_tests::bin_dir()]);
-    let mut child = Command::new(cni_tests::plugin_bin("host-local"))
-        .current_dir(cwd)
-        .env_clear()
-        .envs(call.environment())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(&call.stdin).unwrap();
-    let o = child.wait_with_output().unwrap();
-    PluginOutput {
-        status: o.status,
-        stdout: o.stdout,
-        stderr: o.stderr,
-    }
+        .cni_path(vec![cni_testsupport::bin_dir()]);
+    let mut plugin = call.process(cni_testsupport::plugin_bin("host-local"));
+    plugin.current_dir(cwd);
+    call.output_of(plugin)
 }
 
 #[test]
@@ -422,20 +404,14 @@ fn state_files_are_private_whatever_the_umask() {
     let ctr = n.env.add_container();
     // A caller with umask 000 (a careless runtime) must not produce world-writable state.
     let dir = tempfile::tempdir().unwrap();
-    let wrapper = dir.path().join("bridge");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\numask 000\nexec {} \"$@\"\n",
+    let wrapper = cni_testsupport::write_script(
+        dir.path(),
+        "bridge",
+        &format!(
+            "umask 000\nexec {} \"$@\"",
             Side::Ours.bin("bridge").display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    );
     let out = n.env.host.run_in(|| {
         n.call(Side::Ours, "ADD", &conf, Some(&ctr), "perm")
             .run_here(&wrapper)

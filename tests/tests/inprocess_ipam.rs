@@ -8,14 +8,14 @@
     reason = "helpers of integration tests panic with the failing value"
 )]
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use cni_tests::{Netns, PluginCall, PluginOutput, TestEnv, bin_dir, plugin_bin, require_root};
-use common::normalise;
+use cni_testsupport::{
+    Netns, PluginCall, PluginOutput, TestEnv, bin_dir, node, plugin_bin, require_root,
+};
+use node::normalise;
 use serde_json::{Value, json};
 
 const NET: &str = "inproc";
@@ -59,13 +59,11 @@ fn call(env: &TestEnv, mode: Mode, cmd: &str, conf: &Value, id: &str) -> PluginC
 fn traced(env: &TestEnv, call: &PluginCall) -> (PluginOutput, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace");
-    let wrapper = dir.path().join("traced-bridge");
-    std::fs::write(
-        &wrapper,
-        "#!/bin/sh\nexec strace -f -qq -e trace=execve -o \"$TRACE_OUT\" \"$TRACE_BIN\"\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = cni_testsupport::write_script(
+        dir.path(),
+        "traced-bridge",
+        "exec strace -f -qq -e trace=execve -o \"$TRACE_OUT\" \"$TRACE_BIN\"",
+    );
     let call = call
         .clone()
         .env("TRACE_OUT", trace.to_str().unwrap())
@@ -148,8 +146,11 @@ fn host_local_variant(kind: &str) -> tempfile::TempDir {
             std::fs::copy(&ours, &dst).unwrap();
         }
         "wrapper" => {
-            std::fs::write(&dst, format!("#!/bin/sh\nexec {} \"$@\"\n", ours.display())).unwrap();
-            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).unwrap();
+            cni_testsupport::write_script(
+                dir.path(),
+                "host-local",
+                &format!("exec {} \"$@\"", ours.display()),
+            );
         }
         "other-build" => {
             let mut bytes = std::fs::read(&ours).unwrap();
@@ -183,7 +184,7 @@ fn host_local_binary_carries_the_identity_bridge_was_built_with() {
     );
     // Only the host-local executable carries the note (bridge links the library).
     assert_eq!(cni::invoke::read_identity(&plugin_bin("bridge")), None);
-    if let Some(reference) = cni_tests::reference_bin("host-local") {
+    if let Some(reference) = cni_testsupport::reference_bin("host-local") {
         assert_eq!(cni::invoke::read_identity(&reference), None);
     }
 }
@@ -208,18 +209,24 @@ fn identity_check_is_cheap() {
     assert!(best.as_micros() < 500, "{best:?}");
 }
 
-#[test]
-fn same_build_runs_in_process_anything_else_is_execd() {
+/// The setting of the tests that trace which process runs host-local: root and strace
+/// present (else `None`: skipped), a fresh environment whose plugins come from one build,
+/// and a 1.0.0 configuration over `subnet`.
+fn traced_env(subnet: &str) -> Option<(TestEnv, Value)> {
     if !require_root() || !strace_available() {
-        return;
+        return None;
     }
     let env = TestEnv::new();
     assert_same_build(&env);
-    let c = conf(
-        &env,
-        "1.0.0",
-        json!({"ranges": [[{"subnet": "10.77.0.0/24"}]]}),
-    );
+    let c = conf(&env, "1.0.0", json!({"ranges": [[{"subnet": subnet}]]}));
+    Some((env, c))
+}
+
+#[test]
+fn same_build_runs_in_process_anything_else_is_execd() {
+    let Some((env, c)) = traced_env("10.77.0.0/24") else {
+        return;
+    };
     // (CNI_PATH, mode, whether host-local must be exec'd)
     let ours = bin_dir();
     let hardlink = host_local_variant("hardlink");
@@ -266,7 +273,7 @@ fn same_build_runs_in_process_anything_else_is_execd() {
             false,
         ),
     ];
-    if let Some(reference) = cni_tests::reference_bin("host-local") {
+    if let Some(reference) = cni_testsupport::reference_bin("host-local") {
         cases.push((
             "reference",
             vec![reference.parent().unwrap().into()],
@@ -569,16 +576,9 @@ fn in_process_and_exec_give_the_same_results_errors_and_state() {
 
 #[test]
 fn failed_add_releases_the_address_in_either_mode() {
-    if !require_root() || !strace_available() {
+    let Some((env, c)) = traced_env("10.80.0.0/24") else {
         return;
-    }
-    let env = TestEnv::new();
-    assert_same_build(&env);
-    let c = conf(
-        &env,
-        "1.0.0",
-        json!({"ranges": [[{"subnet": "10.80.0.0/24"}]]}),
-    );
+    };
     for mode in [Mode::Default, Mode::Exec] {
         for step in ["ipam", "container", "gateway", "masq", "wait"] {
             let ctr = Netns::new();

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cni_tests::{Netns, PluginOutput, TestEnv, reference_bin, require_root, serve, tcp_get};
+use cni_testsupport::{Netns, PluginOutput, TestEnv, reference_bin, require_root, serve, tcp_get};
 
 const GATEWAY: &str = "10.97.0.1";
 const SECRET_TCP: &str = "127.0.0.1:9999";
@@ -42,6 +42,17 @@ struct Topo {
 }
 
 impl Topo {
+    /// A topology with secrets served on the host's localhost, a server container
+    /// (`.2`, answering "A") and an attacker container (`.3`); returns their indices.
+    fn with_server_and_attacker() -> (Self, Secrets, usize, usize) {
+        let mut t = Topo::new();
+        let secrets = serve_secrets(&t.env.host);
+        let server = t.container(2);
+        let attacker = t.container(3);
+        serve(&t.containers[server], "A");
+        (t, secrets, server, attacker)
+    }
+
     fn new() -> Topo {
         let env = TestEnv::new();
         for cmd in [
@@ -265,12 +276,11 @@ fn guard_listing(t: &Topo, backend: &str) -> String {
 }
 
 fn blocked_with_ours(backend: &str) {
-    let mut t = Topo::new();
-    let secrets = serve_secrets(&t.env.host);
-    let server = t.container(2);
-    let attacker = t.container(3);
-    serve(&t.containers[server], "A");
-    let ours = cni_tests::plugin_bin("portmap");
+    if !require_root() {
+        return;
+    }
+    let (t, secrets, server, attacker) = Topo::with_server_and_attacker();
+    let ours = cni_testsupport::plugin_bin("portmap");
     t.portmap(&ours, "ADD", "ctr-server", server, &conf(backend, 2))
         .assert_success();
     let route_localnet = t
@@ -332,17 +342,11 @@ fn blocked_with_ours(backend: &str) {
 
 #[test]
 fn container_cannot_reach_host_localhost_iptables() {
-    if !require_root() {
-        return;
-    }
     blocked_with_ours("iptables");
 }
 
 #[test]
 fn container_cannot_reach_host_localhost_nftables() {
-    if !require_root() {
-        return;
-    }
     blocked_with_ours("nftables");
 }
 
@@ -357,11 +361,7 @@ fn reference_portmap_exposes_host_localhost() {
         eprintln!("skipped: no reference portmap");
         return;
     };
-    let mut t = Topo::new();
-    let secrets = serve_secrets(&t.env.host);
-    let server = t.container(2);
-    let attacker = t.container(3);
-    serve(&t.containers[server], "A");
+    let (t, secrets, server, attacker) = Topo::with_server_and_attacker();
     t.portmap(
         &reference,
         "ADD",
@@ -396,7 +396,7 @@ fn concurrent_adds_create_one_guard_rule() {
     for backend in ["iptables", "nftables"] {
         let mut t = Topo::new();
         let ids: Vec<usize> = (2..10u8).map(|n| t.container(n)).collect();
-        let ours = cni_tests::plugin_bin("portmap");
+        let ours = cni_testsupport::plugin_bin("portmap");
         std::thread::scope(|s| {
             let handles: Vec<_> = ids
                 .iter()

@@ -11,24 +11,11 @@
     reason = "test helpers panic with the failing value"
 )]
 
-mod common;
-
-use cni_tests::{Netns, PluginCall, PluginOutput, TestEnv, reference_bin, require_root};
-use common::{Side, normalise};
+use cni_testsupport::{
+    Netns, PluginCall, PluginOutput, TestEnv, node, require_reference, require_root,
+};
+use node::{Side, normalise};
 use serde_json::{Value, json};
-
-/// True when the reference loopback is installed (panics when `CI=true` and it is not).
-fn require_reference_loopback() -> bool {
-    if reference_bin("loopback").is_some() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "reference loopback required in /usr/lib/cni when CI=true"
-    );
-    eprintln!("skipped: /usr/lib/cni/loopback not installed");
-    false
-}
 
 fn conf(version: &str) -> Value {
     let mut c = json!({"name": "lo-test", "type": "loopback"});
@@ -74,7 +61,7 @@ fn fresh_container() -> Netns {
 
 #[test]
 fn add_results_equal_the_reference_in_every_version() {
-    if !require_root() || !require_reference_loopback() {
+    if !require_root() || !require_reference(&["loopback"]) {
         return;
     }
     let env = TestEnv::new();
@@ -119,7 +106,7 @@ fn add_results_equal_the_reference_in_every_version() {
 
 #[test]
 fn add_passes_prev_result_through_like_the_reference() {
-    if !require_root() || !require_reference_loopback() {
+    if !require_root() || !require_reference(&["loopback"]) {
         return;
     }
     let env = TestEnv::new();
@@ -162,7 +149,7 @@ fn add_passes_prev_result_through_like_the_reference() {
 
 #[test]
 fn del_sets_lo_down_is_idempotent_and_succeeds_without_the_netns() {
-    if !require_root() || !require_reference_loopback() {
+    if !require_root() || !require_reference(&["loopback"]) {
         return;
     }
     let env = TestEnv::new();
@@ -196,7 +183,7 @@ fn del_sets_lo_down_is_idempotent_and_succeeds_without_the_netns() {
 
 #[test]
 fn check_passes_on_up_and_fails_on_down_lo() {
-    if !require_root() || !require_reference_loopback() {
+    if !require_root() || !require_reference(&["loopback"]) {
         return;
     }
     let env = TestEnv::new();
@@ -229,7 +216,7 @@ fn check_passes_on_up_and_fails_on_down_lo() {
 
 #[test]
 fn version_lists_what_each_supports_and_our_status_gc_succeed() {
-    if !require_root() || !require_reference_loopback() {
+    if !require_root() || !require_reference(&["loopback"]) {
         return;
     }
     let env = TestEnv::new();
@@ -362,7 +349,7 @@ fn bad_input_is_a_cni_error_object_and_changes_nothing() {
 
 #[test]
 fn failed_add_leaves_lo_as_it_was_unlike_the_reference() {
-    if !require_root() || !require_reference_loopback() {
+    if !require_root() || !require_reference(&["loopback"]) {
         return;
     }
     let env = TestEnv::new();

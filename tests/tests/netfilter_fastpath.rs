@@ -1,4 +1,4 @@
-//! DEL without reading netfilter state (issue #7): with `runtimeConfig.portMappings` and
+//! DEL without reading netfilter state: with `runtimeConfig.portMappings` and
 //! `prevResult` (what runtimes pass on DEL) portmap and bridge remove a container's
 //! iptables rules with one `iptables-restore` each and nothing else, tables that do not
 //! exist (nftables `cni_hostport` / `cni_plugins_masquerade`, an `ip6 nat` never
@@ -18,12 +18,8 @@
     reason = "tests"
 )]
 
-mod common;
-
-use std::os::unix::fs::PermissionsExt;
-
-use cni_tests::{Netns, PluginOutput, require_root};
-use common::{Node, Side, require_reference};
+use cni_testsupport::{Netns, PluginOutput, node, require_root};
+use node::{Node, Side, require_reference};
 use serde_json::{Value, json};
 
 const TOOLS: [&str; 5] = [
@@ -57,18 +53,16 @@ impl Recorder {
     fn with(name: &str, pick: &str) -> Recorder {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("tools.log");
-        let script = dir.path().join(name);
-        std::fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\ntool=$(basename \"$0\")\n{pick}\necho \"$tool $*\" >> '{}'\n\
+        let script = cni_testsupport::write_script(
+            dir.path(),
+            name,
+            &format!(
+                "tool=$(basename \"$0\")\n{pick}\necho \"$tool $*\" >> '{}'\n\
                  for d in /usr/sbin /sbin /usr/bin /bin; do\n\
-                 [ -x \"$d/$real\" ] && exec \"$d/$real\" \"$@\"\ndone\nexit 127\n",
+                 [ -x \"$d/$real\" ] && exec \"$d/$real\" \"$@\"\ndone\nexit 127",
                 log.display()
             ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        );
         for tool in TOOLS {
             std::os::unix::fs::symlink(&script, dir.path().join(tool)).unwrap();
         }
@@ -102,7 +96,20 @@ struct Chain<'a> {
     backend: Option<&'a str>,
 }
 
-impl Chain<'_> {
+impl<'a> Chain<'a> {
+    /// bridge (gateway, masquerade with `backend`, host-local over `subnets`) then portmap.
+    fn masq(node: &'a Node, subnets: &[&str], backend: Option<&'a str>) -> Self {
+        let mut extra = json!({"isGateway": true, "ipMasq": true});
+        if let Some(b) = backend {
+            extra["ipMasqBackend"] = json!(b);
+        }
+        Chain {
+            bridge: node.bridge_conf("1.0.0", subnets, extra),
+            node,
+            backend,
+        }
+    }
+
     fn portmap_conf(&self, prev: Option<&Value>, mappings: bool) -> Value {
         let mut c = json!({
             "cniVersion": "1.0.0",
@@ -189,15 +196,7 @@ fn del_is_one_restore_per_plugin_and_runs_no_absent_tool() {
         return;
     }
     let node = Node::new();
-    let chain = Chain {
-        bridge: node.bridge_conf(
-            "1.0.0",
-            &["10.65.0.0/24"],
-            json!({"isGateway": true, "ipMasq": true}),
-        ),
-        node: &node,
-        backend: None,
-    };
+    let chain = Chain::masq(&node, &["10.65.0.0/24"], None);
     let rec = Recorder::new();
     let (a, b) = (node.env.add_container(), node.env.add_container());
     chain.add(Side::Ours, &a, "ctr-a");
@@ -236,15 +235,7 @@ fn del_lists_only_existing_nft_tables_and_removes_their_rules() {
         return;
     }
     let node = Node::new();
-    let chain = Chain {
-        bridge: node.bridge_conf(
-            "1.0.0",
-            &["10.66.0.0/24"],
-            json!({"isGateway": true, "ipMasq": true, "ipMasqBackend": "nftables"}),
-        ),
-        node: &node,
-        backend: Some("nftables"),
-    };
+    let chain = Chain::masq(&node, &["10.66.0.0/24"], Some("nftables"));
     let rec = Recorder::new();
     let a = node.env.add_container();
     let res = chain.add(Side::Ours, &a, "ctr-n");
@@ -281,19 +272,11 @@ fn fast_del_leaves_the_same_ruleset_as_the_full_path() {
     if !require_root() || !require_reference() {
         return;
     }
-    let name = cni_tests::unique_name("fp");
+    let name = cni_testsupport::unique_name("fp");
     let (x, y) = (Node::named(&name), Node::named(&name));
     let chains: Vec<Chain<'_>> = [&x, &y]
         .into_iter()
-        .map(|n| Chain {
-            bridge: n.bridge_conf(
-                "1.0.0",
-                &["10.67.0.0/24", "fd00:67::/64"],
-                json!({"isGateway": true, "ipMasq": true}),
-            ),
-            node: n,
-            backend: None,
-        })
+        .map(|n| Chain::masq(n, &["10.67.0.0/24", "fd00:67::/64"], None))
         .collect();
     let rec = Recorder::new();
     let who = [
@@ -408,7 +391,7 @@ fn legacy_iptables_reads_every_family_and_deletes_fast() {
             "interfaces": [{"name": "eth0", "sandbox": ctr.path()}],
             "ips": [{"interface": 0, "address": format!("10.69.0.{last}/24")}]})
     };
-    let legacy_nat = || common::save(&node.env.host, "iptables-legacy-save");
+    let legacy_nat = || node::save(&node.env.host, "iptables-legacy-save");
     let (pa, pb) = (prev(2), prev(3));
     for (id, p) in [("ctr-a", &pa), ("ctr-b", &pb)] {
         chain.run(

@@ -1,4 +1,4 @@
-//! portmap integration tests in private namespaces with real traffic (issue #5).
+//! portmap integration tests in private namespaces with real traffic.
 //!
 //! Topology (all created here): a "host" namespace with bridge `br0` (10.99.0.1/24,
 //! fd00:99::1/64) and a second bridge `br1` with 10.98.0.1/24; containers attached by veth with
@@ -15,10 +15,9 @@
     reason = "tests"
 )]
 
-use std::os::unix::fs::PermissionsExt;
-
-use cni_tests::{
+use cni_testsupport::{
     Netns, PluginOutput, TestEnv, reference_bin, require_root, serve, tcp_get, udp_ask,
+    write_script,
 };
 
 struct Topo {
@@ -36,14 +35,12 @@ struct NoConntrackCli {
 impl NoConntrackCli {
     fn new() -> NoConntrackCli {
         let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("conntrack");
         let calls = dir.path().join("calls");
-        std::fs::write(
-            &script,
-            format!("#!/bin/sh\necho \"$*\" >> '{}'\nexit 0\n", calls.display()),
-        )
-        .unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_script(
+            dir.path(),
+            "conntrack",
+            &format!("echo \"$*\" >> '{}'\nexit 0", calls.display()),
+        );
         NoConntrackCli { dir }
     }
 
@@ -159,6 +156,9 @@ const MAPPINGS: &str = r#"[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}
   {"hostPort":9191,"containerPort":80,"protocol":"tcp","hostIP":"10.99.0.1"},{"hostPort":8086,"containerPort":80,"protocol":"tcp","hostIP":"::"}]"#;
 
 fn traffic(backend: &str) {
+    if !require_root() {
+        return;
+    }
     let mut t = Topo::new();
     let server = t.container(2);
     let client = t.container(3);
@@ -287,17 +287,11 @@ fn traffic(backend: &str) {
 
 #[test]
 fn traffic_iptables() {
-    if !require_root() {
-        return;
-    }
     traffic("iptables");
 }
 
 #[test]
 fn traffic_nftables() {
-    if !require_root() {
-        return;
-    }
     traffic("nftables");
 }
 
@@ -426,29 +420,22 @@ fn errors_carry_cni_codes() {
 fn logging_path(tools: &[&str]) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("tools.log");
-    std::fs::write(dir.path().join("conntrack"), "#!/bin/sh\nexit 0\n").unwrap();
-    std::fs::set_permissions(
-        dir.path().join("conntrack"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
+    write_script(dir.path(), "conntrack", "exit 0");
     for tool in tools {
         let real = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
             .iter()
             .map(|d| std::path::Path::new(d).join(tool))
             .find(|p| p.exists())
             .unwrap();
-        let path = dir.path().join(tool);
-        std::fs::write(
-            &path,
-            format!(
-                "#!/bin/sh\necho \"{tool} $*\" >> '{}'\nexec {} \"$@\"\n",
+        write_script(
+            dir.path(),
+            tool,
+            &format!(
+                "echo \"{tool} $*\" >> '{}'\nexec {} \"$@\"",
                 log.display(),
                 real.display()
             ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        );
     }
     let p = dir.path().display().to_string();
     (dir, p)
@@ -652,17 +639,15 @@ fn nft_recorder() -> (tempfile::TempDir, String) {
         .find(|p| std::path::Path::new(p).exists())
         .unwrap();
     for (name, script) in [
-        ("conntrack", "#!/bin/sh\nexit 0\n".to_owned()),
+        ("conntrack", "exit 0".to_owned()),
         (
             "nft",
             format!(
-                "#!/bin/sh\necho \"nft $*\" >> '{d}/nft.log'\ncase \"$*\" in\n*'-f -'*) tee -a '{d}/nft.stdin' | exec {real} \"$@\" ;;\n*) exec {real} \"$@\" ;;\nesac\n"
+                "echo \"nft $*\" >> '{d}/nft.log'\ncase \"$*\" in\n*'-f -'*) tee -a '{d}/nft.stdin' | exec {real} \"$@\" ;;\n*) exec {real} \"$@\" ;;\nesac"
             ),
         ),
     ] {
-        let path = dir.path().join(name);
-        std::fs::write(&path, script).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_script(dir.path(), name, &script);
     }
     let p = format!("{d}:{}", std::env::var("PATH").unwrap_or_default());
     (dir, p)

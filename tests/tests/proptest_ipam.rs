@@ -1,4 +1,4 @@
-//! Property tests (issue #8) for host-local's range arithmetic (`cni-ipam`) and its
+//! Property tests for host-local's range arithmetic (`cni-ipam`) and its
 //! configuration parsing (`host-local`'s `config::load`): any input ends in a value or an
 //! error with a CNI code, never a panic; valid ranges keep their invariants; the
 //! round-robin walk visits every allocatable address exactly once from any cursor; an

@@ -1,4 +1,4 @@
-//! Storm (issue #8): 200 ADD and DEL operations in parallel across two networks sharing
+//! Storm: 200 ADD and DEL operations in parallel across two networks sharing
 //! one bridge, some attachments then lost by the "runtime" (netns deleted, no DEL), then
 //! GC with the list of valid attachments: the IPAM stores, the bridge ports and veths,
 //! the iptables masquerade chains, the nftables masquerade rules and the spoof-check
@@ -13,14 +13,12 @@
     reason = "test helpers panic with the failing value"
 )]
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use cni_tests::{Netns, PluginOutput, require_root};
-use common::{Node, Side, first_ip, links};
+use cni_testsupport::{Netns, PluginOutput, node, require_root};
+use node::{Node, Side, first_ip, links};
 use serde_json::{Value, json};
 
 const CONTAINERS: usize = 120; // 120 ADDs
@@ -38,6 +36,14 @@ struct Attachment {
     net: usize,
     ctr: Option<Netns>,
     result: Value,
+}
+
+/// The first address of each of `attachments` on network `k`.
+fn ips_on<'a>(attachments: impl Iterator<Item = &'a Attachment>, k: usize) -> Vec<String> {
+    attachments
+        .filter(|a| a.net == k)
+        .map(|a| first_ip(&a.result))
+        .collect()
 }
 
 fn nets(n: &Node) -> Vec<Net> {
@@ -136,11 +142,7 @@ fn storm_of_200_operations_then_gc_matches_the_valid_attachments() {
 
     // Unique addresses per network.
     for (k, net) in nets.iter().enumerate() {
-        let ips: Vec<String> = live
-            .iter()
-            .filter(|a| a.net == k)
-            .map(|a| first_ip(&a.result))
-            .collect();
+        let ips = ips_on(live.iter(), k);
         let set: BTreeSet<String> = ips.iter().cloned().collect();
         assert_eq!(ips.len(), set.len(), "{}: duplicate address", net.name);
         assert_eq!(
@@ -179,11 +181,7 @@ fn storm_of_200_operations_then_gc_matches_the_valid_attachments() {
 
     // Stores.
     for (k, net) in nets.iter().enumerate() {
-        let want: BTreeSet<String> = valid
-            .iter()
-            .filter(|a| a.net == k)
-            .map(|a| first_ip(&a.result))
-            .collect();
+        let want: BTreeSet<String> = ips_on(valid.iter().copied(), k).into_iter().collect();
         assert_eq!(
             reservations(&n, &net.name),
             want,

@@ -1,10 +1,9 @@
 //! A panic inside a plugin must still end as a CNI error object on stdout
 //! with exit status 1. The test re-runs this test binary as the "plugin".
 
-use std::process::Command;
-
 use cni::conf::NoPluginConfig;
 use cni::{CmdArgs, NetConf, Plugin, Result, Success};
+use cni_testsupport::PluginCall;
 
 struct Panicky;
 
@@ -39,33 +38,19 @@ fn child_plugin_entry() {
 
 #[test]
 fn panic_becomes_error_object() {
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
-        .args([
-            "--exact",
-            "child_plugin_entry",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("CNI_SKEL_TEST_CHILD", "1")
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", "c1")
-        .env("CNI_NETNS", "/nonexistent")
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/opt/cni/bin")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(br#"{"cniVersion":"0.4.0","name":"n"}"#)
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let call = PluginCall::new("ADD", r#"{"cniVersion":"0.4.0","name":"n"}"#)
+        .container_id("c1")
+        .netns("/nonexistent")
+        .cni_path(vec!["/opt/cni/bin".into()])
+        .env("CNI_SKEL_TEST_CHILD", "1");
+    let mut this_test = call.process(std::env::current_exe().unwrap());
+    this_test.args([
+        "--exact",
+        "child_plugin_entry",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    let out = call.output_of(this_test);
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8(out.stdout).unwrap();
     // The libtest harness prints its own header before the test runs.

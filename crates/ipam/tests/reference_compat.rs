@@ -8,28 +8,28 @@
 //! where its absence is a failure.
 
 use std::fs;
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use cni_ipam::{Attachment, DiskStore, DiskStoreOptions, RangeSet, RangeSpec, Store, allocate_all};
+use cni_testsupport::PluginCall;
 
 const REFERENCE: &str = "/usr/lib/cni/host-local";
 
+/// The store after the first attachment of two was released by the other implementation.
+const AFTER_RELEASE_OF_THE_FIRST: [&str; 5] = [
+    "10.1.2.3",
+    "2001:db8:1::3",
+    "last_reserved_ip.0",
+    "last_reserved_ip.1",
+    "lock",
+];
+
 fn reference() -> Option<PathBuf> {
-    let path = PathBuf::from(REFERENCE);
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{REFERENCE} is required when CI=true"
-    );
-    eprintln!("skipped: {REFERENCE} not installed");
-    None
+    cni_testsupport::require_reference(&["host-local"]).then(|| PathBuf::from(REFERENCE))
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -61,25 +61,12 @@ fn opts() -> DiskStoreOptions {
 }
 
 fn spawn_ref(bin: &Path, command: &str, id: &str, ifname: &str, stdin: &str) -> Child {
-    let mut child = Command::new(bin)
-        .env_clear()
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_NETNS", "/proc/self/ns/net")
-        .env("CNI_IFNAME", ifname)
-        .env("CNI_PATH", "/usr/lib/cni")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn reference host-local");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    child
+    let call = PluginCall::new(command, stdin)
+        .container_id(id)
+        .netns("/proc/self/ns/net")
+        .ifname(ifname)
+        .cni_path(vec!["/usr/lib/cni".into()]);
+    call.spawn(call.process(bin))
 }
 
 fn run_ref(bin: &Path, command: &str, id: &str, ifname: &str, stdin: &str) -> Output {
@@ -141,16 +128,7 @@ fn reference_state_is_read_continued_and_released_by_us() {
     let mut released = store.release(&who).expect("release");
     released.sort();
     assert_eq!(released, [ip("10.1.2.2"), ip("2001:db8:1::2")]);
-    assert_eq!(
-        file_names(store.dir()),
-        [
-            "10.1.2.3",
-            "2001:db8:1::3",
-            "last_reserved_ip.0",
-            "last_reserved_ip.1",
-            "lock"
-        ]
-    );
+    assert_eq!(file_names(store.dir()), AFTER_RELEASE_OF_THE_FIRST);
 }
 
 #[test]
@@ -174,16 +152,7 @@ fn our_state_is_read_and_released_by_the_reference() {
     // the reference's DEL removes exactly our reservation files
     run_ref(&bin, "DEL", "ours", "eth0", &stdin);
     let dir = data.path().join("compat");
-    assert_eq!(
-        file_names(&dir),
-        [
-            "10.1.2.3",
-            "2001:db8:1::3",
-            "last_reserved_ip.0",
-            "last_reserved_ip.1",
-            "lock"
-        ]
-    );
+    assert_eq!(file_names(&dir), AFTER_RELEASE_OF_THE_FIRST);
 }
 
 #[test]

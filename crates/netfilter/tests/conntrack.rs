@@ -10,15 +10,13 @@
     reason = "tests"
 )]
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cni_netfilter::conntrack::{self, Family, UdpFlow};
-use common::{Ns, require_root};
+use cni_testsupport::{Netns, require_root};
 
 /// Port whose flows are deleted.
 const PORT: u16 = 8053;
@@ -28,15 +26,15 @@ const OTHER: u16 = 8054;
 /// `a` (conntrack enabled) and `b`, joined by veth `va`/`vb` with static neighbours so
 /// that no packet waits for (or is dropped during) address resolution.
 struct Pair {
-    a: Ns,
-    b: Ns,
+    a: Netns,
+    b: Netns,
 }
 
 impl Pair {
     fn new() -> Pair {
-        let (a, b) = common::pair();
+        let (a, b) = cni_testsupport::veth_pair();
         // Any rule needing conntrack activates the hooks in this namespace only.
-        common::enable_conntrack(&a);
+        cni_testsupport::enable_conntrack(&a);
         Pair { a, b }
     }
 
@@ -60,7 +58,7 @@ impl Pair {
     fn udp_from_b(&self, family: Family, sports: &[u16], dport: u16) -> Vec<SocketAddr> {
         let dst = SocketAddr::new(Pair::addr_a(family), dport);
         let src_ip = Pair::addr_b(family);
-        self.b.run(|| {
+        self.b.run_in(|| {
             let sockets: Vec<UdpSocket> = sports
                 .iter()
                 .map(|&sport| {
@@ -76,7 +74,7 @@ impl Pair {
     /// Our listing, inside `a`.
     fn flows(&self, family: Family, port: u16) -> Vec<UdpFlow> {
         self.a
-            .run(|| conntrack::udp_flows_to_port(family, port))
+            .run_in(|| conntrack::udp_flows_to_port(family, port))
             .unwrap()
     }
 
@@ -155,9 +153,9 @@ fn deletes_only_udp_flows_to_the_port(family: Family) {
     let p = Pair::new();
     // Background that must survive.
     let listener =
-        p.a.run(|| TcpListener::bind(SocketAddr::new(Pair::addr_a(family), PORT)).unwrap());
+        p.a.run_in(|| TcpListener::bind(SocketAddr::new(Pair::addr_a(family), PORT)).unwrap());
     let dst = SocketAddr::new(Pair::addr_a(family), PORT);
-    let tcp = p.b.run(|| TcpStream::connect(dst).unwrap());
+    let tcp = p.b.run_in(|| TcpStream::connect(dst).unwrap());
     let (_accepted, _) = listener.accept().unwrap();
     p.udp_from_b(family, &[0, PORT], OTHER);
     p.udp_from_b(other(family), &[0], PORT);
@@ -187,7 +185,7 @@ fn deletes_only_udp_flows_to_the_port(family: Family) {
     }
 
     let deleted =
-        p.a.run(|| conntrack::delete_udp_flows_to_port(family, PORT))
+        p.a.run_in(|| conntrack::delete_udp_flows_to_port(family, PORT))
             .unwrap();
     assert_eq!(deleted, 3);
 
@@ -205,13 +203,13 @@ fn deletes_only_udp_flows_to_the_port(family: Family) {
     assert_eq!(p.cli_tcp_count(family, PORT), tcp_before, "tcp to the port");
     // Nothing left: a second flush deletes nothing and succeeds.
     assert_eq!(
-        p.a.run(|| conntrack::delete_udp_flows_to_port(family, PORT))
+        p.a.run_in(|| conntrack::delete_udp_flows_to_port(family, PORT))
             .unwrap(),
         0
     );
     // A namespace without connection tracking has an empty table.
     assert_eq!(
-        p.b.run(|| conntrack::delete_udp_flows_to_port(family, PORT))
+        p.b.run_in(|| conntrack::delete_udp_flows_to_port(family, PORT))
             .unwrap(),
         0
     );
@@ -220,7 +218,7 @@ fn deletes_only_udp_flows_to_the_port(family: Family) {
 
 #[test]
 fn ipv4_deletes_only_udp_flows_to_the_port() {
-    if require_root("ipv4_deletes_only_udp_flows_to_the_port").is_none() {
+    if !require_root() {
         return;
     }
     deletes_only_udp_flows_to_the_port(Family::V4);
@@ -228,7 +226,7 @@ fn ipv4_deletes_only_udp_flows_to_the_port() {
 
 #[test]
 fn ipv6_deletes_only_udp_flows_to_the_port() {
-    if require_root("ipv6_deletes_only_udp_flows_to_the_port").is_none() {
+    if !require_root() {
         return;
     }
     deletes_only_udp_flows_to_the_port(Family::V6);
@@ -239,7 +237,7 @@ fn ipv6_deletes_only_udp_flows_to_the_port() {
 /// gets ENOENT, which is not an error) and together delete each entry exactly once.
 #[test]
 fn many_flows_and_concurrent_flushes() {
-    if require_root("many_flows_and_concurrent_flushes").is_none() {
+    if !require_root() {
         return;
     }
     const N: usize = 2000;
@@ -254,7 +252,7 @@ fn many_flows_and_concurrent_flushes() {
 
     let start = Instant::now();
     let deleted =
-        p.a.run(|| conntrack::delete_udp_flows_to_port(Family::V4, PORT))
+        p.a.run_in(|| conntrack::delete_udp_flows_to_port(Family::V4, PORT))
             .unwrap();
     let took = start.elapsed();
     println!(
@@ -268,7 +266,7 @@ fn many_flows_and_concurrent_flushes() {
     // The common case: nothing to delete in a populated table (dump cost only).
     let start = Instant::now();
     let none =
-        p.a.run(|| conntrack::delete_udp_flows_to_port(Family::V4, PORT))
+        p.a.run_in(|| conntrack::delete_udp_flows_to_port(Family::V4, PORT))
             .unwrap();
     println!(
         "no-match ipv4 flush took {:?} (table of {} entries)",
@@ -279,10 +277,10 @@ fn many_flows_and_concurrent_flushes() {
 
     let (one, two) = std::thread::scope(|s| {
         let one = s.spawn(|| {
-            p.a.run(|| conntrack::delete_udp_flows_to_port(Family::V6, PORT))
+            p.a.run_in(|| conntrack::delete_udp_flows_to_port(Family::V6, PORT))
         });
         let two = s.spawn(|| {
-            p.a.run(|| conntrack::delete_udp_flows_to_port(Family::V6, PORT))
+            p.a.run_in(|| conntrack::delete_udp_flows_to_port(Family::V6, PORT))
         });
         (one.join().unwrap(), two.join().unwrap())
     });

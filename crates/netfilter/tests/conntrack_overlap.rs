@@ -10,18 +10,16 @@
     reason = "tests"
 )]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use cni_netfilter::conntrack::{self, Family, OverlappedFlush};
-use common::{Ns, pair, require_root, send_udp};
+use cni_testsupport::{Netns, require_root, send_udp, veth_pair};
 
 /// Turns conntrack on in `a` (a rule that needs it) and waits for `n` entries.
-fn wait_for_entries(a: &Ns, n: u32) {
+fn wait_for_entries(a: &Netns, n: u32) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let count = a.run(conntrack::entry_count).unwrap();
+        let count = a.run_in(conntrack::entry_count).unwrap();
         if count >= n {
             return;
         }
@@ -33,33 +31,37 @@ fn wait_for_entries(a: &Ns, n: u32) {
     }
 }
 
-fn flows(a: &Ns, family: Family, port: u16) -> usize {
-    a.run(|| conntrack::udp_flows_to_port(family, port))
+fn flows(a: &Netns, family: Family, port: u16) -> usize {
+    a.run_in(|| conntrack::udp_flows_to_port(family, port))
         .unwrap()
         .len()
 }
 
 #[test]
 fn walk_overlaps_the_change_and_events_catch_later_entries() {
-    if require_root("walk_overlaps_the_change_and_events_catch_later_entries").is_none() {
+    if !require_root() {
         return;
     }
-    let (a, b) = pair();
+    let (a, b) = veth_pair();
     // Any rule needing conntrack activates the hooks in this namespace only.
-    common::enable_conntrack(&a);
+    cni_testsupport::enable_conntrack(&a);
     let both = [Family::V4, Family::V6];
 
     // 1. An empty namespace: no dump; an entry confirmed while the "rules change" (after
     //    the walk) is caught from the events and deleted.
-    assert_eq!(a.run(conntrack::entry_count).unwrap(), 0);
+    assert_eq!(a.run_in(conntrack::entry_count).unwrap(), 0);
     let before = conntrack::dumps_requested();
-    let flush = a.run(|| OverlappedFlush::start(&both, &[8053]));
+    let flush = a.run_in(|| OverlappedFlush::start(&both, &[8053]));
     std::thread::sleep(Duration::from_millis(100)); // the walk is long done
     send_udp(&b, "10.78.0.1:8053");
     send_udp(&b, "[fd78::1]:8053");
     send_udp(&b, "10.78.0.1:9999");
     wait_for_entries(&a, 3);
-    assert_eq!(a.run(|| flush.finish()).unwrap(), 2, "both announced flows");
+    assert_eq!(
+        a.run_in(|| flush.finish()).unwrap(),
+        2,
+        "both announced flows"
+    );
     assert_eq!(conntrack::dumps_requested(), before, "no dump, no fallback");
     assert_eq!(flows(&a, Family::V4, 8053) + flows(&a, Family::V6, 8053), 0);
     assert_eq!(flows(&a, Family::V4, 9999), 1, "other ports stay");
@@ -69,11 +71,11 @@ fn walk_overlaps_the_change_and_events_catch_later_entries() {
     send_udp(&b, "10.78.0.1:8054");
     wait_for_entries(&a, 2);
     let before = conntrack::dumps_requested();
-    let flush = a.run(|| OverlappedFlush::start(&both, &[8053, 8054]));
+    let flush = a.run_in(|| OverlappedFlush::start(&both, &[8053, 8054]));
     std::thread::sleep(Duration::from_millis(100));
     send_udp(&b, "[fd78::1]:8054");
     wait_for_entries(&a, 3);
-    assert_eq!(a.run(|| flush.finish()).unwrap(), 2);
+    assert_eq!(a.run_in(|| flush.finish()).unwrap(), 2);
     assert_eq!(
         conntrack::dumps_requested(),
         before + 1,
@@ -87,17 +89,17 @@ fn walk_overlaps_the_change_and_events_catch_later_entries() {
     // 3. A flush dropped unfinished (the change failed) deletes nothing.
     send_udp(&b, "10.78.0.1:8055");
     wait_for_entries(&a, 2);
-    drop(a.run(|| OverlappedFlush::start(&both, &[8055])));
+    drop(a.run_in(|| OverlappedFlush::start(&both, &[8055])));
     assert_eq!(flows(&a, Family::V4, 8055), 1);
 
     // 4. Nothing asked for: nothing done.
     assert_eq!(
-        a.run(|| OverlappedFlush::start(&both, &[]).finish())
+        a.run_in(|| OverlappedFlush::start(&both, &[]).finish())
             .unwrap(),
         0
     );
     assert_eq!(
-        a.run(|| OverlappedFlush::start(&[], &[8055]).finish())
+        a.run_in(|| OverlappedFlush::start(&[], &[8055]).finish())
             .unwrap(),
         0
     );

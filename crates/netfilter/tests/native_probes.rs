@@ -12,23 +12,21 @@
     reason = "tests"
 )]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use cni_netfilter::conntrack::{self, Family};
 use cni_netfilter::iptables;
 use cni_netfilter::nft;
-use common::{Ns, pair, require_root, send_udp};
+use cni_testsupport::{Netns, require_root, send_udp, veth_pair};
 use nftables::types::NfFamily;
 
 #[test]
 fn table_probe_and_empty_nat_tables() {
-    if require_root("table_probe_and_empty_nat_tables").is_none() {
+    if !require_root() {
         return;
     }
-    let ns = Ns::new();
-    let exists = |f: NfFamily, t: &'static str| ns.run(move || nft::table_exists(f, t)).unwrap();
+    let ns = Netns::new();
+    let exists = |f: NfFamily, t: &'static str| ns.run_in(move || nft::table_exists(f, t)).unwrap();
     for (f, t) in [
         (NfFamily::IP, "nat"),
         (NfFamily::IP6, "nat"),
@@ -43,14 +41,14 @@ fn table_probe_and_empty_nat_tables() {
     // A fresh namespace's nat tables are known to be empty with iptables-nft.
     for family in Family::ALL {
         assert_eq!(
-            ns.run(|| iptables::known_empty(family, "nat")),
+            ns.run_in(|| iptables::known_empty(family, "nat")),
             nft_variant,
             "{family}"
         );
     }
     // Listing an absent table is answered without nft.
     assert!(
-        ns.run(|| nft::list_table(NfFamily::INet, "cni_plugins_masquerade"))
+        ns.run_in(|| nft::list_table(NfFamily::INet, "cni_plugins_masquerade"))
             .unwrap()
             .is_none()
     );
@@ -64,49 +62,52 @@ fn table_probe_and_empty_nat_tables() {
     );
     assert!(!exists(NfFamily::INet, "cni_hostport"));
     assert!(
-        ns.run(|| nft::list_table(NfFamily::IP6, "cni_hostport"))
+        ns.run_in(|| nft::list_table(NfFamily::IP6, "cni_hostport"))
             .unwrap()
             .is_some()
     );
 
     ns.sh("iptables -t nat -A POSTROUTING -s 10.9.9.9/32 -j ACCEPT");
     assert_eq!(exists(NfFamily::IP, "nat"), nft_variant);
-    assert!(!ns.run(|| iptables::known_empty(Family::V4, "nat")));
+    assert!(!ns.run_in(|| iptables::known_empty(Family::V4, "nat")));
     assert_eq!(
-        ns.run(|| iptables::known_empty(Family::V6, "nat")),
+        ns.run_in(|| iptables::known_empty(Family::V6, "nat")),
         nft_variant,
         "ip6tables still has no nat table"
     );
 
     // Another namespace does not see these tables: the probe asks the caller's.
-    let other = Ns::new();
+    let other = Netns::new();
     assert!(
         !other
-            .run(|| nft::table_exists(NfFamily::INet, "cni_plugins_masquerade"))
+            .run_in(|| nft::table_exists(NfFamily::INet, "cni_plugins_masquerade"))
             .unwrap()
     );
     // A name the kernel rejects is an error (then callers ask nft), not "absent".
     let long = "x".repeat(300);
-    assert!(ns.run(|| nft::table_exists(NfFamily::IP, &long)).is_err());
+    assert!(
+        ns.run_in(|| nft::table_exists(NfFamily::IP, &long))
+            .is_err()
+    );
 }
 
 /// `a` and `b` joined by a veth with static neighbours; conntrack is enabled in `a`
 /// only when asked (an nftables `ct state` rule).
 #[test]
 fn conntrack_dump_skipped_without_entries_and_done_once_for_both_families() {
-    if require_root("conntrack_dump_skipped_without_entries").is_none() {
+    if !require_root() {
         return;
     }
-    let (a, b) = pair();
+    let (a, b) = veth_pair();
     let both = [Family::V4, Family::V6];
     let ports = [8053, 8054];
 
     // Conntrack not in use in `a`: no entry, no dump.
-    assert!(a.run(conntrack::namespace_is_empty));
-    assert_eq!(a.run(conntrack::entry_count).unwrap(), 0);
+    assert!(a.run_in(conntrack::namespace_is_empty));
+    assert_eq!(a.run_in(conntrack::entry_count).unwrap(), 0);
     let before = conntrack::dumps_requested();
     assert_eq!(
-        a.run(|| conntrack::delete_udp_flows_to_ports(&both, &ports))
+        a.run_in(|| conntrack::delete_udp_flows_to_ports(&both, &ports))
             .unwrap(),
         0
     );
@@ -118,10 +119,10 @@ fn conntrack_dump_skipped_without_entries_and_done_once_for_both_families() {
 
     // Traffic while conntrack is off leaves no entry either.
     send_udp(&b, "10.78.0.1:8053");
-    assert!(a.run(conntrack::namespace_is_empty));
+    assert!(a.run_in(conntrack::namespace_is_empty));
 
     // Any rule needing conntrack activates the hooks in this namespace only.
-    common::enable_conntrack(&a);
+    cni_testsupport::enable_conntrack(&a);
     for dst in [
         "10.78.0.1:8053",
         "10.78.0.1:8054",
@@ -132,7 +133,7 @@ fn conntrack_dump_skipped_without_entries_and_done_once_for_both_families() {
         send_udp(&b, dst);
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    while a.run(conntrack::namespace_is_empty) {
+    while a.run_in(conntrack::namespace_is_empty) {
         assert!(Instant::now() < deadline, "no conntrack entry appeared");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -148,17 +149,17 @@ fn conntrack_dump_skipped_without_entries_and_done_once_for_both_families() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // The netlink count is the sysctl's (both read the namespace's counter).
-    assert_eq!(a.run(conntrack::entry_count).unwrap(), count());
+    assert_eq!(a.run_in(conntrack::entry_count).unwrap(), count());
 
     // Both families and both ports: deleted with one dump.
     let before = conntrack::dumps_requested();
     let deleted = a
-        .run(|| conntrack::delete_udp_flows_to_ports(&both, &ports))
+        .run_in(|| conntrack::delete_udp_flows_to_ports(&both, &ports))
         .unwrap();
     assert_eq!(deleted, 4);
     assert_eq!(conntrack::dumps_requested(), before + 1, "one dump");
     assert!(
-        a.run(|| conntrack::udp_flows_to_port(Family::V4, 9999))
+        a.run_in(|| conntrack::udp_flows_to_port(Family::V4, 9999))
             .unwrap()
             .len()
             == 1,
@@ -167,7 +168,7 @@ fn conntrack_dump_skipped_without_entries_and_done_once_for_both_families() {
     for family in both {
         for port in ports {
             assert!(
-                a.run(|| conntrack::udp_flows_to_port(family, port))
+                a.run_in(|| conntrack::udp_flows_to_port(family, port))
                     .unwrap()
                     .is_empty()
             );
@@ -180,19 +181,22 @@ fn conntrack_dump_skipped_without_entries_and_done_once_for_both_families() {
 #[test]
 fn localnet_guard_is_found_natively_and_restored() {
     use cni_netfilter::{Backend, localnet};
-    if require_root("localnet_guard_is_found_natively_and_restored").is_none() {
+    if !require_root() {
         return;
     }
-    let ns = Ns::new();
+    let ns = Netns::new();
     for backend in [Backend::Iptables, Backend::Nftables] {
         assert_eq!(
-            ns.run(|| localnet::present_natively(backend)),
+            ns.run_in(|| localnet::present_natively(backend)),
             Some(false),
             "{backend}: absent in a fresh namespace"
         );
-        ns.run(|| localnet::ensure(backend)).unwrap();
-        assert_eq!(ns.run(|| localnet::present_natively(backend)), Some(true));
-        ns.run(|| localnet::ensure(backend)).unwrap();
+        ns.run_in(|| localnet::ensure(backend)).unwrap();
+        assert_eq!(
+            ns.run_in(|| localnet::present_natively(backend)),
+            Some(true)
+        );
+        ns.run_in(|| localnet::ensure(backend)).unwrap();
     }
     let filter = ns.sh("iptables -S INPUT");
     assert_eq!(
@@ -211,9 +215,15 @@ fn localnet_guard_is_found_natively_and_restored() {
     // Gone (a firewall reload): noticed and restored, once.
     ns.sh("iptables -F INPUT && nft delete table ip cni_localnet_guard");
     for backend in [Backend::Iptables, Backend::Nftables] {
-        assert_eq!(ns.run(|| localnet::present_natively(backend)), Some(false));
-        ns.run(|| localnet::ensure(backend)).unwrap();
-        assert_eq!(ns.run(|| localnet::present_natively(backend)), Some(true));
+        assert_eq!(
+            ns.run_in(|| localnet::present_natively(backend)),
+            Some(false)
+        );
+        ns.run_in(|| localnet::ensure(backend)).unwrap();
+        assert_eq!(
+            ns.run_in(|| localnet::present_natively(backend)),
+            Some(true)
+        );
     }
     assert_eq!(
         ns.sh("iptables -S INPUT")
@@ -224,7 +234,7 @@ fn localnet_guard_is_found_natively_and_restored() {
     // Another rule with another comment is not taken for the guard.
     ns.sh("iptables -F INPUT && iptables -A INPUT -m comment --comment other -j ACCEPT");
     assert_eq!(
-        ns.run(|| localnet::present_natively(Backend::Iptables)),
+        ns.run_in(|| localnet::present_natively(Backend::Iptables)),
         Some(false)
     );
 }

@@ -12,34 +12,32 @@
     reason = "tests"
 )]
 
-mod common;
-
 use std::net::IpAddr;
 
 use cni_netfilter::masq::{self, MasqOwner};
 use cni_netfilter::nft;
 use cni_netfilter::portmap::{self, Owner, PortMapOptions, PortMapping, Protocol};
 use cni_netfilter::{Backend, spoofchk};
-use common::{Ns, require_root};
+use cni_testsupport::{Netns, require_root};
 use ipnetwork::IpNetwork;
 
 /// Runs `step` in `native` with the native path (and checks that it started no
 /// process), and in `tool` through nft; then compares the two rulesets and returns the
 /// listing.
 fn both(
-    native: &Ns,
-    tool: &Ns,
+    native: &Netns,
+    tool: &Netns,
     what: &str,
     step: &(dyn Fn() -> cni_netfilter::Result<()> + Sync),
 ) -> String {
-    let run = native.run(|| {
+    let run = native.run_in(|| {
         nft::set_native(true);
         let before = cni_netfilter::tools_run();
         step().map(|()| cni_netfilter::tools_run() - before)
     });
     let run = run.unwrap_or_else(|e| panic!("{what} (native): {e}"));
     assert_eq!(run, 0, "{what}: the native side ran {run} tool processes");
-    tool.run(|| {
+    tool.run_in(|| {
         nft::set_native(false);
         step()
     })
@@ -71,15 +69,15 @@ fn pm(
 
 #[test]
 fn native_writes_what_nft_writes() {
-    let Some(()) = require_root("native_writes_what_nft_writes") else {
+    if !require_root() {
         return;
-    };
-    let (a, b) = (Ns::new(), Ns::new());
+    }
+    let (a, b) = (Netns::new(), Netns::new());
     // The localnet guard that portmap ADD (snat, IPv4) makes sure of is created once per
     // node and is written as nft text (its rule is not in the native encoding): create it
     // up front in both namespaces, so the portmap steps below are its native layout only.
     for ns in [&a, &b] {
-        ns.run(|| cni_netfilter::localnet::ensure(Backend::Nftables))
+        ns.run_in(|| cni_netfilter::localnet::ensure(Backend::Nftables))
             .unwrap();
     }
 
@@ -190,13 +188,13 @@ fn native_writes_what_nft_writes() {
 /// read) commits in one batch each; the reply does not overflow the socket.
 #[test]
 fn large_batches_commit_natively() {
-    let Some(()) = require_root("large_batches_commit_natively") else {
+    if !require_root() {
         return;
-    };
+    }
     use nftables::types::NfFamily;
-    let ns = Ns::new();
+    let ns = Netns::new();
     let n = 3000;
-    ns.run(|| {
+    ns.run_in(|| {
         let mut tx = nft::Tx::new();
         tx.add_table(NfFamily::IP, "big")
             .add_chain(NfFamily::IP, "big", "c", None);

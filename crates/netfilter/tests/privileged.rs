@@ -9,15 +9,13 @@
     reason = "tests"
 )]
 
-mod common;
-
 use std::time::Instant;
 
 use cni_netfilter::iptables::{self, Family};
 use cni_netfilter::masq::{self, MasqOwner};
 use cni_netfilter::portmap::{self, Owner, PortMapOptions, PortMapping, Protocol};
 use cni_netfilter::{Backend, spoofchk};
-use common::{Ns, require_root};
+use cni_testsupport::{Netns, require_root};
 use ipnetwork::IpNetwork;
 
 const REF_PORTMAP: &str = "/usr/lib/cni/portmap";
@@ -70,7 +68,7 @@ fn mapping_json(maps: &[PortMapping]) -> String {
 }
 
 /// Runs the reference portmap plugin with `command` inside `ns`.
-fn reference_portmap(ns: &Ns, command: &str, cid: &str, maps: &[PortMapping]) {
+fn reference_portmap(ns: &Netns, command: &str, cid: &str, maps: &[PortMapping]) {
     let conf = format!(
         r#"{{"cniVersion":"0.4.0","name":"ccnet","type":"portmap","snat":true,"runtimeConfig":{{"portMappings":{}}},
         "prevResult":{{"cniVersion":"0.4.0","interfaces":[{{"name":"eth0","sandbox":"/var/run/netns/x"}}],
@@ -88,22 +86,22 @@ fn reference_portmap(ns: &Ns, command: &str, cid: &str, maps: &[PortMapping]) {
     assert!(ok, "reference portmap {command} failed: {out} {err}");
 }
 
-fn host_ns() -> Ns {
-    let ns = Ns::new();
+fn host_ns() -> Netns {
+    let ns = Netns::new();
     ns.sh("ip link add br0 type bridge && ip addr add 10.99.0.1/24 dev br0 && ip -6 addr add fd00:99::1/64 dev br0 nodad && ip link set br0 up");
     ns
 }
 
 #[test]
 fn portmap_iptables_listing_equals_reference_plugin() {
-    let Some(()) = require_root("portmap_iptables_listing_equals_reference_plugin") else {
+    if !require_root() {
         return;
-    };
+    }
     let reference = host_ns();
     reference_portmap(&reference, "ADD", "ctr1", &sample());
     let ours = host_ns();
     let started = Instant::now();
-    ours.run(|| {
+    ours.run_in(|| {
         portmap::add(
             Backend::Iptables,
             &OWNER,
@@ -118,7 +116,7 @@ fn portmap_iptables_listing_equals_reference_plugin() {
         assert_eq!(ours.nat(v6), reference.nat(v6), "v6={v6}");
     }
     // Re-applying the same mappings changes nothing and needs no restore.
-    ours.run(|| {
+    ours.run_in(|| {
         portmap::add(
             Backend::Iptables,
             &OWNER,
@@ -129,7 +127,7 @@ fn portmap_iptables_listing_equals_reference_plugin() {
     })
     .unwrap();
     assert_eq!(ours.nat(false), reference.nat(false));
-    ours.run(|| {
+    ours.run_in(|| {
         portmap::check(
             Backend::Iptables,
             &OWNER,
@@ -143,16 +141,16 @@ fn portmap_iptables_listing_equals_reference_plugin() {
 
 #[test]
 fn portmap_iptables_readd_check_del_gc() {
-    let Some(()) = require_root("portmap_iptables_readd_check_del_gc") else {
+    if !require_root() {
         return;
-    };
+    }
     let ns = host_ns();
     let opts = PortMapOptions::default();
-    ns.run(|| portmap::add(Backend::Iptables, &OWNER, &opts, &sample(), &ips()))
+    ns.run_in(|| portmap::add(Backend::Iptables, &OWNER, &opts, &sample(), &ips()))
         .unwrap();
     // Re-ADD with different mappings: the old ones are gone.
     let new = [pm(7000, 70, Protocol::Udp, None)];
-    ns.run(|| portmap::add(Backend::Iptables, &OWNER, &opts, &new, &ips()))
+    ns.run_in(|| portmap::add(Backend::Iptables, &OWNER, &opts, &new, &ips()))
         .unwrap();
     for v6 in [false, true] {
         let listing = ns.nat(v6);
@@ -165,19 +163,19 @@ fn portmap_iptables_readd_check_del_gc() {
             "{listing}"
         );
     }
-    ns.run(|| portmap::check(Backend::Iptables, &OWNER, &opts, &new, &ips()))
+    ns.run_in(|| portmap::check(Backend::Iptables, &OWNER, &opts, &new, &ips()))
         .unwrap();
     let err = ns
-        .run(|| portmap::check(Backend::Iptables, &OWNER, &opts, &sample(), &ips()))
+        .run_in(|| portmap::check(Backend::Iptables, &OWNER, &opts, &sample(), &ips()))
         .unwrap_err();
     assert!(err.is_missing(), "{err}");
     // CHECK per family: delete one IPv6 rule only and the IPv6 check fails.
     ns.sh("ip6tables -t nat -D CNI-DN-fe994aa6f38cd8a2c97f6 -p udp -m udp --dport 7000 -j DNAT --to-destination [fd00:99::3]:70");
     let v4: Vec<IpNetwork> = ips()[..1].to_vec();
-    ns.run(|| portmap::check(Backend::Iptables, &OWNER, &opts, &new, &v4))
+    ns.run_in(|| portmap::check(Backend::Iptables, &OWNER, &opts, &new, &v4))
         .unwrap();
     let err = ns
-        .run(|| portmap::check(Backend::Iptables, &OWNER, &opts, &new, &ips()))
+        .run_in(|| portmap::check(Backend::Iptables, &OWNER, &opts, &new, &ips()))
         .unwrap_err();
     assert!(err.to_string().contains("ip6tables"), "{err}");
     // A second container survives DEL and GC of the first.
@@ -186,7 +184,7 @@ fn portmap_iptables_readd_check_del_gc() {
         container_id: "ctr2",
     };
     let other_ips: Vec<IpNetwork> = vec!["10.99.0.4/24".parse().unwrap()];
-    ns.run(|| {
+    ns.run_in(|| {
         portmap::add(
             Backend::Iptables,
             &other,
@@ -197,7 +195,7 @@ fn portmap_iptables_readd_check_del_gc() {
     })
     .unwrap();
     let started = Instant::now();
-    ns.run(|| portmap::del(&OWNER)).unwrap();
+    ns.run_in(|| portmap::del(&OWNER)).unwrap();
     println!(
         "portmap iptables DEL (v4+v6, + nft probe): {:?}",
         started.elapsed()
@@ -210,29 +208,29 @@ fn portmap_iptables_readd_check_del_gc() {
         );
     }
     assert!(ns.nat(false).contains("--dports 6000"));
-    ns.run(|| portmap::del(&OWNER)).unwrap();
+    ns.run_in(|| portmap::del(&OWNER)).unwrap();
     // GC with ctr2 valid keeps it; with nothing valid removes it.
-    ns.run(|| portmap::gc("ccnet", &[("ctr2".into(), "eth0".into())]))
+    ns.run_in(|| portmap::gc("ccnet", &[("ctr2".into(), "eth0".into())]))
         .unwrap();
     assert!(ns.nat(false).contains("--dports 6000"));
-    ns.run(|| portmap::gc("othernet", &[])).unwrap();
+    ns.run_in(|| portmap::gc("othernet", &[])).unwrap();
     assert!(
         ns.nat(false).contains("--dports 6000"),
         "GC of another network must not touch ccnet"
     );
-    ns.run(|| portmap::gc("ccnet", &[])).unwrap();
+    ns.run_in(|| portmap::gc("ccnet", &[])).unwrap();
     assert!(!ns.nat(false).contains("CNI-DN-"), "{}", ns.nat(false));
 }
 
 #[test]
 fn portmap_del_removes_reference_plugin_rules() {
-    let Some(()) = require_root("portmap_del_removes_reference_plugin_rules") else {
+    if !require_root() {
         return;
-    };
+    }
     let ns = host_ns();
     reference_portmap(&ns, "ADD", "ctr1", &sample());
     assert!(ns.nat(false).contains("CNI-DN-fe994aa6f38cd8a2c97f6"));
-    ns.run(|| portmap::del(&OWNER)).unwrap();
+    ns.run_in(|| portmap::del(&OWNER)).unwrap();
     for v6 in [false, true] {
         let l = ns.nat(v6);
         assert!(!l.contains("CNI-DN-"), "{l}");
@@ -242,7 +240,7 @@ fn portmap_del_removes_reference_plugin_rules() {
         );
     }
     // And the reference removes ours (same layout).
-    ns.run(|| {
+    ns.run_in(|| {
         portmap::add(
             Backend::Iptables,
             &OWNER,
@@ -258,16 +256,16 @@ fn portmap_del_removes_reference_plugin_rules() {
 
 #[test]
 fn masq_iptables_lifecycle() {
-    let Some(()) = require_root("masq_iptables_lifecycle") else {
+    if !require_root() {
         return;
-    };
-    let ns = Ns::new();
+    }
+    let ns = Netns::new();
     let owner = MasqOwner {
         network: "ccnet",
         container_id: "ctr1",
         ifname: "eth0",
     };
-    ns.run(|| masq::setup(Backend::Iptables, &owner, &ips()))
+    ns.run_in(|| masq::setup(Backend::Iptables, &owner, &ips()))
         .unwrap();
     let v4 = ns.nat(false);
     let expected_v4 = "-N CNI-fe994aa6f38cd8a2c97f61d7
@@ -281,51 +279,51 @@ fn masq_iptables_lifecycle() {
         "{}",
         ns.nat(true)
     );
-    ns.run(|| masq::setup(Backend::Iptables, &owner, &ips()))
+    ns.run_in(|| masq::setup(Backend::Iptables, &owner, &ips()))
         .unwrap();
     assert_eq!(ns.nat(false), v4, "re-setup is idempotent");
-    ns.run(|| masq::check(Backend::Iptables, &owner, &ips()))
+    ns.run_in(|| masq::check(Backend::Iptables, &owner, &ips()))
         .unwrap();
     let other = MasqOwner {
         container_id: "ctr2",
         ..owner
     };
     let other_ip: Vec<IpNetwork> = vec!["10.99.0.4/24".parse().unwrap()];
-    ns.run(|| masq::setup(Backend::Iptables, &other, &other_ip))
+    ns.run_in(|| masq::setup(Backend::Iptables, &other, &other_ip))
         .unwrap();
-    ns.run(|| masq::teardown(&owner)).unwrap();
-    ns.run(|| masq::teardown(&owner)).unwrap();
+    ns.run_in(|| masq::teardown(&owner)).unwrap();
+    ns.run_in(|| masq::teardown(&owner)).unwrap();
     assert!(
         !ns.nat(false).contains("fe994aa6f38cd8a2c97f61d7") && !ns.nat(true).contains("CNI-"),
         "{}",
         ns.nat(false)
     );
     assert!(
-        ns.run(|| masq::check(Backend::Iptables, &owner, &ips()))
+        ns.run_in(|| masq::check(Backend::Iptables, &owner, &ips()))
             .unwrap_err()
             .is_missing()
     );
-    ns.run(|| masq::gc("ccnet", &[("ctr2".into(), "eth0".into())]))
+    ns.run_in(|| masq::gc("ccnet", &[("ctr2".into(), "eth0".into())]))
         .unwrap();
     assert!(ns.nat(false).contains("10.99.0.4/32"));
-    ns.run(|| masq::gc("ccnet", &[])).unwrap();
+    ns.run_in(|| masq::gc("ccnet", &[])).unwrap();
     assert!(!ns.nat(false).contains("CNI-"), "{}", ns.nat(false));
 }
 
 #[test]
 fn masq_iptables_listing_equals_reference_bridge() {
-    let Some(()) = require_root("masq_iptables_listing_equals_reference_bridge") else {
+    if !require_root() {
         return;
-    };
-    let reference = Ns::new();
-    let container = Ns::new();
-    let data = std::env::temp_dir().join(format!("cninf-ipam-{}", container.name));
+    }
+    let reference = Netns::new();
+    let container = Netns::new();
+    let data = std::env::temp_dir().join(format!("cninf-ipam-{}", container.name()));
     let conf = format!(
         r#"{{"cniVersion":"0.4.0","name":"ccnet","type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":true,
         "ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"10.99.0.0/24"}}],[{{"subnet":"fd00:99::/64"}}]]}}}}"#,
         data.display()
     );
-    let netns = format!("/run/netns/{}", container.name);
+    let netns = format!("/run/netns/{}", container.name());
     let env = [
         ("CNI_COMMAND", "ADD"),
         ("CNI_CONTAINERID", "ctr1"),
@@ -336,7 +334,7 @@ fn masq_iptables_listing_equals_reference_bridge() {
     let (ok, out, err) = reference.sh_in("/usr/lib/cni/bridge", &env, &conf);
     let _ = std::fs::remove_dir_all(&data);
     assert!(ok, "reference bridge failed: {out} {err}");
-    let ours = Ns::new();
+    let ours = Netns::new();
     let owner = MasqOwner {
         network: "ccnet",
         container_id: "ctr1",
@@ -346,34 +344,34 @@ fn masq_iptables_listing_equals_reference_bridge() {
         "10.99.0.2/24".parse().unwrap(),
         "fd00:99::2/64".parse().unwrap(),
     ];
-    ours.run(|| masq::setup(Backend::Iptables, &owner, &addrs))
+    ours.run_in(|| masq::setup(Backend::Iptables, &owner, &addrs))
         .unwrap();
     for v6 in [false, true] {
         assert_eq!(ours.nat(v6), reference.nat(v6), "v6={v6}");
     }
     // Our teardown removes the reference's rules without knowing the addresses.
-    reference.run(|| masq::teardown(&owner)).unwrap();
+    reference.run_in(|| masq::teardown(&owner)).unwrap();
     for v6 in [false, true] {
         assert!(!reference.nat(v6).contains("CNI-"), "{}", reference.nat(v6));
     }
 }
 
-fn nft_list(ns: &Ns, what: &str) -> String {
+fn nft_list(ns: &Netns, what: &str) -> String {
     ns.sh(&format!("nft list {what}"))
 }
 
 #[test]
 fn masq_nftables_lifecycle() {
-    let Some(()) = require_root("masq_nftables_lifecycle") else {
+    if !require_root() {
         return;
-    };
-    let ns = Ns::new();
+    }
+    let ns = Netns::new();
     let owner = MasqOwner {
         network: "ccnet",
         container_id: "ctr1",
         ifname: "eth0",
     };
-    ns.run(|| masq::setup(Backend::Nftables, &owner, &ips()))
+    ns.run_in(|| masq::setup(Backend::Nftables, &owner, &ips()))
         .unwrap();
     let listing = nft_list(&ns, "table inet cni_plugins_masquerade");
     println!("{listing}");
@@ -388,7 +386,7 @@ fn masq_nftables_lifecycle() {
     ] {
         assert!(listing.contains(&line), "missing {line:?} in\n{listing}");
     }
-    ns.run(|| masq::setup(Backend::Nftables, &owner, &ips()))
+    ns.run_in(|| masq::setup(Backend::Nftables, &owner, &ips()))
         .unwrap();
     assert_eq!(
         nft_list(&ns, "chain inet cni_plugins_masquerade masq_checks")
@@ -397,13 +395,13 @@ fn masq_nftables_lifecycle() {
         2,
         "re-setup replaces"
     );
-    ns.run(|| masq::check(Backend::Nftables, &owner, &ips()))
+    ns.run_in(|| masq::check(Backend::Nftables, &owner, &ips()))
         .unwrap();
     let other = MasqOwner {
         container_id: "ctr2",
         ..owner
     };
-    ns.run(|| {
+    ns.run_in(|| {
         masq::setup(
             Backend::Nftables,
             &other,
@@ -411,34 +409,34 @@ fn masq_nftables_lifecycle() {
         )
     })
     .unwrap();
-    ns.run(|| masq::teardown(&owner)).unwrap();
-    ns.run(|| masq::teardown(&owner)).unwrap();
+    ns.run_in(|| masq::teardown(&owner)).unwrap();
+    ns.run_in(|| masq::teardown(&owner)).unwrap();
     let left = nft_list(&ns, "chain inet cni_plugins_masquerade masq_checks");
     assert!(
         !left.contains("10.99.0.3") && left.contains("10.99.0.4"),
         "{left}"
     );
     assert!(
-        ns.run(|| masq::check(Backend::Nftables, &owner, &ips()))
+        ns.run_in(|| masq::check(Backend::Nftables, &owner, &ips()))
             .unwrap_err()
             .is_missing()
     );
-    ns.run(|| masq::gc("ccnet", &[("ctr2".into(), "eth0".into())]))
+    ns.run_in(|| masq::gc("ccnet", &[("ctr2".into(), "eth0".into())]))
         .unwrap();
     assert!(nft_list(&ns, "chain inet cni_plugins_masquerade masq_checks").contains("10.99.0.4"));
-    ns.run(|| masq::gc("ccnet", &[("ctr2".into(), "eth1".into())]))
+    ns.run_in(|| masq::gc("ccnet", &[("ctr2".into(), "eth1".into())]))
         .unwrap();
     assert!(!nft_list(&ns, "chain inet cni_plugins_masquerade masq_checks").contains("10.99.0.4"));
 }
 
 #[test]
 fn spoofchk_lifecycle() {
-    let Some(()) = require_root("spoofchk_lifecycle") else {
+    if !require_root() {
         return;
-    };
-    let ns = Ns::new();
+    }
+    let ns = Netns::new();
     ns.sh("ip link add vethtest type veth peer name vethpeer");
-    ns.run(|| spoofchk::setup("ctr1", "eth0", "vethtest", "0A:58:0A:00:00:05"))
+    ns.run_in(|| spoofchk::setup("ctr1", "eth0", "vethtest", "0A:58:0A:00:00:05"))
         .unwrap();
     let listing = nft_list(&ns, "table bridge nat");
     println!("{listing}");
@@ -459,45 +457,45 @@ fn spoofchk_lifecycle() {
 }
 "#;
     assert_eq!(listing, expected);
-    ns.run(|| spoofchk::setup("ctr1", "eth0", "vethtest", "0a:58:0a:00:00:05"))
+    ns.run_in(|| spoofchk::setup("ctr1", "eth0", "vethtest", "0a:58:0a:00:00:05"))
         .unwrap();
     assert_eq!(
         nft_list(&ns, "table bridge nat"),
         expected,
         "re-setup is idempotent"
     );
-    ns.run(|| spoofchk::check("ctr1", "eth0", "vethtest", "0a:58:0a:00:00:05"))
+    ns.run_in(|| spoofchk::check("ctr1", "eth0", "vethtest", "0a:58:0a:00:00:05"))
         .unwrap();
     assert!(
-        ns.run(|| spoofchk::check("ctr1", "eth0", "vethtest", "0a:58:0a:00:00:06"))
+        ns.run_in(|| spoofchk::check("ctr1", "eth0", "vethtest", "0a:58:0a:00:00:06"))
             .unwrap_err()
             .is_missing()
     );
-    ns.run(|| spoofchk::setup("ctr2", "eth0", "vethpeer", "0a:58:0a:00:00:07"))
+    ns.run_in(|| spoofchk::setup("ctr2", "eth0", "vethpeer", "0a:58:0a:00:00:07"))
         .unwrap();
-    ns.run(|| spoofchk::teardown("ctr1", "eth0")).unwrap();
-    ns.run(|| spoofchk::teardown("ctr1", "eth0")).unwrap();
+    ns.run_in(|| spoofchk::teardown("ctr1", "eth0")).unwrap();
+    ns.run_in(|| spoofchk::teardown("ctr1", "eth0")).unwrap();
     let left = nft_list(&ns, "table bridge nat");
     assert!(
         !left.contains("ctr1") && left.contains("cni-br-iface-ctr2-eth0-mac"),
         "{left}"
     );
-    ns.run(|| spoofchk::gc(&[("ctr2".into(), "eth0".into())]))
+    ns.run_in(|| spoofchk::gc(&[("ctr2".into(), "eth0".into())]))
         .unwrap();
     assert!(nft_list(&ns, "table bridge nat").contains("ctr2"));
-    ns.run(|| spoofchk::gc(&[])).unwrap();
+    ns.run_in(|| spoofchk::gc(&[])).unwrap();
     assert!(!nft_list(&ns, "table bridge nat").contains("ctr2"));
 }
 
 #[test]
 fn spoofchk_teardown_removes_reference_bridge_rules() {
-    let Some(()) = require_root("spoofchk_teardown_removes_reference_bridge_rules") else {
+    if !require_root() {
         return;
-    };
-    let host = Ns::new();
-    let container = Ns::new();
+    }
+    let host = Netns::new();
+    let container = Netns::new();
     let conf = r#"{"cniVersion":"0.4.0","name":"ccnet","type":"bridge","bridge":"cni0","macspoofchk":true,"ipam":{}}"#;
-    let netns = format!("/run/netns/{}", container.name);
+    let netns = format!("/run/netns/{}", container.name());
     let env = [
         ("CNI_COMMAND", "ADD"),
         ("CNI_CONTAINERID", "ctr1"),
@@ -511,22 +509,22 @@ fn spoofchk_teardown_removes_reference_bridge_rules() {
     assert!(before.contains("macspoofchk-ctr1-eth0"), "{before}");
     let mac = container.sh("cat /sys/class/net/eth0/address");
     let veth = host.sh("ls /sys/class/net/cni0/brif/");
-    host.run(|| spoofchk::check("ctr1", "eth0", veth.trim(), mac.trim()))
+    host.run_in(|| spoofchk::check("ctr1", "eth0", veth.trim(), mac.trim()))
         .unwrap();
-    host.run(|| spoofchk::teardown("ctr1", "eth0")).unwrap();
+    host.run_in(|| spoofchk::teardown("ctr1", "eth0")).unwrap();
     let after = nft_list(&host, "table bridge nat");
     assert!(!after.contains("ctr1"), "{after}");
 }
 
 #[test]
 fn portmap_nftables_lifecycle() {
-    let Some(()) = require_root("portmap_nftables_lifecycle") else {
+    if !require_root() {
         return;
-    };
+    }
     let ns = host_ns();
     let opts = PortMapOptions::default();
     let started = Instant::now();
-    ns.run(|| portmap::add(Backend::Nftables, &OWNER, &opts, &sample(), &ips()))
+    ns.run_in(|| portmap::add(Backend::Nftables, &OWNER, &opts, &sample(), &ips()))
         .unwrap();
     println!("portmap nftables ADD (v4+v6): {:?}", started.elapsed());
     let v4 = nft_list(&ns, "table ip cni_hostport");
@@ -572,11 +570,11 @@ fn portmap_nftables_lifecycle() {
         assert!(v6.contains(line), "missing {line:?} in\n{v6}");
     }
     assert!(!v6.contains("9090") && !v6.contains("127.0.0.1"), "{v6}");
-    ns.run(|| portmap::check(Backend::Nftables, &OWNER, &opts, &sample(), &ips()))
+    ns.run_in(|| portmap::check(Backend::Nftables, &OWNER, &opts, &sample(), &ips()))
         .unwrap();
     // Re-ADD with new mappings replaces.
     let new = [pm(7000, 70, Protocol::Udp, None)];
-    ns.run(|| portmap::add(Backend::Nftables, &OWNER, &opts, &new, &ips()))
+    ns.run_in(|| portmap::add(Backend::Nftables, &OWNER, &opts, &new, &ips()))
         .unwrap();
     let v4 = nft_list(&ns, "table ip cni_hostport");
     assert!(
@@ -585,11 +583,11 @@ fn portmap_nftables_lifecycle() {
     );
     assert_eq!(v4.matches("masquerade comment").count(), 2, "{v4}");
     assert!(
-        ns.run(|| portmap::check(Backend::Nftables, &OWNER, &opts, &sample(), &ips()))
+        ns.run_in(|| portmap::check(Backend::Nftables, &OWNER, &opts, &sample(), &ips()))
             .unwrap_err()
             .is_missing()
     );
-    ns.run(|| portmap::check(Backend::Nftables, &OWNER, &opts, &new, &ips()))
+    ns.run_in(|| portmap::check(Backend::Nftables, &OWNER, &opts, &new, &ips()))
         .unwrap();
     // masqAll + conditions, second container.
     let other = Owner {
@@ -602,7 +600,7 @@ fn portmap_nftables_lifecycle() {
         ..PortMapOptions::default()
     };
     let other_ips: Vec<IpNetwork> = vec!["10.99.0.4/24".parse().unwrap()];
-    ns.run(|| {
+    ns.run_in(|| {
         portmap::add(
             Backend::Nftables,
             &other,
@@ -622,7 +620,7 @@ fn portmap_nftables_lifecycle() {
         v4.contains("iifname != \"lo\" fib daddr type local jump hostports_all"),
         "{v4}"
     );
-    ns.run(|| {
+    ns.run_in(|| {
         portmap::check(
             Backend::Nftables,
             &other,
@@ -633,34 +631,37 @@ fn portmap_nftables_lifecycle() {
     })
     .unwrap();
     let started = Instant::now();
-    ns.run(|| portmap::del(&OWNER)).unwrap();
+    ns.run_in(|| portmap::del(&OWNER)).unwrap();
     println!(
         "portmap nftables DEL (+ iptables probe): {:?}",
         started.elapsed()
     );
-    ns.run(|| portmap::del(&OWNER)).unwrap();
+    ns.run_in(|| portmap::del(&OWNER)).unwrap();
     let v4 = nft_list(&ns, "table ip cni_hostport");
     let v6 = nft_list(&ns, "table ip6 cni_hostport");
     assert!(
         !v4.contains("\"ctr1\"") && !v6.contains("\"ctr1\"") && v4.contains("\"ctr2\""),
         "{v4}{v6}"
     );
-    ns.run(|| portmap::gc("ccnet", &[("ctr2".into(), "eth0".into())]))
+    ns.run_in(|| portmap::gc("ccnet", &[("ctr2".into(), "eth0".into())]))
         .unwrap();
     assert!(nft_list(&ns, "table ip cni_hostport").contains("\"ctr2\""));
-    ns.run(|| portmap::gc("ccnet", &[])).unwrap();
+    ns.run_in(|| portmap::gc("ccnet", &[])).unwrap();
     assert!(!nft_list(&ns, "table ip cni_hostport").contains("\"ctr2\""));
 }
 
 #[test]
 fn backend_autodetection_and_tool_errors() {
-    let Some(()) = require_root("backend_autodetection_and_tool_errors") else {
+    if !require_root() {
         return;
-    };
-    let ns = Ns::new();
-    assert_eq!(ns.run(|| Backend::select(None)).unwrap(), Backend::Iptables);
+    }
+    let ns = Netns::new();
     assert_eq!(
-        ns.run(Backend::usable_all),
+        ns.run_in(|| Backend::select(None)).unwrap(),
+        Backend::Iptables
+    );
+    assert_eq!(
+        ns.run_in(Backend::usable_all),
         [Backend::Iptables, Backend::Nftables]
     );
     // A rule the kernel rejects reports the tool's stderr and the rendered input.
@@ -670,7 +671,7 @@ fn backend_autodetection_and_tool_errors() {
         ..PortMapOptions::default()
     };
     let err = ns
-        .run(|| portmap::add(Backend::Iptables, &OWNER, &weird, &bad, &ips()[..1]))
+        .run_in(|| portmap::add(Backend::Iptables, &OWNER, &weird, &bad, &ips()[..1]))
         .unwrap_err();
     let text = err.to_string();
     assert!(
@@ -688,14 +689,12 @@ fn backend_autodetection_and_tool_errors() {
 /// checks) recognises exactly the rules the reference plugin writes, nothing else.
 #[test]
 fn portmap_shared_rules_confirmed_natively_only_when_exactly_present() {
-    let Some(()) =
-        require_root("portmap_shared_rules_confirmed_natively_only_when_exactly_present")
-    else {
+    if !require_root() {
         return;
-    };
+    }
     let ns = host_ns();
     let confirmed = |opts: &PortMapOptions, family: Family| {
-        ns.run(|| portmap::iptables_shared_rules_confirmed(family, opts))
+        ns.run_in(|| portmap::iptables_shared_rules_confirmed(family, opts))
     };
     let default = PortMapOptions::default();
     for family in Family::ALL {
@@ -773,7 +772,7 @@ fn portmap_shared_rules_confirmed_natively_only_when_exactly_present() {
         container_id: "ctr2",
     };
     let before = ns.nat(false);
-    ns.run(|| {
+    ns.run_in(|| {
         portmap::add(
             Backend::Iptables,
             &second,
@@ -801,6 +800,6 @@ fn portmap_shared_rules_confirmed_natively_only_when_exactly_present() {
         count(&after, "-A CNI-HOSTPORT-DNAT"),
         count(&before, "-A CNI-HOSTPORT-DNAT") + 1
     );
-    ns.run(|| portmap::del(&second)).unwrap();
+    ns.run_in(|| portmap::del(&second)).unwrap();
     assert_eq!(ns.nat(false), before);
 }

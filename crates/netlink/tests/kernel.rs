@@ -8,33 +8,11 @@ use cni_netlink::{
     RouteSpec, VethSpec, VlanEntry,
 };
 use cni_netns::NetNs;
+use cni_testsupport::{anonymous_netns, require_root};
 use ipnetwork::IpNetwork;
-use nix::sched::{CloneFlags, unshare};
-
-fn root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "needs root (CI=true forbids skipping)"
-    );
-    eprintln!("skipped: needs root");
-    false
-}
-
-/// A fresh network namespace, alive as long as the returned handle.
-fn new_ns() -> NetNs {
-    std::thread::spawn(|| {
-        unshare(CloneFlags::CLONE_NEWNET).expect("unshare");
-        NetNs::current().expect("open new ns")
-    })
-    .join()
-    .expect("ns thread")
-}
 
 fn ns_with_handle() -> (NetNs, Handle) {
-    let ns = new_ns();
+    let ns = anonymous_netns();
     let h = Handle::new_in(&ns).expect("handle");
     (ns, h)
 }
@@ -45,7 +23,7 @@ fn net(s: &str) -> IpNetwork {
 
 #[test]
 fn absent_link_is_none_and_delete_is_not_found() {
-    if !root() {
+    if !require_root() {
         return;
     }
     let (_ns, mut h) = ns_with_handle();
@@ -61,7 +39,7 @@ fn absent_link_is_none_and_delete_is_not_found() {
 
 #[test]
 fn bridge_create_exists_and_delete() {
-    if !root() {
+    if !require_root() {
         return;
     }
     let (_ns, mut h) = ns_with_handle();
@@ -96,7 +74,7 @@ fn bridge_create_exists_and_delete() {
 
 #[test]
 fn veth_across_namespaces_with_port_flags() {
-    if !root() {
+    if !require_root() {
         return;
     }
     let (_host, mut hh) = ns_with_handle();
@@ -197,7 +175,7 @@ fn veth_across_namespaces_with_port_flags() {
 
 #[test]
 fn addresses_add_list_delete() {
-    if !root() {
+    if !require_root() {
         return;
     }
     let (_ns, mut h) = ns_with_handle();
@@ -242,7 +220,7 @@ fn addresses_add_list_delete() {
 
 #[test]
 fn routes_add_list_lookup_delete() {
-    if !root() {
+    if !require_root() {
         return;
     }
     let (_ns, mut h) = ns_with_handle();
@@ -310,7 +288,7 @@ fn routes_add_list_lookup_delete() {
 
 #[test]
 fn ecmp_append_ipv6() {
-    if !root() {
+    if !require_root() {
         return;
     }
     let (_ns, mut h) = ns_with_handle();
@@ -350,7 +328,7 @@ fn ecmp_append_ipv6() {
 
 #[test]
 fn vlan_entries_on_port_or_skip() {
-    if !root() {
+    if !require_root() {
         return;
     }
     let (_ns, mut h) = ns_with_handle();
@@ -419,10 +397,10 @@ fn vlan_entries_on_port_or_skip() {
 
 #[test]
 fn handle_stays_bound_to_its_namespace() {
-    if !root() {
+    if !require_root() {
         return;
     }
-    let ns = new_ns();
+    let ns = anonymous_netns();
     let mut h = Handle::new_in(&ns).unwrap();
     // The calling thread is back in its own namespace...
     assert!(!ns.is_current().unwrap());
@@ -466,7 +444,7 @@ fn proc_write(ns: &NetNs, key: &str, value: &str) {
 /// changes made on either side.
 #[test]
 fn ipv4_devconf_matches_proc_sys_and_netlink_set_is_visible() {
-    if !root() {
+    if !require_root() {
         return;
     }
     let (ns, mut h) = ns_with_handle();
@@ -549,7 +527,7 @@ fn ipv4_devconf_matches_proc_sys_and_netlink_set_is_visible() {
 /// `net.ipv6.conf.all.forwarding` of a private namespace, for 0 and 1.
 #[test]
 fn netconf_forwarding_matches_proc_sys() {
-    if !root() {
+    if !require_root() {
         return;
     }
     let (ns, mut h) = ns_with_handle();

@@ -485,24 +485,11 @@ mod tests {
         assert!(cached().is_empty());
     }
 
-    /// Root check as in `tests/privileged.rs`.
-    fn root() -> bool {
-        if nix::unistd::geteuid().is_root() {
-            return true;
-        }
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "needs root (CI=true forbids skipping)"
-        );
-        eprintln!("skipped: needs root");
-        false
-    }
-
     /// A namespace's inode number is reused after it is freed: a cached directory of the
     /// dead namespace under the new one's identity must be noticed and replaced.
     #[test]
     fn dead_cached_directory_is_reopened() {
-        if !root() {
+        if !cni_testsupport::require_root() {
             return;
         }
         std::thread::spawn(|| {

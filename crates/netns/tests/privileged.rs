@@ -3,29 +3,8 @@
 use std::process::Command;
 
 use cni_netns::{Error, NetNs, sysctl};
+use cni_testsupport::{anonymous_netns, require_root};
 use nix::sched::{CloneFlags, unshare};
-
-fn root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "needs root (CI=true forbids skipping)"
-    );
-    eprintln!("skipped: needs root");
-    false
-}
-
-/// A fresh namespace, alive while the handle is open.
-fn new_ns() -> NetNs {
-    std::thread::spawn(|| {
-        unshare(CloneFlags::CLONE_NEWNET).expect("unshare");
-        NetNs::current().expect("open new ns")
-    })
-    .join()
-    .expect("ns thread")
-}
 
 #[test]
 fn open_rejects_non_namespace_files() {
@@ -52,10 +31,10 @@ fn current_is_current_and_same_as_proc_self() {
 
 #[test]
 fn enter_switches_and_guard_switches_back() {
-    if !root() {
+    if !require_root() {
         return;
     }
-    let ns = new_ns();
+    let ns = anonymous_netns();
     let before = NetNs::current().unwrap();
     assert!(!ns.is_current().unwrap());
     {
@@ -69,10 +48,10 @@ fn enter_switches_and_guard_switches_back() {
 
 #[test]
 fn run_executes_in_namespace_and_children_inherit_it() {
-    if !root() {
+    if !require_root() {
         return;
     }
-    let ns = new_ns();
+    let ns = anonymous_netns();
     let id = ns.id().unwrap();
     let (inside, links) = ns
         .run(|| {
@@ -91,10 +70,10 @@ fn run_executes_in_namespace_and_children_inherit_it() {
 
 #[test]
 fn run_reports_panics_as_errors() {
-    if !root() {
+    if !require_root() {
         return;
     }
-    let ns = new_ns();
+    let ns = anonymous_netns();
     let e = ns.run(|| panic!("kaboom")).unwrap_err();
     assert!(matches!(e, Error::Thread { .. }));
     assert!(e.to_string().contains("kaboom"), "{e}");
@@ -102,10 +81,10 @@ fn run_reports_panics_as_errors() {
 
 #[test]
 fn sysctl_set_is_per_namespace_and_handles_dotted_names() {
-    if !root() {
+    if !require_root() {
         return;
     }
-    let ns = new_ns();
+    let ns = anonymous_netns();
     ns.run(|| {
         let ok = Command::new("ip")
             .args(["link", "add", "br.5", "type", "bridge"])
@@ -143,10 +122,10 @@ fn read_by_path_in(ns: &NetNs, key: &[&str]) -> String {
 
 #[test]
 fn sysctl_follows_the_thread_across_namespace_switches() {
-    if !root() {
+    if !require_root() {
         return;
     }
-    let (a, b, c) = (new_ns(), new_ns(), new_ns());
+    let (a, b, c) = (anonymous_netns(), anonymous_netns(), anonymous_netns());
     let announce = ["net", "ipv4", "conf", "lo", "arp_announce"];
     let accept_ra = ["net", "ipv6", "conf", "lo", "accept_ra"];
     let forward = ["net", "ipv4", "ip_forward"];
@@ -220,11 +199,11 @@ fn sysctl_follows_the_thread_across_namespace_switches() {
 
 #[test]
 fn sysctl_stays_per_namespace_beyond_the_cache_size() {
-    if !root() {
+    if !require_root() {
         return;
     }
     // More namespaces than the per-thread cache holds, two first components each.
-    let all: Vec<NetNs> = (0..6).map(|_| new_ns()).collect();
+    let all: Vec<NetNs> = (0..6).map(|_| anonymous_netns()).collect();
     let ttl = ["net", "ipv4", "ip_default_ttl"];
     let somaxconn = ["net", "core", "somaxconn"];
     for (i, ns) in all.iter().enumerate() {
@@ -257,7 +236,7 @@ fn sysctl_stays_per_namespace_beyond_the_cache_size() {
 fn measure_net_sysctl_reads_with_many_sibling_namespaces() {
     use std::time::Instant;
 
-    if !root() {
+    if !require_root() {
         return;
     }
     let siblings: usize = std::env::var("SYSCTL_MEASURE_NS")
@@ -266,7 +245,7 @@ fn measure_net_sysctl_reads_with_many_sibling_namespaces() {
         .unwrap_or(1000);
     let key = ["net", "ipv4", "ip_forward"];
     let p = sysctl::path(&key).unwrap();
-    let measured = new_ns();
+    let measured = anonymous_netns();
     measured
         .run(|| std::fs::read_to_string(&p).unwrap())
         .unwrap();

@@ -8,27 +8,16 @@
     reason = "integration tests panic with the failing value"
 )]
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::path::Path;
+
+use cni_testsupport::PluginCall;
 
 #[test]
 fn version_lists_every_spec_version() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bridge"))
-        .env_clear()
-        .env("CNI_COMMAND", "VERSION")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(br#"{"cniVersion":"1.0.0"}"#)
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = PluginCall::new("VERSION", r#"{"cniVersion":"1.0.0"}"#)
+        .run_here(Path::new(env!("CARGO_BIN_EXE_bridge")));
+    out.assert_success();
+    let v = out.json();
     assert_eq!(v["cniVersion"], "1.0.0");
     assert_eq!(
         v["supportedVersions"],

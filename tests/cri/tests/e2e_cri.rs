@@ -32,9 +32,6 @@
 //! Needs root, containerd, runc, busybox-static (skips without them, unless
 //! `CI=true`).
 
-#[path = "../../e2e/common.rs"]
-mod common;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
@@ -45,15 +42,13 @@ use cni_cri_tests::v1::{
     PodSandboxConfig, PodSandboxMetadata, PodSandboxState, PortMapping, Protocol,
 };
 use cni_cri_tests::{Cri, CriError};
-use cni_tests::{Netns, bin_dir, require_root, unique_name};
-use common::{eventually, mentions_ip, netfilter_dump, reservations, veths};
+use cni_testsupport::{Netns, bin_dir, e2e, require_root, unique_name};
+use e2e::{HOST_IP, eventually, mentions_ip, netfilter_dump, reservations};
 use serde_json::Value;
 
 const SUBNET: &str = "10.91.0.0/24";
 const SUBNET_PREFIX: &str = "10.91.0.";
 const BRIDGE: &str = "cnicri0";
-const HOST_IP: &str = "192.0.2.1";
-const OUTSIDE_IP: &str = "192.0.2.2";
 const HOST_PORT: u16 = 18080;
 const IMAGE: &str = "localhost/cnie2e-cri-busybox:latest";
 const PAGE: &str = "hello from pod A\n";
@@ -126,7 +121,7 @@ impl CriContainerd {
             "bin_dir holds only {PLUGINS:?}"
         );
         let example =
-            std::fs::read_to_string(common::repo_root().join("conf-examples/containerd-cri.toml"))
+            std::fs::read_to_string(e2e::repo_root().join("conf-examples/containerd-cri.toml"))
                 .expect("read conf-examples/containerd-cri.toml")
                 .lines()
                 .filter(|l| !l.trim_start().starts_with('#'))
@@ -163,7 +158,7 @@ impl CriContainerd {
   SystemdCgroup = false
   Root = "{runc}"
 "#,
-            head = common::containerd_config_head(d, &[]),
+            head = e2e::containerd_config_head(d, &[]),
             runc = d.join("runc").display(),
         );
         std::fs::write(d.join("config.toml"), config).expect("config.toml");
@@ -186,7 +181,7 @@ impl CriContainerd {
             daemon,
             cri: None,
             cgroup_parent: format!("/{}", unique_name("cnie2e-cri-")),
-            created_run_dirs: common::missing_containerd_run_dirs(),
+            created_run_dirs: e2e::missing_containerd_run_dirs(),
             pods: Vec::new(),
         };
         let sock = me.socket();
@@ -330,9 +325,9 @@ impl Drop for CriContainerd {
             let _ = self.ctr(&["tasks", "rm", "-f", id.trim()]);
         }
         self.cri = None;
-        common::stop_child(&mut self.daemon, Duration::from_secs(10));
+        e2e::stop_child(&mut self.daemon, Duration::from_secs(10));
         // Shims are started with this daemon's socket address.
-        for pid in common::pids_with_cmdline(&self.socket().to_string_lossy()) {
+        for pid in e2e::pids_with_cmdline(&self.socket().to_string_lossy()) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -356,8 +351,8 @@ impl Drop for CriContainerd {
                 }
             }
         }
-        common::remove_cgroup_everywhere(&self.cgroup_parent);
-        common::remove_empty_dirs(&self.created_run_dirs);
+        e2e::remove_cgroup_everywhere(&self.cgroup_parent);
+        e2e::remove_empty_dirs(&self.created_run_dirs);
     }
 }
 
@@ -394,43 +389,10 @@ fn http_get(prefix: &[&str], addr: &str, port: u16) -> Result<String, String> {
     }
 }
 
-/// Creates the host namespace's uplink to a new "outside" namespace:
-/// `HOST_IP` on `uplink0` in `host`, `OUTSIDE_IP` on `eth0` in `outside`.
-fn uplink(host: &Netns, outside: &Netns) {
-    let out = Command::new("ip")
-        .args([
-            "link",
-            "add",
-            "uplink0",
-            "netns",
-            host.name(),
-            "type",
-            "veth",
-        ])
-        .args(["peer", "name", "eth0", "netns", outside.name()])
-        .output()
-        .expect("spawn ip link add");
-    assert!(
-        out.status.success(),
-        "uplink: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    host.exec_ok(
-        "ip",
-        &["addr", "add", &format!("{HOST_IP}/24"), "dev", "uplink0"],
-    );
-    host.exec_ok("ip", &["link", "set", "uplink0", "up"]);
-    outside.exec_ok(
-        "ip",
-        &["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "eth0"],
-    );
-    outside.exec_ok("ip", &["link", "set", "eth0", "up"]);
-}
-
 #[test]
 fn e2e_cri_pods_hostport_and_teardown() {
     if !require_root()
-        || !common::require_programs(&[
+        || !e2e::require_programs(&[
             ("containerd", "containerd"),
             ("ctr", "containerd"),
             ("containerd-shim-runc-v2", "containerd"),
@@ -445,27 +407,16 @@ fn e2e_cri_pods_hostport_and_teardown() {
     let started = Instant::now();
     let plugins = plugin_source();
     eprintln!("plugins: {}", plugins.display());
-    let host = Netns::new();
-    let outside = Netns::new();
-    uplink(&host, &outside);
+    let (host, outside) = e2e::host_and_outside();
 
     let net = unique_name("cnicri-");
     let ipam = tempfile::tempdir().expect("tempdir");
-    let conflist = serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": net,
-        "plugins": [
-            {"type": "bridge", "bridge": BRIDGE, "isGateway": true, "ipMasq": true,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": SUBNET}]],
-                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": ipam.path()}},
-            {"type": "portmap", "capabilities": {"portMappings": true}}
-        ]
-    });
+    let conflist =
+        e2e::bridge_portmap_conflist(&net, BRIDGE, SUBNET, ipam.path(), serde_json::json!({}));
     let mut ctrd = CriContainerd::start(&host, &conflist, &plugins);
 
     // The image, imported into the CRI plugin's namespace: nothing is pulled.
-    let tar =
-        common::busybox_oci_image(ctrd.dir.path(), IMAGE, PAGE, &["/bin/sleep", "2147483647"]);
+    let tar = e2e::busybox_oci_image(ctrd.dir.path(), IMAGE, PAGE, &["/bin/sleep", "2147483647"]);
     let import = ctrd.ctr(&[
         "images",
         "import",
@@ -544,7 +495,7 @@ fn e2e_cri_pods_hostport_and_teardown() {
         2,
         "host-local reservations while both pods run"
     );
-    let cached = common::cache_entries(&ctrd.cache_dir());
+    let cached = e2e::cache_entries(&ctrd.cache_dir());
     for id in [&pod_a, &pod_b] {
         assert!(
             cached.iter().any(|f| f.contains(id.as_str())),
@@ -628,31 +579,14 @@ fn e2e_cri_pods_hostport_and_teardown() {
             .unwrap_or_else(|e| panic!("removing pod {id}: {e}\n{}", ctrd.log_tail()));
     }
 
-    let left: Vec<String> = veths(&host)
-        .into_iter()
-        .filter(|v| v != "uplink0")
-        .collect();
-    assert_eq!(
-        left,
-        Vec::<String>::new(),
-        "veths left in the host namespace"
-    );
-    assert_eq!(
-        reservations(ipam.path(), &net),
-        Vec::<String>::new(),
-        "IP reservations left"
-    );
-    let rules = netfilter_dump(&host);
-    for id in [&pod_a, &pod_b] {
-        assert!(!rules.contains(id.as_str()), "rule for {id} left:\n{rules}");
-    }
-    for ip in [&ip_a, &ip_b] {
-        assert!(!mentions_ip(&rules, ip), "rule for {ip} left:\n{rules}");
-    }
-    assert_eq!(
-        common::cache_entries(&ctrd.cache_dir()),
-        Vec::<String>::new(),
-        "libcni cache entries left"
+    e2e::assert_nothing_left(
+        &host,
+        &["uplink0"],
+        ipam.path(),
+        &ctrd.cache_dir(),
+        &net,
+        &[&pod_a, &pod_b],
+        &[ip_a.clone(), ip_b.clone()],
     );
     assert_eq!(
         ctrd.netns_files(),
@@ -662,15 +596,15 @@ fn e2e_cri_pods_hostport_and_teardown() {
     let gone = eventually(Duration::from_secs(10), || {
         pids.iter()
             .all(|p| !Path::new(&format!("/proc/{p}")).exists())
-            && common::pids_with_cmdline(&ctrd.socket().to_string_lossy()).is_empty()
+            && e2e::pids_with_cmdline(&ctrd.socket().to_string_lossy()).is_empty()
     });
     assert!(
         gone,
         "pod processes {pids:?} or shims {:?} left",
-        common::pids_with_cmdline(&ctrd.socket().to_string_lossy())
+        e2e::pids_with_cmdline(&ctrd.socket().to_string_lossy())
     );
     let daemon_pid = i32::try_from(ctrd.daemon.id()).expect("pid");
-    let zombies = common::zombie_children(&[daemon_pid, std::process::id() as i32]);
+    let zombies = e2e::zombie_children(&[daemon_pid, std::process::id() as i32]);
     assert_eq!(zombies, Vec::<String>::new(), "zombies");
     let errors: Vec<String> = ctrd
         .log()

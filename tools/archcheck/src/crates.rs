@@ -12,6 +12,10 @@ pub const KERNEL: [&str; 3] = ["cni-netns", "cni-netlink", "cni-netfilter"];
 /// The protocol crate: it depends on no workspace package.
 pub const PROTOCOL: &str = "cni";
 
+/// The test-support crate: every package's tests may use it (a `dev` dependency, which
+/// the protocol and kernel rules do not count), production code never does.
+pub const TEST_SUPPORT: &str = "cni-testsupport";
+
 /// Where a package lives, by its directory under the workspace root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Place {
@@ -19,7 +23,7 @@ pub enum Place {
     Crate,
     /// `plugins/<dir>`: a plugin executable.
     Plugin,
-    /// `tests/...` or `tools/...`: test and build tooling.
+    /// `tests/...`, `tools/...` or `bench/...`: test, build and benchmark tooling.
     Tooling,
     /// Anywhere else (no rule names it, so it is reported).
     Other,
@@ -74,7 +78,7 @@ impl Workspace {
             let place = match dir.components().next().and_then(|c| c.as_os_str().to_str()) {
                 Some("crates") => Place::Crate,
                 Some("plugins") => Place::Plugin,
-                Some("tests" | "tools") => Place::Tooling,
+                Some("tests" | "tools" | "bench") => Place::Tooling,
                 _ => Place::Other,
             };
             let mut bins = Vec::new();
@@ -143,7 +147,7 @@ impl Workspace {
             let dir = p.dir.display();
             if p.place == Place::Other {
                 out.push(format!(
-                    "{} ({dir}): a workspace package outside crates/, plugins/, tests/, tools/",
+                    "{} ({dir}): a workspace package outside crates/, plugins/, tests/, tools/, bench/",
                     p.name
                 ));
             }
@@ -159,6 +163,14 @@ impl Workspace {
             for d in &p.deps {
                 let to = self.place_of(&d.name);
                 let edge = format!("{} ({dir}) -> {} [{}]", p.name, d.name, d.kind);
+                if d.name == TEST_SUPPORT {
+                    if d.kind != "dev" && matches!(p.place, Place::Crate | Place::Plugin) {
+                        out.push(format!(
+                            "{edge}: production code uses the test-support crate only in its tests"
+                        ));
+                    }
+                    continue;
+                }
                 match (p.place, to) {
                     (Place::Plugin, Some(Place::Plugin)) => {
                         out.push(format!("{edge}: a plugin depends on another plugin"));
@@ -253,5 +265,29 @@ mod tests {
         ] {
             assert!(v.contains(want), "missing {want:?} in\n{v}");
         }
+    }
+
+    #[test]
+    fn test_support_only_as_a_dev_dependency_and_bench_is_tooling() {
+        let dep = |name: &str, kind: &str| serde_json::json!({"name": name, "kind": if kind == "normal" { Value::Null } else { Value::from(kind) }, "path": "/w/x"});
+        let pkg = |name: &str, dir: &str, deps: Vec<Value>| {
+            serde_json::json!({"name": name, "manifest_path": format!("/w/{dir}/Cargo.toml"),
+                "targets": [{"kind": ["lib"], "name": name, "src_path": format!("/w/{dir}/src/lib.rs")}],
+                "dependencies": deps})
+        };
+        let json = serde_json::json!({"workspace_root": "/w", "packages": [
+            pkg("cni", "crates/cni", vec![dep(TEST_SUPPORT, "dev")]),
+            pkg("cni-netns", "crates/netns", vec![dep(TEST_SUPPORT, "dev")]),
+            pkg(TEST_SUPPORT, "crates/testsupport", vec![dep("cni-netns", "normal")]),
+            pkg("cni-ipam", "crates/ipam", vec![dep(TEST_SUPPORT, "normal")]),
+            pkg("cni-bench", "bench", vec![dep("cni", "normal")]),
+        ]});
+        let w = Workspace::from_metadata(json.to_string().as_bytes()).expect("metadata");
+        assert_eq!(
+            w.violations(),
+            [
+                "cni-ipam (crates/ipam) -> cni-testsupport [normal]: production code uses the test-support crate only in its tests"
+            ]
+        );
     }
 }

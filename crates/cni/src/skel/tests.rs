@@ -409,19 +409,23 @@ fn cmd_args_carry_env_and_stdin() {
         }
     }
     let p = Probe(RefCell::new(None));
+    // ADD with the environment `lookup` gives: the CmdArgs the plugin was called with.
+    let add_with = |lookup: &dyn Fn(&str) -> Option<OsString>| {
+        let code = dispatch(
+            &p,
+            lookup,
+            &mut CONF.as_bytes(),
+            &mut Vec::new(),
+            &mut Vec::new(),
+        );
+        assert_eq!(code, 0);
+        p.0.borrow().clone().unwrap()
+    };
     let mut env = env_for("ADD");
     env.insert("CNI_PATH", "/a:/b".to_owned());
     env.insert("CNI_ARGS", "IP=10.0.0.9".to_owned());
     let lookup = |k: &str| env.get(k).map(OsString::from);
-    let code = dispatch(
-        &p,
-        &lookup,
-        &mut CONF.as_bytes(),
-        &mut Vec::new(),
-        &mut Vec::new(),
-    );
-    assert_eq!(code, 0);
-    let a = p.0.borrow().clone().unwrap();
+    let a = add_with(&lookup);
     assert_eq!(a.path, [PathBuf::from("/a"), PathBuf::from("/b")]);
     assert_eq!(a.netns.as_deref(), Some(Path::new(NETNS)));
     assert_eq!(a.cni_args().unwrap().get("IP").unwrap(), Some("10.0.0.9"));
@@ -436,15 +440,7 @@ fn cmd_args_carry_env_and_stdin() {
         "CNI_ARGS" => Some(raw.clone()),
         _ => env.get(k).map(OsString::from),
     };
-    let code = dispatch(
-        &p,
-        &lookup,
-        &mut CONF.as_bytes(),
-        &mut Vec::new(),
-        &mut Vec::new(),
-    );
-    assert_eq!(code, 0);
-    let a = p.0.borrow().clone().unwrap();
+    let a = add_with(&lookup);
     assert_eq!(a.args, raw);
     let e = a.cni_args().unwrap().get("IP").unwrap_err();
     assert_eq!(e.code, 4, "{}", e.msg);
