@@ -19,10 +19,11 @@
 //!   localnet guard" -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP` in table
 //!   `filter`;
 //! * nftables: table `ip cni_localnet_guard`, base chain `input` (filter hook input,
-//!   priority 0) holding `iifname != "lo" ip daddr 127.0.0.0/8 ct state != { established,
-//!   related } ct status & dnat == 0 drop comment "CNI portfwd localnet guard"` (`nft
-//!   list` prints the last match as `ct status ! dnat`); a table of its own, so the
-//!   portmap tables stay exactly the reference's.
+//!   priority 0) holding `iifname != "lo" ip daddr 127.0.0.0/8 ct state & (established |
+//!   related) == 0 ct status & dnat == 0 drop comment "CNI portfwd localnet guard"` (`nft
+//!   list` prints the two flag matches as `ct state ! established,related ct status !
+//!   dnat`; bit tests, no anonymous set, so the kernel holds the same rule however it is
+//!   listed); a table of its own, so the portmap tables stay exactly the reference's.
 //!
 //! It is shared state, created only when it is missing and removed by nothing (it only
 //! drops traffic that no configuration of these plugins needs, so it stays as long as
@@ -54,7 +55,7 @@ pub const NFT_TABLE: &str = "cni_localnet_guard";
 pub const NFT_CHAIN: &str = "input";
 
 /// The nft match words of the guard rule (before its `drop` verdict).
-const NFT_MATCH: &str = "iifname != \"lo\" ip daddr 127.0.0.0/8 ct state != { established, related } ct status & dnat == 0";
+const NFT_MATCH: &str = "iifname != \"lo\" ip daddr 127.0.0.0/8 ct state & (established | related) == 0 ct status & dnat == 0";
 
 /// The guard rule as iptables arguments (without `-I INPUT 1`).
 pub fn iptables_rule() -> Vec<String> {
@@ -227,7 +228,7 @@ mod tests {
             "add table ip cni_localnet_guard\n\
              add chain ip cni_localnet_guard input { type filter hook input priority 0; policy accept; }\n\
              flush chain ip cni_localnet_guard input\n\
-             add rule ip cni_localnet_guard input iifname != \"lo\" ip daddr 127.0.0.0/8 ct state != { established, related } ct status & dnat == 0 drop comment \"CNI portfwd localnet guard\"\n"
+             add rule ip cni_localnet_guard input iifname != \"lo\" ip daddr 127.0.0.0/8 ct state & (established | related) == 0 ct status & dnat == 0 drop comment \"CNI portfwd localnet guard\"\n"
         );
     }
 }
