@@ -41,7 +41,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::iptables::{self, Family, Script, native};
 use crate::netns_lock::NetnsLock;
-use crate::nft::{self, Hook, Tx, expr};
+use crate::nft::{Hook, Tx, expr};
 
 /// The comment that identifies the guard rule in both backends.
 pub const GUARD_COMMENT: &str = "CNI portfwd localnet guard";
@@ -99,25 +99,21 @@ pub fn ensure(backend: Backend) -> Result<()> {
 /// nftables). `None` when that cannot be told without a process (legacy iptables, or
 /// the native read failed).
 pub fn present_natively(backend: Backend) -> Option<bool> {
-    let (nfproto_family, table, chain) = match backend {
-        Backend::Iptables => {
-            if !iptables::is_nft_variant(Family::V4) {
-                return None;
-            }
-            (Family::V4, IPT_TABLE, IPT_CHAIN)
-        }
-        Backend::Nftables => (Family::V4, NFT_TABLE, NFT_CHAIN),
+    let (table, chain) = match backend {
+        Backend::Iptables => (IPT_TABLE, IPT_CHAIN),
+        Backend::Nftables => (NFT_TABLE, NFT_CHAIN),
     };
     let found = match backend {
+        Backend::Iptables if !iptables::is_nft_variant(Family::V4) => return None,
         Backend::Iptables => {
             let comment = native::Want::comment(GUARD_COMMENT);
-            native::chain_has_rule(nfproto_family, table, chain, |rule| {
+            native::chain_has_rule(Family::V4, table, chain, |rule| {
                 native::expressions(rule)
                     .iter()
                     .any(|e| native::is_wanted_match(e, &comment))
             })
         }
-        Backend::Nftables => native::chain_has_rule(nfproto_family, table, chain, |rule| {
+        Backend::Nftables => native::chain_has_rule(Family::V4, table, chain, |rule| {
             native::nft_comment(rule).as_deref() == Some(GUARD_COMMENT)
         }),
     };
@@ -194,14 +190,6 @@ fn ensure_nftables() -> Result<()> {
             Error::Invalid(why) => Error::Invalid(format!("localnet guard: {why}")),
             other => other,
         })
-}
-
-/// Whether nftables' guard table exists (for tests and STATUS-like reports).
-///
-/// # Errors
-/// As [`nft::table_exists`].
-pub fn nftables_table_exists() -> Result<bool> {
-    nft::table_exists(NfFamily::IP, NFT_TABLE)
 }
 
 #[cfg(test)]
