@@ -8,8 +8,8 @@
 # (UPSTREAM_RECORD=1), which runs every scenario twice with upstream in private network
 # namespaces (the two runs must list the same), then writes
 # tests/fixtures/upstream-v1.9.1/<scenario>/NN-<add|del>-<id>.{nft,calls.json}.
-# The host's own network state is not touched. Then it runs the whole test file against
-# the new fixtures, with and without the upstream binaries.
+# The host's own network state is not touched. Then it lists the fixtures that changed
+# and runs the whole test file (ours against the fixtures, and the cross-switch tests).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,5 +30,7 @@ CARGO=${CARGO:-cargo}
 "$CARGO" build -p bridge -p host-local -p portmap
 UPSTREAM_PLUGINS=$dir UPSTREAM_RECORD=1 \
     "$CARGO" test -p cni-tests --test upstream_nftables -- --exact record_fixtures --nocapture
+echo "changed fixtures (none: upstream still writes what was recorded):"
+git status --short tests/fixtures/upstream-v1.9.1
+# Ours against the new fixtures, and the cross-switch tests.
 UPSTREAM_PLUGINS=$dir "$CARGO" test -p cni-tests --test upstream_nftables
-"$CARGO" test -p cni-tests --test upstream_nftables
