@@ -752,14 +752,22 @@ impl Loaded {
     }
 
     /// Runs our plugin of the recorded call `rec` as `command` with `stdin` (placeholders
-    /// filled), without a netns; it must succeed.
-    #[track_caller]
-    fn replay(&self, rec: &Value, command: &str, stdin: &Value, what: &str) {
-        let out = PluginCall::new(command, self.fill(&stdin.to_string()))
+    /// filled), with the netns `ctr` if any.
+    fn run(&self, rec: &Value, command: &str, stdin: &Value, ctr: Option<&Netns>) -> PluginOutput {
+        let mut call = PluginCall::new(command, self.fill(&stdin.to_string()))
             .container_id(rec["containerID"].as_str().unwrap())
             .ifname(rec["ifname"].as_str().unwrap())
-            .cni_path(vec![bin_dir()])
-            .run_in(&self.host, &plugin_bin(rec["plugin"].as_str().unwrap()));
+            .cni_path(vec![bin_dir()]);
+        if let Some(c) = ctr {
+            call = call.netns(c.path());
+        }
+        call.run_in(&self.host, &plugin_bin(rec["plugin"].as_str().unwrap()))
+    }
+
+    /// [`Loaded::run`] without a netns, which must succeed.
+    #[track_caller]
+    fn replay(&self, rec: &Value, command: &str, stdin: &Value, what: &str) {
+        let out = self.run(rec, command, stdin, None);
         assert!(
             out.success(),
             "our {} {command} on {what}: {}",
@@ -767,6 +775,56 @@ impl Loaded {
             out.describe()
         );
     }
+}
+
+/// Our portmap CHECK reads upstream's tables: with the recorded configuration and result
+/// it passes on every recorded upstream state that holds the container's mappings, and
+/// fails on the state just before its ADD.
+#[test]
+fn our_portmap_check_of_recorded_upstream_state() {
+    if !require_root() {
+        return;
+    }
+    let mut checked = 0;
+    for sc in scenarios().iter().filter(|sc| sc.portmap.is_some()) {
+        for (k, &(cmd, i)) in sc.steps.iter().enumerate() {
+            if cmd != "ADD" {
+                continue;
+            }
+            let calls = fixture_calls(sc, k);
+            let rec = calls
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["plugin"] == "portmap")
+                .unwrap();
+            let mut conf = rec["stdin"].clone();
+            conf["prevResult"] = rec["result"].clone();
+            let before = match k {
+                0 => String::new(),
+                _ => fixture(sc, &format!("{}.nft", sc.stem(k - 1))),
+            };
+            let ctr = Netns::new();
+            for (listing, ok) in [
+                (fixture(sc, &format!("{}.nft", sc.stem(k))), true),
+                (before, false),
+            ] {
+                let out = Loaded::new(&listing).run(rec, "CHECK", &conf, Some(&ctr));
+                assert_eq!(
+                    out.success(),
+                    ok,
+                    "our portmap CHECK of {} on upstream's {}/{} (state {} its ADD): {}",
+                    IDS[i],
+                    sc.name,
+                    sc.stem(k),
+                    if ok { "after" } else { "before" },
+                    out.describe()
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6, "only {checked} CHECKs");
 }
 
 /// Upstream state after every recorded step that a DEL follows, loaded with `nft -f` into a
