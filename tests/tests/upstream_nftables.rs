@@ -17,17 +17,24 @@
 //!
 //! What runs where:
 //! * always (CI): every scenario with our plugins, equal to the fixture after every step;
-//!   and every recorded DEL replayed by ours on the recorded upstream state (loaded with
-//!   `nft -f` into a fresh namespace, with the recorded `prevResult`) leaves exactly what
-//!   upstream's own DEL left.
+//!   on recorded upstream state (loaded with `nft -f` into a fresh namespace, with the
+//!   recorded `prevResult`): every recorded DEL replayed by ours leaves exactly what
+//!   upstream's own DEL left, our GC of one container leaves what upstream's DEL of it
+//!   left, and our portmap CHECK passes after the container's ADD and fails before it.
 //! * with `UPSTREAM_PLUGINS=<dir of upstream binaries>` only (otherwise skipped with the
 //!   reason printed): the fixtures are still what upstream writes; upstream ADD, then our
-//!   CHECK, GC and DEL; our ADD, then upstream CHECK and DEL.
+//!   CHECK, GC and DEL; our ADD, then upstream CHECK and DEL; a mixed node (one container
+//!   each, each CHECKing and DELeting the other's).
 //!
-//! The one intended difference filtered out: our portmap's localnet guard table
-//! `ip cni_localnet_guard` (README "Security", `crates/netfilter/src/localnet.rs`), which
-//! upstream lacks. It is removed from our listings only after checking that it holds
-//! exactly the documented rule.
+//! Filtered out of the comparisons:
+//! * our portmap's localnet guard table `ip cni_localnet_guard` (README "Security",
+//!   `crates/netfilter/src/localnet.rs`), an intended difference: upstream lacks it. It is
+//!   removed from our listings only after checking that it holds exactly the documented
+//!   rule;
+//! * empty `ip nat` / `ip6 nat` tables, which the host's iptables-nft leaves when
+//!   upstream's DEL runs iptables (see [`comparable`]);
+//! * table and chain comments and the order of tables, real differences checked apart by
+//!   `verbatim_listing_matches_upstream`, which fails until they are decided.
 
 #![allow(
     clippy::unwrap_used,
