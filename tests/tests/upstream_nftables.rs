@@ -32,9 +32,10 @@
 //!   removed from our listings only after checking that it holds exactly the documented
 //!   rule;
 //! * empty `ip nat` / `ip6 nat` tables, which the host's iptables-nft leaves when
-//!   upstream's DEL runs iptables (see [`comparable`]);
-//! * table and chain comments and the order of tables, real differences checked apart by
-//!   `verbatim_listing_matches_upstream`, which fails until they are decided.
+//!   upstream's DEL runs iptables (see [`comparable`]).
+//!
+//! Everything else is compared verbatim: table and chain comments, and the order of
+//! tables (creation order).
 
 #![allow(
     clippy::unwrap_used,
@@ -516,8 +517,7 @@ fn without_guard(listing: &str) -> String {
 }
 
 /// What two listings are compared on: the listing without empty `ip nat` / `ip6 nat`
-/// tables, and, unless `verbatim`, without table and chain comments and with its tables
-/// in a fixed order.
+/// tables, verbatim otherwise (comments, table order).
 ///
 /// Empty `nat` tables: upstream's DEL also tears down the iptables backend (the attachment
 /// may come from another version or configuration: `TeardownIPMasqForNetworks` in
@@ -526,29 +526,12 @@ fn without_guard(listing: &str) -> String {
 /// chain and no hook, and with iptables-legacy nothing at all. Ours looks for iptables
 /// state natively first and runs no iptables when there is none. A property of the host's
 /// iptables tool, not of the nftables layouts: ignored on both sides.
-///
-/// Table and chain comments, table order: upstream v1.9.1 (knftables) gives its tables and
-/// the `masq_checks` chain a comment, ours gives none; with `macspoofchk` and `ipMasq`
-/// upstream creates `bridge nat` before `inet cni_plugins_masquerade`, ours after (the
-/// listing shows tables in creation order; they are of different families, so the order
-/// changes no packet's path, and on a node switched in place the tables exist already).
-/// Real differences, checked apart by [`verbatim_listing_matches_upstream`], so that
-/// everything else stays checked meanwhile.
-fn comparable(listing: &str, verbatim: bool) -> String {
-    let mut tables: Vec<String> = tables(listing)
+fn comparable(listing: &str) -> String {
+    tables(listing)
         .into_iter()
         .filter(|t| t != "table ip nat {\n}\n" && t != "table ip6 nat {\n}\n")
-        .map(|t| {
-            t.lines()
-                .filter(|l| verbatim || !l.trim_start_matches('\t').starts_with("comment \""))
-                .map(|l| format!("{l}\n"))
-                .collect()
-        })
-        .collect();
-    if !verbatim {
-        tables.sort();
-    }
-    tables.concat()
+        .collect::<Vec<String>>()
+        .concat()
 }
 
 /// A readable difference of two listings: the lines only one of them has.
@@ -610,7 +593,7 @@ fn run_scenario(sc: &Scenario, imp: &Impl) -> Vec<(String, String, Value)> {
 
 /// Runs `sc` with `imp` and compares with the fixtures after every step (see
 /// [`comparable`]); returns the differences (empty: equal).
-fn compare_with_fixtures(sc: &Scenario, imp: &Impl, verbatim: bool) -> Vec<String> {
+fn compare_with_fixtures(sc: &Scenario, imp: &Impl) -> Vec<String> {
     let mut problems = Vec::new();
     for (k, (stem, listing, calls)) in run_scenario(sc, imp).into_iter().enumerate() {
         let want_calls = fixture_calls(sc, k);
@@ -626,8 +609,8 @@ fn compare_with_fixtures(sc: &Scenario, imp: &Impl, verbatim: bool) -> Vec<Strin
             "{}/{stem}: the scenario's calls are no longer the recorded ones: record again",
             sc.name
         );
-        let want = comparable(&fixture(sc, &format!("{stem}.nft")), verbatim);
-        let listing = comparable(&listing, verbatim);
+        let want = comparable(&fixture(sc, &format!("{stem}.nft")));
+        let listing = comparable(&listing);
         if listing != want {
             problems.push(format!(
                 "{} differs from upstream v1.9.1 in {}/{stem}.nft:\n{}",
@@ -645,7 +628,7 @@ fn assert_matches_fixtures(name: &str) {
     if !require_root() {
         return;
     }
-    let problems = compare_with_fixtures(&scenario(name), &Impl::Ours, false);
+    let problems = compare_with_fixtures(&scenario(name), &Impl::Ours);
     assert!(
         problems.is_empty(),
         "OUR NFTABLES STATE DIFFERS FROM UPSTREAM v1.9.1 (no in-place switch):\n{}",
@@ -683,29 +666,6 @@ fn macspoofchk_matches_upstream() {
 #[test]
 fn all_features_match_upstream() {
     assert_matches_fixtures("all");
-}
-
-/// The listings verbatim (but for the empty iptables-nft tables, see [`comparable`]):
-/// with the comments upstream v1.9.1 gives its tables (`inet cni_plugins_masquerade`,
-/// `ip`/`ip6 cni_hostport`) and the chain `masq_checks`, and the tables in creation
-/// order. The other tests compare without these known differences.
-#[test]
-fn verbatim_listing_matches_upstream() {
-    if !require_root() {
-        return;
-    }
-    let problems: Vec<String> = scenarios()
-        .iter()
-        .flat_map(|sc| compare_with_fixtures(sc, &Impl::Ours, true))
-        .collect();
-    assert!(
-        problems.is_empty(),
-        "KNOWN DIFFERENCES, TO BE DECIDED: upstream v1.9.1 comments its nftables tables and the \
-         masq_checks chain (`comment \"...\"` lines below), ours does not; with macspoofchk \
-         and ipMasq upstream creates `table bridge nat` first, ours after \
-         `inet cni_plugins_masquerade`:\n{}",
-        problems.join("\n")
-    );
 }
 
 /// A fresh host namespace holding recorded upstream state (a fixture listing loaded with
@@ -755,7 +715,7 @@ impl Loaded {
             .iter()
             .filter(|(p, _)| *p != "<mac>")
             .fold(raw, |t, (p, v)| t.replace(v.as_str(), p));
-        comparable(&without_guard(&t), true)
+        comparable(&without_guard(&t))
     }
 
     /// Runs our plugin of the recorded call `rec` as `command` with `stdin` (placeholders
@@ -855,7 +815,7 @@ fn our_del_of_recorded_upstream_state() {
             for rec in fixture_calls(&sc, k).as_array().unwrap() {
                 node.replay(rec, "DEL", &rec["stdin"], &what);
             }
-            let want = comparable(&fixture(&sc, &format!("{}.nft", sc.stem(k))), true);
+            let want = comparable(&fixture(&sc, &format!("{}.nft", sc.stem(k))));
             let got = node.listing();
             if got != want {
                 problems.push(format!(
@@ -904,7 +864,7 @@ fn our_gc_of_recorded_upstream_state() {
             );
             node.replay(rec, "GC", &conf, &what);
         }
-        let want = comparable(&fixture(&sc, &format!("{}.nft", sc.stem(2))), true);
+        let want = comparable(&fixture(&sc, &format!("{}.nft", sc.stem(2))));
         let got = node.listing();
         if got != want {
             problems.push(format!(
@@ -1020,7 +980,7 @@ fn fixtures_are_upstreams_listings() {
     };
     let problems: Vec<String> = scenarios()
         .iter()
-        .flat_map(|sc| compare_with_fixtures(sc, &up, true))
+        .flat_map(|sc| compare_with_fixtures(sc, &up))
         .collect();
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
@@ -1052,8 +1012,8 @@ fn upstream_add_then_our_check_gc_del() {
     let last = sc.steps.len() - 1;
     // Upstream made the tables (with its comments); the DELs leave them.
     assert_eq!(
-        comparable(&run.listing(&Impl::Ours), true),
-        comparable(&fixture(&sc, &format!("{}.nft", sc.stem(last))), true),
+        comparable(&run.listing(&Impl::Ours)),
+        comparable(&fixture(&sc, &format!("{}.nft", sc.stem(last)))),
         "what our DELs leave of upstream's attachments is not what upstream leaves"
     );
     for (ctr, id) in run.ctrs.iter().zip(IDS) {
@@ -1081,10 +1041,9 @@ fn our_add_then_upstream_check_del() {
         };
         run.del(&up, i);
         assert_nothing_of(&run, i, "after upstream's DEL");
-        // Our ADD made the tables, without upstream's comments (see `comparable`).
         assert_eq!(
-            comparable(&run.listing(&Impl::Ours), false),
-            comparable(&fixture(&sc, &format!("{}.nft", sc.stem(k))), false),
+            comparable(&run.listing(&Impl::Ours)),
+            comparable(&fixture(&sc, &format!("{}.nft", sc.stem(k)))),
             "upstream's DEL of our attachment leaves other state than of its own"
         );
     }
@@ -1114,10 +1073,9 @@ fn mixed_node_both_ways() {
         };
         run.del(imp, i);
         assert_nothing_of(&run, i, &format!("after the DEL by {}", imp.label()));
-        // Our ADD made the tables, without upstream's comments (see `comparable`).
         assert_eq!(
-            comparable(&run.listing(&Impl::Ours), false),
-            comparable(&fixture(&sc, &format!("{}.nft", sc.stem(k))), false),
+            comparable(&run.listing(&Impl::Ours)),
+            comparable(&fixture(&sc, &format!("{}.nft", sc.stem(k)))),
             "a mixed node after {} is not what upstream leaves",
             sc.stem(k)
         );

@@ -169,6 +169,17 @@ impl AddCtx<'_> {
         let nets: Vec<IpNetwork> = planned.ips.iter().map(|i| i.address).collect();
         // Record first: a partly applied setup is still removed by teardown.
         self.rb.push(Undo::Masq);
+        // Upstream creates the spoof-check table (`bridge nat`) before the masquerade
+        // table; where neither exists yet, keep that order so both list alike.
+        if self.s.mac_spoof_chk
+            && b == Backend::Nftables
+            && !cni_netfilter::spoofchk::table_exists().unwrap_or(true)
+        {
+            let result = self.links(existing_bridge, l3)?;
+            masq::setup(b, &owner, &nets).ctx(format!("failed to setup IP masquerade ({b})"))?;
+            fail_point("masq")?;
+            return Ok(result);
+        }
         let (local, masq) = std::thread::scope(|scope| {
             let masq = scope.spawn(|| masq::setup(b, &owner, &nets));
             let local = self.links(existing_bridge, l3);
