@@ -4,19 +4,24 @@
 //! worker frees after an RCU grace period. When any bound `NETLINK_NETFILTER` socket of
 //! the namespace is released (its last descriptor closed, at the latest when the process
 //! exits), nf_tables waits for that worker first (`nft_rcv_nl_event` on
-//! `NETLINK_URELEASE`). Measured here, that wait is 4–13 ms per plugin run that committed
-//! anything, spent in a `close()` after the work is done.
+//! `NETLINK_URELEASE`), holding the namespace's commit mutex. Measured here, that wait is
+//! 4–13 ms per plugin run that committed anything, spent in a `close()` after the work is
+//! done, and every commit in the namespace waits with it.
 //!
 //! So the sockets this crate opens are not closed when their connection is dropped but
 //! parked ([`park`]), and [`release_sockets`], called once when the plugin has written
 //! its result, hands the parked sockets to a detached helper process (a grandchild, so
 //! no zombie is left with the caller) that closes them after this process has let go of
-//! its copies. Nothing is left undone by this: every commit was acknowledged before its
+//! its copies, and after a pause by which the cleanup has normally finished, so that its
+//! release does not hold up the next plugin's commit either. Nothing is left undone by this: every commit was acknowledged before its
 //! socket was parked; the helper only sits out the kernel's deferred freeing.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// How long the helper waits before its release: a few RCU grace periods here.
+const RELEASE_DELAY_NS: libc::c_long = 50_000_000;
 
 /// Sockets kept open until [`release_sockets`].
 static PARKED: Mutex<Vec<OwnedFd>> = Mutex::new(Vec::new());
@@ -114,6 +119,14 @@ fn helper(keep: &[RawFd], gate: RawFd) -> ! {
                 break;
             }
         }
+        // The release waits for the cleanup while holding the namespace's nf_tables
+        // commit mutex, which the next plugin's commit needs; by the end of this pause
+        // the cleanup of our commits is normally done, and the release quick.
+        let pause = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: RELEASE_DELAY_NS,
+        };
+        libc::nanosleep(&raw const pause, std::ptr::null_mut());
         libc::close_range(0, libc::c_uint::MAX, 0);
         libc::_exit(0)
     }
