@@ -73,7 +73,9 @@ fn nft_chain<'a>(listing: &'a str, table: &str, chain: &str) -> Vec<&'a str> {
             in_chain = true;
         } else if in_chain && t == "}" {
             in_chain = false;
-        } else if in_chain && !t.is_empty() && !t.starts_with("type ") {
+        } else if in_chain && !t.is_empty() && !t.starts_with("type ") && !t.starts_with("comment ")
+        {
+            // Rules only: not the chain's hook line or its comment.
             out.push(t);
         }
     }

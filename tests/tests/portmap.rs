@@ -737,8 +737,8 @@ fn nft_conditions_add_is_one_transaction() {
     assert_eq!(log, "nft -f -\n", "{script}");
     // ... holding the whole ADD of both families, with the conditions.
     for part in [
-        "add table ip cni_hostport\n",
-        "add table ip6 cni_hostport\n",
+        "add table ip cni_hostport { comment \"CNI portmap plugin\"; }\n",
+        "add table ip6 cni_hostport { comment \"CNI portmap plugin\"; }\n",
         "add chain ip cni_hostport prerouting { type nat hook prerouting priority -100; policy accept; }\n",
         "flush chain ip cni_hostport output\n",
         &format!(
