@@ -180,23 +180,38 @@ fn conntrack_dump_skipped_without_entries_and_done_once_for_both_families() {
 /// a second `ensure` runs no process; removing it is noticed and `ensure` restores it.
 #[test]
 fn localnet_guard_is_found_natively_and_restored() {
-    use cni_netfilter::{Backend, localnet};
+    use cni_netfilter::localnet;
     if !require_root() {
         return;
     }
     let ns = Netns::new();
-    for backend in [Backend::Iptables, Backend::Nftables] {
+    // Per backend: its name, the native lookup and `ensure`.
+    type Guard = (
+        &'static str,
+        fn() -> Option<bool>,
+        fn() -> cni_netfilter::Result<()>,
+    );
+    let backends: [Guard; 2] = [
+        (
+            "iptables",
+            localnet::iptables_present_natively,
+            localnet::ensure_iptables,
+        ),
+        (
+            "nftables",
+            localnet::nftables_present_natively,
+            localnet::ensure_nftables,
+        ),
+    ];
+    for (backend, present, ensure) in backends {
         assert_eq!(
-            ns.run_in(|| localnet::present_natively(backend)),
+            ns.run_in(present),
             Some(false),
             "{backend}: absent in a fresh namespace"
         );
-        ns.run_in(|| localnet::ensure(backend)).unwrap();
-        assert_eq!(
-            ns.run_in(|| localnet::present_natively(backend)),
-            Some(true)
-        );
-        ns.run_in(|| localnet::ensure(backend)).unwrap();
+        ns.run_in(ensure).unwrap();
+        assert_eq!(ns.run_in(present), Some(true));
+        ns.run_in(ensure).unwrap();
     }
     let filter = ns.sh("iptables -S INPUT");
     assert_eq!(
@@ -214,16 +229,10 @@ fn localnet_guard_is_found_natively_and_restored() {
 
     // Gone (a firewall reload): noticed and restored, once.
     ns.sh("iptables -F INPUT && nft delete table ip cni_localnet_guard");
-    for backend in [Backend::Iptables, Backend::Nftables] {
-        assert_eq!(
-            ns.run_in(|| localnet::present_natively(backend)),
-            Some(false)
-        );
-        ns.run_in(|| localnet::ensure(backend)).unwrap();
-        assert_eq!(
-            ns.run_in(|| localnet::present_natively(backend)),
-            Some(true)
-        );
+    for (_, present, ensure) in backends {
+        assert_eq!(ns.run_in(present), Some(false));
+        ns.run_in(ensure).unwrap();
+        assert_eq!(ns.run_in(present), Some(true));
     }
     assert_eq!(
         ns.sh("iptables -S INPUT")
@@ -233,8 +242,5 @@ fn localnet_guard_is_found_natively_and_restored() {
     );
     // Another rule with another comment is not taken for the guard.
     ns.sh("iptables -F INPUT && iptables -A INPUT -m comment --comment other -j ACCEPT");
-    assert_eq!(
-        ns.run_in(|| localnet::present_natively(Backend::Iptables)),
-        Some(false)
-    );
+    assert_eq!(ns.run_in(localnet::iptables_present_natively), Some(false));
 }

@@ -11,9 +11,10 @@
 
 use std::time::Instant;
 
+use cni_netfilter::firewall::{self, Iptables, Masquerade, Nftables, PortMapper};
 use cni_netfilter::iptables::{self, Family};
 use cni_netfilter::masq::{self, MasqOwner};
-use cni_netfilter::portmap::{self, Owner, PortMapOptions, PortMapping, Protocol};
+use cni_netfilter::portmap::{self, Owner, PortMapOptions, PortMapping, Protocol, Request};
 use cni_netfilter::{Backend, spoofchk};
 use cni_testsupport::{Netns, require_root};
 use ipnetwork::IpNetwork;
@@ -102,12 +103,9 @@ fn portmap_iptables_listing_equals_reference_plugin() {
     let ours = host_ns();
     let started = Instant::now();
     ours.run_in(|| {
-        portmap::add(
-            Backend::Iptables,
+        Iptables.add_port_mappings(
             &OWNER,
-            &PortMapOptions::default(),
-            &sample(),
-            &ips(),
+            &Request::new(&PortMapOptions::default(), &sample(), &ips()),
         )
     })
     .unwrap();
@@ -117,23 +115,17 @@ fn portmap_iptables_listing_equals_reference_plugin() {
     }
     // Re-applying the same mappings changes nothing and needs no restore.
     ours.run_in(|| {
-        portmap::add(
-            Backend::Iptables,
+        Iptables.add_port_mappings(
             &OWNER,
-            &PortMapOptions::default(),
-            &sample(),
-            &ips(),
+            &Request::new(&PortMapOptions::default(), &sample(), &ips()),
         )
     })
     .unwrap();
     assert_eq!(ours.nat(false), reference.nat(false));
     ours.run_in(|| {
-        portmap::check(
-            Backend::Iptables,
+        Iptables.check_port_mappings(
             &OWNER,
-            &PortMapOptions::default(),
-            &sample(),
-            &ips(),
+            &Request::new(&PortMapOptions::default(), &sample(), &ips()),
         )
     })
     .unwrap();
@@ -146,11 +138,11 @@ fn portmap_iptables_readd_check_del_gc() {
     }
     let ns = host_ns();
     let opts = PortMapOptions::default();
-    ns.run_in(|| portmap::add(Backend::Iptables, &OWNER, &opts, &sample(), &ips()))
+    ns.run_in(|| Iptables.add_port_mappings(&OWNER, &Request::new(&opts, &sample(), &ips())))
         .unwrap();
     // Re-ADD with different mappings: the old ones are gone.
     let new = [pm(7000, 70, Protocol::Udp, None)];
-    ns.run_in(|| portmap::add(Backend::Iptables, &OWNER, &opts, &new, &ips()))
+    ns.run_in(|| Iptables.add_port_mappings(&OWNER, &Request::new(&opts, &new, &ips())))
         .unwrap();
     for v6 in [false, true] {
         let listing = ns.nat(v6);
@@ -163,19 +155,19 @@ fn portmap_iptables_readd_check_del_gc() {
             "{listing}"
         );
     }
-    ns.run_in(|| portmap::check(Backend::Iptables, &OWNER, &opts, &new, &ips()))
+    ns.run_in(|| Iptables.check_port_mappings(&OWNER, &Request::new(&opts, &new, &ips())))
         .unwrap();
     let err = ns
-        .run_in(|| portmap::check(Backend::Iptables, &OWNER, &opts, &sample(), &ips()))
+        .run_in(|| Iptables.check_port_mappings(&OWNER, &Request::new(&opts, &sample(), &ips())))
         .unwrap_err();
     assert!(err.is_missing(), "{err}");
     // CHECK per family: delete one IPv6 rule only and the IPv6 check fails.
     ns.sh("ip6tables -t nat -D CNI-DN-fe994aa6f38cd8a2c97f6 -p udp -m udp --dport 7000 -j DNAT --to-destination [fd00:99::3]:70");
     let v4: Vec<IpNetwork> = ips()[..1].to_vec();
-    ns.run_in(|| portmap::check(Backend::Iptables, &OWNER, &opts, &new, &v4))
+    ns.run_in(|| Iptables.check_port_mappings(&OWNER, &Request::new(&opts, &new, &v4)))
         .unwrap();
     let err = ns
-        .run_in(|| portmap::check(Backend::Iptables, &OWNER, &opts, &new, &ips()))
+        .run_in(|| Iptables.check_port_mappings(&OWNER, &Request::new(&opts, &new, &ips())))
         .unwrap_err();
     assert!(err.to_string().contains("ip6tables"), "{err}");
     // A second container survives DEL and GC of the first.
@@ -185,12 +177,9 @@ fn portmap_iptables_readd_check_del_gc() {
     };
     let other_ips: Vec<IpNetwork> = vec!["10.99.0.4/24".parse().unwrap()];
     ns.run_in(|| {
-        portmap::add(
-            Backend::Iptables,
+        Iptables.add_port_mappings(
             &other,
-            &opts,
-            &[pm(6000, 60, Protocol::Tcp, None)],
-            &other_ips,
+            &Request::new(&opts, &[pm(6000, 60, Protocol::Tcp, None)], &other_ips),
         )
     })
     .unwrap();
@@ -241,12 +230,9 @@ fn portmap_del_removes_reference_plugin_rules() {
     }
     // And the reference removes ours (same layout).
     ns.run_in(|| {
-        portmap::add(
-            Backend::Iptables,
+        Iptables.add_port_mappings(
             &OWNER,
-            &PortMapOptions::default(),
-            &sample(),
-            &ips(),
+            &Request::new(&PortMapOptions::default(), &sample(), &ips()),
         )
     })
     .unwrap();
@@ -265,8 +251,7 @@ fn masq_iptables_lifecycle() {
         container_id: "ctr1",
         ifname: "eth0",
     };
-    ns.run_in(|| masq::setup(Backend::Iptables, &owner, &ips()))
-        .unwrap();
+    ns.run_in(|| Iptables.setup_masq(&owner, &ips())).unwrap();
     let v4 = ns.nat(false);
     let expected_v4 = "-N CNI-fe994aa6f38cd8a2c97f61d7
 -A POSTROUTING -s 10.99.0.3/32 -m comment --comment \"name: \\\"ccnet\\\" id: \\\"ctr1\\\"\" -j CNI-fe994aa6f38cd8a2c97f61d7
@@ -279,17 +264,15 @@ fn masq_iptables_lifecycle() {
         "{}",
         ns.nat(true)
     );
-    ns.run_in(|| masq::setup(Backend::Iptables, &owner, &ips()))
-        .unwrap();
+    ns.run_in(|| Iptables.setup_masq(&owner, &ips())).unwrap();
     assert_eq!(ns.nat(false), v4, "re-setup is idempotent");
-    ns.run_in(|| masq::check(Backend::Iptables, &owner, &ips()))
-        .unwrap();
+    ns.run_in(|| Iptables.check_masq(&owner, &ips())).unwrap();
     let other = MasqOwner {
         container_id: "ctr2",
         ..owner
     };
     let other_ip: Vec<IpNetwork> = vec!["10.99.0.4/24".parse().unwrap()];
-    ns.run_in(|| masq::setup(Backend::Iptables, &other, &other_ip))
+    ns.run_in(|| Iptables.setup_masq(&other, &other_ip))
         .unwrap();
     ns.run_in(|| masq::teardown(&owner)).unwrap();
     ns.run_in(|| masq::teardown(&owner)).unwrap();
@@ -299,7 +282,7 @@ fn masq_iptables_lifecycle() {
         ns.nat(false)
     );
     assert!(
-        ns.run_in(|| masq::check(Backend::Iptables, &owner, &ips()))
+        ns.run_in(|| Iptables.check_masq(&owner, &ips()))
             .unwrap_err()
             .is_missing()
     );
@@ -344,8 +327,7 @@ fn masq_iptables_listing_equals_reference_bridge() {
         "10.99.0.2/24".parse().unwrap(),
         "fd00:99::2/64".parse().unwrap(),
     ];
-    ours.run_in(|| masq::setup(Backend::Iptables, &owner, &addrs))
-        .unwrap();
+    ours.run_in(|| Iptables.setup_masq(&owner, &addrs)).unwrap();
     for v6 in [false, true] {
         assert_eq!(ours.nat(v6), reference.nat(v6), "v6={v6}");
     }
@@ -371,8 +353,7 @@ fn masq_nftables_lifecycle() {
         container_id: "ctr1",
         ifname: "eth0",
     };
-    ns.run_in(|| masq::setup(Backend::Nftables, &owner, &ips()))
-        .unwrap();
+    ns.run_in(|| Nftables.setup_masq(&owner, &ips())).unwrap();
     let listing = nft_list(&ns, "table inet cni_plugins_masquerade");
     println!("{listing}");
     let comment = cni_netfilter::names::nft_masq_comment("ccnet", "eth0", "ctr1");
@@ -386,8 +367,7 @@ fn masq_nftables_lifecycle() {
     ] {
         assert!(listing.contains(&line), "missing {line:?} in\n{listing}");
     }
-    ns.run_in(|| masq::setup(Backend::Nftables, &owner, &ips()))
-        .unwrap();
+    ns.run_in(|| Nftables.setup_masq(&owner, &ips())).unwrap();
     assert_eq!(
         nft_list(&ns, "chain inet cni_plugins_masquerade masq_checks")
             .matches("masquerade comment")
@@ -395,20 +375,13 @@ fn masq_nftables_lifecycle() {
         2,
         "re-setup replaces"
     );
-    ns.run_in(|| masq::check(Backend::Nftables, &owner, &ips()))
-        .unwrap();
+    ns.run_in(|| Nftables.check_masq(&owner, &ips())).unwrap();
     let other = MasqOwner {
         container_id: "ctr2",
         ..owner
     };
-    ns.run_in(|| {
-        masq::setup(
-            Backend::Nftables,
-            &other,
-            &["10.99.0.4/24".parse().unwrap()],
-        )
-    })
-    .unwrap();
+    ns.run_in(|| Nftables.setup_masq(&other, &["10.99.0.4/24".parse().unwrap()]))
+        .unwrap();
     ns.run_in(|| masq::teardown(&owner)).unwrap();
     ns.run_in(|| masq::teardown(&owner)).unwrap();
     let left = nft_list(&ns, "chain inet cni_plugins_masquerade masq_checks");
@@ -417,7 +390,7 @@ fn masq_nftables_lifecycle() {
         "{left}"
     );
     assert!(
-        ns.run_in(|| masq::check(Backend::Nftables, &owner, &ips()))
+        ns.run_in(|| Nftables.check_masq(&owner, &ips()))
             .unwrap_err()
             .is_missing()
     );
@@ -524,7 +497,7 @@ fn portmap_nftables_lifecycle() {
     let ns = host_ns();
     let opts = PortMapOptions::default();
     let started = Instant::now();
-    ns.run_in(|| portmap::add(Backend::Nftables, &OWNER, &opts, &sample(), &ips()))
+    ns.run_in(|| Nftables.add_port_mappings(&OWNER, &Request::new(&opts, &sample(), &ips())))
         .unwrap();
     println!("portmap nftables ADD (v4+v6): {:?}", started.elapsed());
     let v4 = nft_list(&ns, "table ip cni_hostport");
@@ -570,11 +543,11 @@ fn portmap_nftables_lifecycle() {
         assert!(v6.contains(line), "missing {line:?} in\n{v6}");
     }
     assert!(!v6.contains("9090") && !v6.contains("127.0.0.1"), "{v6}");
-    ns.run_in(|| portmap::check(Backend::Nftables, &OWNER, &opts, &sample(), &ips()))
+    ns.run_in(|| Nftables.check_port_mappings(&OWNER, &Request::new(&opts, &sample(), &ips())))
         .unwrap();
     // Re-ADD with new mappings replaces.
     let new = [pm(7000, 70, Protocol::Udp, None)];
-    ns.run_in(|| portmap::add(Backend::Nftables, &OWNER, &opts, &new, &ips()))
+    ns.run_in(|| Nftables.add_port_mappings(&OWNER, &Request::new(&opts, &new, &ips())))
         .unwrap();
     let v4 = nft_list(&ns, "table ip cni_hostport");
     assert!(
@@ -583,11 +556,11 @@ fn portmap_nftables_lifecycle() {
     );
     assert_eq!(v4.matches("masquerade comment").count(), 2, "{v4}");
     assert!(
-        ns.run_in(|| portmap::check(Backend::Nftables, &OWNER, &opts, &sample(), &ips()))
+        ns.run_in(|| Nftables.check_port_mappings(&OWNER, &Request::new(&opts, &sample(), &ips())))
             .unwrap_err()
             .is_missing()
     );
-    ns.run_in(|| portmap::check(Backend::Nftables, &OWNER, &opts, &new, &ips()))
+    ns.run_in(|| Nftables.check_port_mappings(&OWNER, &Request::new(&opts, &new, &ips())))
         .unwrap();
     // masqAll + conditions, second container.
     let other = Owner {
@@ -601,12 +574,9 @@ fn portmap_nftables_lifecycle() {
     };
     let other_ips: Vec<IpNetwork> = vec!["10.99.0.4/24".parse().unwrap()];
     ns.run_in(|| {
-        portmap::add(
-            Backend::Nftables,
+        Nftables.add_port_mappings(
             &other,
-            &all,
-            &[pm(6000, 60, Protocol::Tcp, None)],
-            &other_ips,
+            &Request::new(&all, &[pm(6000, 60, Protocol::Tcp, None)], &other_ips),
         )
     })
     .unwrap();
@@ -621,12 +591,9 @@ fn portmap_nftables_lifecycle() {
         "{v4}"
     );
     ns.run_in(|| {
-        portmap::check(
-            Backend::Nftables,
+        Nftables.check_port_mappings(
             &other,
-            &all,
-            &[pm(6000, 60, Protocol::Tcp, None)],
-            &other_ips,
+            &Request::new(&all, &[pm(6000, 60, Protocol::Tcp, None)], &other_ips),
         )
     })
     .unwrap();
@@ -657,11 +624,11 @@ fn backend_autodetection_and_tool_errors() {
     }
     let ns = Netns::new();
     assert_eq!(
-        ns.run_in(|| Backend::select(None)).unwrap(),
+        ns.run_in(|| firewall::select(None)).unwrap().backend(),
         Backend::Iptables
     );
     assert_eq!(
-        ns.run_in(Backend::usable_all),
+        ns.run_in(firewall::usable_all),
         [Backend::Iptables, Backend::Nftables]
     );
     // A rule the kernel rejects reports the tool's stderr and the rendered input.
@@ -671,7 +638,7 @@ fn backend_autodetection_and_tool_errors() {
         ..PortMapOptions::default()
     };
     let err = ns
-        .run_in(|| portmap::add(Backend::Iptables, &OWNER, &weird, &bad, &ips()[..1]))
+        .run_in(|| Iptables.add_port_mappings(&OWNER, &Request::new(&weird, &bad, &ips()[..1])))
         .unwrap_err();
     let text = err.to_string();
     assert!(
@@ -773,12 +740,13 @@ fn portmap_shared_rules_confirmed_natively_only_when_exactly_present() {
     };
     let before = ns.nat(false);
     ns.run_in(|| {
-        portmap::add(
-            Backend::Iptables,
+        Iptables.add_port_mappings(
             &second,
-            &default,
-            &[pm(7070, 70, Protocol::Tcp, None)],
-            &["10.99.0.4/24".parse().unwrap()],
+            &Request::new(
+                &default,
+                &[pm(7070, 70, Protocol::Tcp, None)],
+                &["10.99.0.4/24".parse().unwrap()],
+            ),
         )
     })
     .unwrap();

@@ -7,6 +7,7 @@ use ipnetwork::IpNetwork;
 
 use super::MasqOwner;
 use crate::error::{Error, Result};
+use crate::firewall::{Iptables, Masquerade};
 use crate::iptables::{self, Family, NAT, SavedTable, Script};
 use crate::names;
 
@@ -138,38 +139,6 @@ pub(super) fn fast_setup_script(
     script
 }
 
-pub(super) fn setup(owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
-    for family in Family::ALL {
-        let mine = of_family(ips, family);
-        if mine.is_empty() {
-            continue;
-        }
-        // Fast path: one restore, no read of the whole table (whose cost grows with the
-        // number of containers). Falls back to the read-compare-write path below.
-        if iptables::try_restore(
-            family,
-            &fast_setup_script(owner, family, &mine),
-            &format!(
-                "setting up masquerading for new container {} in table nat",
-                owner.container_id
-            ),
-        )? {
-            continue;
-        }
-        let saved = iptables::save(family, NAT)?;
-        let script = setup_script(&saved, owner, family, &mine);
-        iptables::restore(
-            family,
-            &script,
-            &format!(
-                "setting up masquerading for container {} in table nat",
-                owner.container_id
-            ),
-        )?;
-    }
-    Ok(())
-}
-
 /// The fast teardown script for `family` when the container's addresses are known:
 /// what [`iptables::remove_chain`] schedules for a table holding exactly the chain and
 /// one POSTROUTING jump per address. `-D` fails (and the restore changes nothing) when
@@ -198,57 +167,6 @@ pub(super) fn fast_teardown_script(
     Some(script)
 }
 
-pub(super) fn teardown(owner: &MasqOwner<'_>, ips: Option<&[IpNetwork]>) -> Result<()> {
-    let chain = names::masq_chain(owner.network, owner.container_id);
-    iptables::delete_in_each_family(
-        NAT,
-        &format!("removing masquerade chain {chain}"),
-        |family| ips.and_then(|ips| fast_teardown_script(owner, family, ips)),
-        |saved| {
-            let mut script = Script::new(NAT);
-            iptables::remove_chain(saved, &mut script, &chain);
-            script
-        },
-    )
-}
-
-pub(super) fn check(owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
-    let chain = names::masq_chain(owner.network, owner.container_id);
-    for family in Family::ALL {
-        let mine = of_family(ips, family);
-        if mine.is_empty() {
-            continue;
-        }
-        let saved = iptables::save(family, NAT)?;
-        if !saved.has_chain(&chain) {
-            return Err(Error::Missing(format!(
-                "chain {chain} not found in {} table nat",
-                family.tool()
-            )));
-        }
-        for rule in chain_rules(owner, family, &mine) {
-            if !saved.contains(&chain, &rule) {
-                return Err(Error::Missing(format!(
-                    "rule [{}] not found in {} chain {chain}",
-                    rule.join(" "),
-                    family.tool()
-                )));
-            }
-        }
-        for net in &mine {
-            let rule = jump_rule(owner, net.ip());
-            if !saved.contains(POSTROUTING, &rule) {
-                return Err(Error::Missing(format!(
-                    "rule [{}] not found in {} chain POSTROUTING",
-                    rule.join(" "),
-                    family.tool()
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Container IDs of `network` that own a masquerade chain in `saved`, with the chain.
 pub(super) fn owned_chains(saved: &SavedTable, network: &str) -> Vec<(String, String)> {
     let prefix = format!("name: \"{network}\" id: \"");
@@ -269,21 +187,106 @@ pub(super) fn owned_chains(saved: &SavedTable, network: &str) -> Vec<(String, St
     out
 }
 
-pub(super) fn gc(network: &str, valid: &[(String, String)]) -> Result<()> {
-    iptables::delete_in_each_family(
-        NAT,
-        &format!("garbage-collecting masquerade chains of network {network}"),
-        |_| None,
-        |saved| {
-            let mut script = Script::new(NAT);
-            for (cid, chain) in owned_chains(saved, network) {
-                if !valid.iter().any(|(v, _)| *v == cid) {
-                    iptables::remove_chain(saved, &mut script, &chain);
+impl Masquerade for Iptables {
+    fn setup_masq(&self, owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
+        for family in Family::ALL {
+            let mine = of_family(ips, family);
+            if mine.is_empty() {
+                continue;
+            }
+            // Fast path: one restore, no read of the whole table (whose cost grows with the
+            // number of containers). Falls back to the read-compare-write path below.
+            if iptables::try_restore(
+                family,
+                &fast_setup_script(owner, family, &mine),
+                &format!(
+                    "setting up masquerading for new container {} in table nat",
+                    owner.container_id
+                ),
+            )? {
+                continue;
+            }
+            let saved = iptables::save(family, NAT)?;
+            let script = setup_script(&saved, owner, family, &mine);
+            iptables::restore(
+                family,
+                &script,
+                &format!(
+                    "setting up masquerading for container {} in table nat",
+                    owner.container_id
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn teardown_masq(&self, owner: &MasqOwner<'_>, ips: Option<&[IpNetwork]>) -> Result<()> {
+        let chain = names::masq_chain(owner.network, owner.container_id);
+        iptables::delete_in_each_family(
+            NAT,
+            &format!("removing masquerade chain {chain}"),
+            |family| ips.and_then(|ips| fast_teardown_script(owner, family, ips)),
+            |saved| {
+                let mut script = Script::new(NAT);
+                iptables::remove_chain(saved, &mut script, &chain);
+                script
+            },
+        )
+    }
+
+    fn check_masq(&self, owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
+        let chain = names::masq_chain(owner.network, owner.container_id);
+        for family in Family::ALL {
+            let mine = of_family(ips, family);
+            if mine.is_empty() {
+                continue;
+            }
+            let saved = iptables::save(family, NAT)?;
+            if !saved.has_chain(&chain) {
+                return Err(Error::Missing(format!(
+                    "chain {chain} not found in {} table nat",
+                    family.tool()
+                )));
+            }
+            for rule in chain_rules(owner, family, &mine) {
+                if !saved.contains(&chain, &rule) {
+                    return Err(Error::Missing(format!(
+                        "rule [{}] not found in {} chain {chain}",
+                        rule.join(" "),
+                        family.tool()
+                    )));
                 }
             }
-            script
-        },
-    )
+            for net in &mine {
+                let rule = jump_rule(owner, net.ip());
+                if !saved.contains(POSTROUTING, &rule) {
+                    return Err(Error::Missing(format!(
+                        "rule [{}] not found in {} chain POSTROUTING",
+                        rule.join(" "),
+                        family.tool()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn gc_masq(&self, network: &str, valid: &[(String, String)]) -> Result<()> {
+        iptables::delete_in_each_family(
+            NAT,
+            &format!("garbage-collecting masquerade chains of network {network}"),
+            |_| None,
+            |saved| {
+                let mut script = Script::new(NAT);
+                for (cid, chain) in owned_chains(saved, network) {
+                    if !valid.iter().any(|(v, _)| *v == cid) {
+                        iptables::remove_chain(saved, &mut script, &chain);
+                    }
+                }
+                script
+            },
+        )
+    }
 }
 
 #[cfg(test)]
