@@ -37,34 +37,19 @@ fn skeleton(tx: &mut Tx) {
                 prio: 100,
             }),
         )
-        .flush_chain(FAMILY, TABLE, POSTROUTING)
-        .add_rule(
-            FAMILY,
-            TABLE,
-            POSTROUTING,
-            vec![
-                expr::eq(
-                    expr::payload("ip", "daddr"),
-                    expr::prefix(IpAddr::V4(Ipv4Addr::new(224, 0, 0, 0)), 4),
-                ),
-                expr::ret(),
-            ],
-            None,
-        )
-        .add_rule(
-            FAMILY,
-            TABLE,
-            POSTROUTING,
-            vec![
-                expr::eq(
-                    expr::payload("ip6", "daddr"),
-                    expr::prefix(IpAddr::V6(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0)), 8),
-                ),
-                expr::ret(),
-            ],
-            None,
-        )
-        .add_rule(FAMILY, TABLE, POSTROUTING, vec![expr::goto(CHECKS)], None);
+        .flush_chain(FAMILY, TABLE, POSTROUTING);
+    // Multicast destinations return, per family; everything else goes to the checks.
+    let multicast = [
+        IpAddr::V4(Ipv4Addr::new(224, 0, 0, 0)),
+        IpAddr::V6(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0)),
+    ];
+    for net in multicast {
+        let len = if net.is_ipv4() { 4 } else { 8 };
+        let daddr = expr::payload(ip_word(net), "daddr");
+        let rule = vec![expr::eq(daddr, expr::prefix(net, len)), expr::ret()];
+        tx.add_rule(FAMILY, TABLE, POSTROUTING, rule, None);
+    }
+    tx.add_rule(FAMILY, TABLE, POSTROUTING, vec![expr::goto(CHECKS)], None);
 }
 
 /// The transaction for [`Masquerade::setup_masq`] given the current listing.
