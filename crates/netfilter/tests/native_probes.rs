@@ -20,6 +20,9 @@ use cni_netfilter::nft;
 use cni_testsupport::{Netns, require_root, send_udp, veth_pair};
 use nftables::types::NfFamily;
 
+/// The conntrack helpers shared with `conntrack_overlap.rs`.
+mod common;
+
 #[test]
 fn table_probe_and_empty_nat_tables() {
     if !require_root() {
@@ -137,19 +140,13 @@ fn conntrack_dump_skipped_without_entries_and_done_once_for_both_families() {
         assert!(Instant::now() < deadline, "no conntrack entry appeared");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Wait until all five are there (packets cross the veth asynchronously).
-    let count = || {
-        a.sh("cat /proc/sys/net/netfilter/nf_conntrack_count")
-            .trim()
-            .parse::<u32>()
-            .unwrap()
-    };
-    while count() < 5 {
-        assert!(Instant::now() < deadline, "{} entries", count());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_for_entries(&a, 5);
     // The netlink count is the sysctl's (both read the namespace's counter).
-    assert_eq!(a.run_in(conntrack::entry_count).unwrap(), count());
+    let sysctl = a.sh("cat /proc/sys/net/netfilter/nf_conntrack_count");
+    assert_eq!(
+        a.run_in(conntrack::entry_count).unwrap(),
+        sysctl.trim().parse::<u32>().unwrap()
+    );
 
     // Both families and both ports: deleted with one dump.
     let before = conntrack::dumps_requested();
@@ -158,20 +155,10 @@ fn conntrack_dump_skipped_without_entries_and_done_once_for_both_families() {
         .unwrap();
     assert_eq!(deleted, 4);
     assert_eq!(conntrack::dumps_requested(), before + 1, "one dump");
-    assert!(
-        a.run_in(|| conntrack::udp_flows_to_port(Family::V4, 9999))
-            .unwrap()
-            .len()
-            == 1,
-        "other ports stay"
-    );
+    assert_eq!(common::flows(&a, Family::V4, 9999), 1, "other ports stay");
     for family in both {
         for port in ports {
-            assert!(
-                a.run_in(|| conntrack::udp_flows_to_port(family, port))
-                    .unwrap()
-                    .is_empty()
-            );
+            assert_eq!(common::flows(&a, family, port), 0, "{family} {port}");
         }
     }
 }

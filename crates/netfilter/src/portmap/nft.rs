@@ -343,36 +343,28 @@ mod tests {
     use crate::portmap::Protocol;
     use serde_json::{Value, json};
 
-    #[test]
-    fn golden_transaction() {
-        let owner = Owner {
-            network: "n",
-            container_id: "ctr1",
-        };
-        let maps = [
-            PortMapping {
-                host_port: 8080,
-                container_port: 80,
-                protocol: Protocol::Tcp,
-                host_ip: None,
-            },
-            PortMapping {
-                host_port: 9090,
-                container_port: 90,
-                protocol: Protocol::Udp,
-                host_ip: Some("10.0.0.1".parse().unwrap()),
-            },
-            PortMapping {
-                host_port: 9091,
-                container_port: 91,
-                protocol: Protocol::Tcp,
-                host_ip: Some("::".parse().unwrap()),
-            },
-        ];
-        let ips: Vec<IpNetwork> = vec![
+    const OWNER: Owner<'static> = Owner {
+        network: "n",
+        container_id: "ctr1",
+    };
+
+    /// The container's addresses, one per family.
+    fn ips() -> Vec<IpNetwork> {
+        vec![
             "10.99.0.3/24".parse().unwrap(),
             "fd00::3/64".parse().unwrap(),
+        ]
+    }
+
+    #[test]
+    fn golden_transaction() {
+        let owner = OWNER;
+        let maps = [
+            mapping(8080, 80, Protocol::Tcp, None),
+            mapping(9090, 90, Protocol::Udp, Some("10.0.0.1")),
+            mapping(9091, 91, Protocol::Tcp, Some("::")),
         ];
+        let ips = ips();
         let old = ListedTable::parse(r#"{"nftables":[{"rule":{"chain":"hostports","handle":11,"comment":"ctr1","expr":[]}},{"rule":{"chain":"hostports","handle":12,"comment":"other","expr":[]}}]}"#).unwrap();
         let tx = add_tx(
             &[(NfFamily::IP, Some(old)), (NfFamily::IP6, None)],
@@ -452,19 +444,13 @@ mod tests {
     /// transaction, in the same order, the conditions before the local destination check.
     #[test]
     fn golden_script_with_conditions() {
-        let owner = Owner {
-            network: "n",
-            container_id: "ctr1",
-        };
+        let owner = OWNER;
         let maps = [
             mapping(8080, 80, Protocol::Tcp, None),
             mapping(9090, 90, Protocol::Udp, Some("10.0.0.1")),
             mapping(9091, 91, Protocol::Sctp, Some("fd00::1")),
         ];
-        let ips: Vec<IpNetwork> = vec![
-            "10.99.0.3/24".parse().unwrap(),
-            "fd00::3/64".parse().unwrap(),
-        ];
+        let ips = ips();
         let old = ListedTable::parse(r#"{"nftables":[{"rule":{"chain":"hostports","handle":11,"comment":"ctr1","expr":[]}},{"rule":{"chain":"masquerading","handle":12,"comment":"ctr1","expr":[]}},{"rule":{"chain":"hostports","handle":13,"comment":"other","expr":[]}}]}"#).unwrap();
         let current = [(NfFamily::IP, Some(old)), (NfFamily::IP6, None)];
         let cond = PortMapOptions {
