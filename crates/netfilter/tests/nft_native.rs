@@ -50,22 +50,10 @@ fn both(
     native.sh("nft list ruleset")
 }
 
+include!("common/mappings.rs");
+
 fn net(s: &str) -> IpNetwork {
     s.parse().unwrap()
-}
-
-fn pm(
-    host_port: u16,
-    container_port: u16,
-    protocol: Protocol,
-    host_ip: Option<&str>,
-) -> PortMapping {
-    PortMapping {
-        host_port,
-        container_port,
-        protocol,
-        host_ip: host_ip.map(|h| h.parse::<IpAddr>().unwrap()),
-    }
 }
 
 #[test]

@@ -22,23 +22,7 @@ use ipnetwork::IpNetwork;
 
 const REF_PORTMAP: &str = "/usr/lib/cni/portmap";
 
-fn pm(host: u16, cont: u16, protocol: Protocol, host_ip: Option<&str>) -> PortMapping {
-    PortMapping {
-        host_port: host,
-        container_port: cont,
-        protocol,
-        host_ip: host_ip.map(|h| h.parse().unwrap()),
-    }
-}
-
-fn sample() -> Vec<PortMapping> {
-    vec![
-        pm(8080, 80, Protocol::Tcp, None),
-        pm(8053, 53, Protocol::Udp, None),
-        pm(9090, 90, Protocol::Tcp, Some("10.99.0.1")),
-        pm(9091, 91, Protocol::Tcp, Some("::")),
-    ]
-}
+include!("common/mappings.rs");
 
 fn ips() -> Vec<IpNetwork> {
     vec![
@@ -92,6 +76,20 @@ fn reference_portmap(ns: &Netns, command: &str, cid: &str, maps: &[PortMapping])
     ];
     let (ok, out, err) = ns.sh_in(REF_PORTMAP, &env, &conf);
     assert!(ok, "reference portmap {command} failed: {out} {err}");
+}
+
+/// Runs the reference bridge plugin's ADD (container `ctr1`, `eth0`) of `container` in
+/// `host` with `conf`; its success and output.
+fn reference_bridge_add(host: &Netns, container: &Netns, conf: &str) -> (bool, String, String) {
+    let netns = format!("/run/netns/{}", container.name());
+    let env = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "ctr1"),
+        ("CNI_NETNS", netns.as_str()),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/usr/lib/cni"),
+    ];
+    host.sh_in("/usr/lib/cni/bridge", &env, conf)
 }
 
 fn host_ns() -> Netns {
@@ -280,15 +278,7 @@ fn masq_iptables_listing_equals_reference_bridge() {
         "ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"10.99.0.0/24"}}],[{{"subnet":"fd00:99::/64"}}]]}}}}"#,
         data.display()
     );
-    let netns = format!("/run/netns/{}", container.name());
-    let env = [
-        ("CNI_COMMAND", "ADD"),
-        ("CNI_CONTAINERID", "ctr1"),
-        ("CNI_NETNS", netns.as_str()),
-        ("CNI_IFNAME", "eth0"),
-        ("CNI_PATH", "/usr/lib/cni"),
-    ];
-    let (ok, out, err) = reference.sh_in("/usr/lib/cni/bridge", &env, &conf);
+    let (ok, out, err) = reference_bridge_add(&reference, &container, &conf);
     let _ = std::fs::remove_dir_all(&data);
     assert!(ok, "reference bridge failed: {out} {err}");
     let ours = Netns::new();
@@ -421,15 +411,7 @@ fn spoofchk_teardown_removes_reference_bridge_rules() {
     let host = Netns::new();
     let container = Netns::new();
     let conf = r#"{"cniVersion":"0.4.0","name":"ccnet","type":"bridge","bridge":"cni0","macspoofchk":true,"ipam":{}}"#;
-    let netns = format!("/run/netns/{}", container.name());
-    let env = [
-        ("CNI_COMMAND", "ADD"),
-        ("CNI_CONTAINERID", "ctr1"),
-        ("CNI_NETNS", netns.as_str()),
-        ("CNI_IFNAME", "eth0"),
-        ("CNI_PATH", "/usr/lib/cni"),
-    ];
-    let (ok, out, err) = host.sh_in("/usr/lib/cni/bridge", &env, conf);
+    let (ok, out, err) = reference_bridge_add(&host, &container, conf);
     assert!(ok, "reference bridge failed: {out} {err}");
     let before = nft_list(&host, "table bridge nat");
     assert!(before.contains("macspoofchk-ctr1-eth0"), "{before}");

@@ -559,23 +559,7 @@ impl PortMapper for Iptables {
 mod tests {
     use super::*;
 
-    fn pm(host: u16, cont: u16, proto: Protocol, host_ip: Option<&str>) -> PortMapping {
-        PortMapping {
-            host_port: host,
-            container_port: cont,
-            protocol: proto,
-            host_ip: host_ip.map(|h| h.parse().unwrap()),
-        }
-    }
-
-    fn sample() -> Vec<PortMapping> {
-        vec![
-            pm(8080, 80, Protocol::Tcp, None),
-            pm(8053, 53, Protocol::Udp, None),
-            pm(9090, 90, Protocol::Tcp, Some("10.99.0.1")),
-            pm(9091, 91, Protocol::Tcp, Some("::")),
-        ]
-    }
+    include!("../../tests/common/mappings.rs");
 
     /// A restore script as `iptables-save` would list its result: `-N X` is `:X`.
     fn as_listing(script: &str) -> String {

@@ -343,6 +343,8 @@ mod tests {
     use crate::portmap::Protocol;
     use serde_json::{Value, json};
 
+    include!("../../tests/common/mappings.rs");
+
     const OWNER: Owner<'static> = Owner {
         network: "n",
         container_id: "ctr1",
@@ -360,9 +362,9 @@ mod tests {
     fn golden_transaction() {
         let owner = OWNER;
         let maps = [
-            mapping(8080, 80, Protocol::Tcp, None),
-            mapping(9090, 90, Protocol::Udp, Some("10.0.0.1")),
-            mapping(9091, 91, Protocol::Tcp, Some("::")),
+            pm(8080, 80, Protocol::Tcp, None),
+            pm(9090, 90, Protocol::Udp, Some("10.0.0.1")),
+            pm(9091, 91, Protocol::Tcp, Some("::")),
         ];
         let ips = ips();
         let old = ListedTable::parse(r#"{"nftables":[{"rule":{"chain":"hostports","handle":11,"comment":"ctr1","expr":[]}},{"rule":{"chain":"hostports","handle":12,"comment":"other","expr":[]}}]}"#).unwrap();
@@ -426,29 +428,15 @@ mod tests {
         );
     }
 
-    fn mapping(
-        host_port: u16,
-        container_port: u16,
-        protocol: Protocol,
-        host_ip: Option<&str>,
-    ) -> PortMapping {
-        PortMapping {
-            host_port,
-            container_port,
-            protocol,
-            host_ip: host_ip.map(|h| h.parse().unwrap()),
-        }
-    }
-
     /// With conditions the whole ADD is one nft text script: every command of the JSON
     /// transaction, in the same order, the conditions before the local destination check.
     #[test]
     fn golden_script_with_conditions() {
         let owner = OWNER;
         let maps = [
-            mapping(8080, 80, Protocol::Tcp, None),
-            mapping(9090, 90, Protocol::Udp, Some("10.0.0.1")),
-            mapping(9091, 91, Protocol::Sctp, Some("fd00::1")),
+            pm(8080, 80, Protocol::Tcp, None),
+            pm(9090, 90, Protocol::Udp, Some("10.0.0.1")),
+            pm(9091, 91, Protocol::Sctp, Some("fd00::1")),
         ];
         let ips = ips();
         let old = ListedTable::parse(r#"{"nftables":[{"rule":{"chain":"hostports","handle":11,"comment":"ctr1","expr":[]}},{"rule":{"chain":"masquerading","handle":12,"comment":"ctr1","expr":[]}},{"rule":{"chain":"hostports","handle":13,"comment":"other","expr":[]}}]}"#).unwrap();
