@@ -149,16 +149,16 @@ impl Firewall for Iptables {
 }
 
 impl Firewall for Nftables {
-    fn probe(&self) -> Result<()> {
-        nft::usable()
+    fn backend(&self) -> Backend {
+        Backend::Nftables
     }
 
     fn tools(&self) -> &'static [&'static str] {
         &[nft::NFT]
     }
 
-    fn backend(&self) -> Backend {
-        Backend::Nftables
+    fn probe(&self) -> Result<()> {
+        nft::usable()
     }
 }
 
