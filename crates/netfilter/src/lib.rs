@@ -20,11 +20,14 @@
 //! * [`localnet`]: the shared filter rule that keeps containers away from the host's
 //!   127.0.0.0/8 services once portmap has turned `route_localnet` on;
 //! * [`conntrack`]: deleting UDP conntrack entries by port over `NETLINK_NETFILTER`
-//!   (one dump for all ports and families, none in a namespace without entries).
+//!   (one dump for all ports and families, none in a namespace without entries);
+//! * [`release_sockets`]: the final close of this crate's netfilter sockets, left to a
+//!   detached helper so the plugin does not wait for nf_tables' deferred cleanup.
 
 mod error;
 mod exec;
 mod nfnl;
+mod release;
 
 pub mod backend;
 pub mod conntrack;
@@ -42,6 +45,7 @@ pub mod spoofchk;
 pub use backend::Backend;
 pub use error::{Error, Result};
 pub use firewall::Firewall;
+pub use release::release_sockets;
 
 /// How many netfilter tool processes (`nft`, `iptables-restore`, ...) this crate has
 /// started on the calling thread: a diagnostic for tests and benchmarks.

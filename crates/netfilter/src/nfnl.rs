@@ -60,6 +60,17 @@ pub(crate) struct Conn {
     buf: Vec<u8>,
 }
 
+impl Drop for Conn {
+    /// Parks a duplicate of the socket instead of letting this be its last close (which
+    /// may wait for nf_tables' deferred cleanup: see [`crate::release`]).
+    fn drop(&mut self) {
+        use std::os::fd::AsFd;
+        if let Ok(fd) = self.sock.as_fd().try_clone_to_owned() {
+            crate::release::park(fd);
+        }
+    }
+}
+
 impl Conn {
     /// Opens the socket in the calling thread's network namespace. Errors name the step.
     pub(crate) fn open() -> Result<Conn, (String, io::Error)> {
@@ -113,7 +124,7 @@ impl Conn {
     pub(crate) fn drain_events(&mut self, mut each: impl FnMut(Reply)) -> io::Result<()> {
         loop {
             self.buf.clear();
-            let n = match self.sock.recv(&mut self.buf, nix::libc::MSG_TRUNC) {
+            let n = match self.sock.recv(&mut self.buf, libc::MSG_TRUNC) {
                 Ok(n) if n > self.buf.len() => {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -238,6 +249,37 @@ impl Conn {
         Ok(())
     }
 
+    /// Hands every message queued on an [`Conn::open_events`] socket, undecoded, to
+    /// `each`, without waiting for more. Fails with `ENOBUFS` when the kernel dropped
+    /// events for lack of room.
+    pub(crate) fn drain_raw_events(&mut self, mut each: impl FnMut(RawMsg<'_>)) -> io::Result<()> {
+        loop {
+            let n = match self.recv() {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            for_each_raw(self.buf.get(..n).unwrap_or_default(), |m| {
+                each(m);
+                Ok(true)
+            })?;
+        }
+    }
+
+    /// The socket, for `poll`.
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.sock.as_fd()
+    }
+
+    /// Raises the receive buffer to `bytes` (`SO_RCVBUFFORCE` as root, else
+    /// `SO_RCVBUF` up to `rmem_max`), so a burst of events is less likely to overflow.
+    pub(crate) fn grow_receive_buffer(&self, bytes: usize) {
+        if setsockopt(&self.sock, sockopt::RcvBufForce, &bytes).is_err() {
+            let _ = setsockopt(&self.sock, sockopt::RcvBuf, &bytes);
+        }
+    }
+
     /// Reads datagrams and hands every message, undecoded, to `each` until it returns
     /// `Ok(false)` (the caller recognised the end of its request) or an error.
     pub(crate) fn receive_raw(
@@ -246,37 +288,8 @@ impl Conn {
     ) -> io::Result<()> {
         loop {
             let n = self.recv()?;
-            let mut off = 0;
-            while off + 16 <= n {
-                let rest = self.buf.get(off..n).unwrap_or_default();
-                let word = |at: usize| -> u32 {
-                    rest.get(at..at + 4)
-                        .and_then(|b| b.try_into().ok())
-                        .map_or(0, u32::from_ne_bytes)
-                };
-                let len = word(0) as usize;
-                if len < 16 || len > rest.len() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("malformed netlink message of length {len}"),
-                    ));
-                }
-                let kind_flags = word(4);
-                let msg = RawMsg {
-                    kind: (kind_flags & 0xffff) as u16,
-                    seq: word(8),
-                    payload: rest.get(16..len).unwrap_or_default(),
-                };
-                if msg.kind == NLMSG_OVERRUN {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "netlink overrun: data was lost",
-                    ));
-                }
-                if !each(msg)? {
-                    return Ok(());
-                }
-                off += (len + 3) & !3;
+            if !for_each_raw(self.buf.get(..n).unwrap_or_default(), &mut each)? {
+                return Ok(());
             }
         }
     }
@@ -285,7 +298,7 @@ impl Conn {
     fn recv(&mut self) -> io::Result<usize> {
         loop {
             self.buf.clear();
-            match self.sock.recv(&mut self.buf, nix::libc::MSG_TRUNC) {
+            match self.sock.recv(&mut self.buf, libc::MSG_TRUNC) {
                 Ok(n) if n > self.buf.len() => {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -312,6 +325,47 @@ impl Conn {
             }
         }
     }
+}
+
+/// Hands each netlink message of one datagram, undecoded, to `each` while it returns
+/// `Ok(true)`; returns `Ok(false)` when `each` stopped early.
+fn for_each_raw(
+    datagram: &[u8],
+    mut each: impl FnMut(RawMsg<'_>) -> io::Result<bool>,
+) -> io::Result<bool> {
+    let mut off = 0;
+    while off + 16 <= datagram.len() {
+        let rest = datagram.get(off..).unwrap_or_default();
+        let word = |at: usize| -> u32 {
+            rest.get(at..at + 4)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u32::from_ne_bytes)
+        };
+        let len = word(0) as usize;
+        if len < 16 || len > rest.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("malformed netlink message of length {len}"),
+            ));
+        }
+        let kind_flags = word(4);
+        let msg = RawMsg {
+            kind: (kind_flags & 0xffff) as u16,
+            seq: word(8),
+            payload: rest.get(16..len).unwrap_or_default(),
+        };
+        if msg.kind == NLMSG_OVERRUN {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "netlink overrun: data was lost",
+            ));
+        }
+        if !each(msg)? {
+            return Ok(false);
+        }
+        off += (len + 3) & !3;
+    }
+    Ok(true)
 }
 
 /// Parses the first message of `rest`: returns its length, its meaning for request

@@ -1,12 +1,11 @@
 //! nftables access: one transaction per operation, built with the typed schema of the
 //! `nftables` crate ([`Tx`]) and committed natively as one nf_tables batch over
-//! nfnetlink ([`crate::nftnl`], no process); `nft -j -f -` only when the native encoding
-//! lacks something or the kernel refused the batch. Reads for replacement and deletion
-//! are native too ([`read_table`]); CHECK lists tables with `nft -j list table`.
-//!
-//! A transaction holding verbatim nft expression words (a user's match conditions, which
-//! nft's JSON input cannot carry) is written as nft text instead and applied with one
-//! `nft -f -`: the same commands, still one atomic transaction.
+//! nfnetlink ([`crate::nftnl`], no process); one `nft -f -` of the same commands as
+//! text only when the native encoding lacks something (a user's verbatim match
+//! conditions) or the kernel refused the batch, still one atomic transaction; `nft -j -f
+//! -` for what the text writer refuses (a rule comment over 128 bytes). Reads for
+//! replacement and deletion are native too ([`read_table`]); CHECK lists tables with
+//! `nft -j list table`.
 //!
 //! Listings are read into a small [`ListedTable`] (chains, rule handles, comments and the
 //! raw JSON expression) rather than the full typed schema, so that unexpected expressions
@@ -39,9 +38,8 @@ use crate::nftnl;
 /// The nftables command-line tool.
 pub(crate) const NFT: &str = "nft";
 
-/// A transaction being built: every command is applied in one `nft -j -f -` run, or
-/// one `nft -f -` run of its text form when a rule carries verbatim expression words
-/// ([`Tx::add_rule_with_raw`]).
+/// A transaction being built: every command is applied in one native nf_tables batch,
+/// or one `nft` run of its text (or JSON) form ([`Tx::apply`]).
 #[derive(Debug)]
 pub struct Tx {
     batch: Batch<'static>,
@@ -235,7 +233,8 @@ impl Tx {
         self
     }
 
-    /// The JSON document that [`Tx::apply`] feeds to `nft -j -f -`.
+    /// The JSON document that [`Tx::apply`] feeds to `nft -j -f -` when the text form
+    /// cannot be written.
     ///
     /// # Errors
     /// Serialization failure (not expected for schema types); [`Error::Invalid`] when a
@@ -279,9 +278,9 @@ impl Tx {
     /// Applies the transaction atomically (no-op when empty): natively as one nf_tables
     /// batch ([`Tx::to_batch`]) when it has a native encoding and the native path is on
     /// ([`set_native`]); otherwise, or when the kernel refused the batch (nothing was
-    /// committed; nft then reports why), in one `nft -j -f -` run, or `nft -f -` with
-    /// [`Tx::to_script`] when [`Tx::has_raw`]. Either way all of it is committed or, on
-    /// any error, none of it.
+    /// committed; nft then reports why), in one `nft -f -` run of [`Tx::to_script`]
+    /// (`nft -j -f -` of [`Tx::to_json`] when the text writer refuses the transaction).
+    /// Either way all of it is committed or, on any error, none of it.
     ///
     /// # Errors
     /// The tool's failure with its stderr, or [`Error::Netlink`] when the native commit
@@ -310,12 +309,17 @@ impl Tx {
                 }
             }
         }
-        if self.has_raw() {
-            let text = self.to_script()?;
-            return exec::run(NFT, &["-f", "-"], Some(&text), op).map(drop);
+        // nft text first: nft's JSON input drops table and chain comments. JSON only for
+        // what the text writer refuses (e.g. a rule comment over 128 bytes).
+        match self.to_script() {
+            Ok(text) => exec::run(NFT, &["-f", "-"], Some(&text), op).map(drop),
+            Err(e) if self.has_raw() => Err(e),
+            Err(e) => {
+                log::debug!("{op}: applied as nft JSON: {e}");
+                let json = self.to_json()?;
+                exec::run(NFT, &["-j", "-f", "-"], Some(&json), op).map(drop)
+            }
         }
-        let json = self.to_json()?;
-        exec::run(NFT, &["-j", "-f", "-"], Some(&json), op).map(drop)
     }
 
     /// The native form of the transaction: one nf_tables batch
@@ -533,12 +537,27 @@ mod script {
         let _ = write!(out, "{verb} chain ");
         family(out, c.family, &c.table)?;
         let _ = write!(out, " {}", ident(&c.name)?);
+        let comment = (verb == "add")
+            .then(|| nftnl::upstream_comment(&c.table, Some(&c.name)))
+            .flatten();
         match (c._type, c.hook, c.prio) {
-            (None, None, None) if c.policy.is_none() => {}
+            (None, None, None) if c.policy.is_none() => {
+                if let Some(text) = comment {
+                    out.push_str(" { comment ");
+                    quoted(out, text)?;
+                    out.push_str("; }");
+                }
+            }
             (Some(kind), Some(hook), Some(prio)) if verb == "add" => {
+                out.push_str(" {");
+                if let Some(text) = comment {
+                    out.push_str(" comment ");
+                    quoted(out, text)?;
+                    out.push(';');
+                }
                 let _ = write!(
                     out,
-                    " {{ type {} hook {} priority {prio};",
+                    " type {} hook {} priority {prio};",
                     keyword(&kind)?,
                     keyword(&hook)?
                 );
@@ -570,7 +589,13 @@ mod script {
         match cmd {
             NfCmd::Add(NfListObject::Table(t)) if t.handle.is_none() => {
                 out.push_str("add table ");
-                family(out, t.family, &t.name)
+                family(out, t.family, &t.name)?;
+                if let Some(c) = nftnl::upstream_comment(&t.name, None) {
+                    out.push_str(" { comment ");
+                    quoted(out, c)?;
+                    out.push_str("; }");
+                }
+                Ok(())
             }
             NfCmd::Add(NfListObject::Chain(c)) => chain(out, "add", c),
             NfCmd::Flush(FlushObject::Chain(c)) => chain(out, "flush", c),

@@ -91,6 +91,14 @@ pub fn setup_tx(
     tx
 }
 
+/// Whether the spoof-check table (`bridge nat`) exists: one native probe, no process.
+///
+/// # Errors
+/// The kernel's error for the probe.
+pub fn table_exists() -> Result<bool> {
+    nft::table_exists(FAMILY, TABLE)
+}
+
 /// Installs (or replaces) the MAC spoof check for one attachment.
 ///
 /// # Errors

@@ -439,6 +439,7 @@ fn portmap_nftables_lifecycle() {
     let v6 = nft_list(&ns, "table ip6 cni_hostport");
     println!("{v4}\n{v6}");
     let expected_v4 = r#"table ip cni_hostport {
+	comment "CNI portmap plugin"
 	chain hostports {
 		tcp dport 8080 dnat to 10.99.0.3:80 comment "ctr1"
 		udp dport 8053 dnat to 10.99.0.3:53 comment "ctr1"

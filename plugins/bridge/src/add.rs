@@ -11,8 +11,8 @@
 use std::net::IpAddr;
 
 use cni::{CmdArgs, Error, Interface, IpConfig, NetConf, Route, Success};
-use cni_netfilter::Firewall;
 use cni_netfilter::masq::MasqOwner;
+use cni_netfilter::{Backend, Firewall};
 use cni_netlink::{Handle, Link};
 use cni_netns::NetNs;
 use ipnetwork::IpNetwork;
@@ -169,6 +169,18 @@ impl AddCtx<'_> {
         let nets: Vec<IpNetwork> = planned.ips.iter().map(|i| i.address).collect();
         // Record first: a partly applied setup is still removed by teardown.
         self.rb.push(Undo::Masq);
+        // Upstream creates the spoof-check table (`bridge nat`) before the masquerade
+        // table; where neither exists yet, keep that order so both list alike.
+        if self.s.mac_spoof_chk
+            && fw.backend() == Backend::Nftables
+            && !cni_netfilter::spoofchk::table_exists().unwrap_or(true)
+        {
+            let result = self.links(existing_bridge, l3)?;
+            fw.setup_masq(&owner, &nets)
+                .ctx(format!("failed to setup IP masquerade ({})", fw.backend()))?;
+            fail_point("masq")?;
+            return Ok(result);
+        }
         let (local, masq) = std::thread::scope(|scope| {
             let masq = scope.spawn(|| fw.setup_masq(&owner, &nets));
             let local = self.links(existing_bridge, l3);

@@ -2,5 +2,5 @@
 
 fn main() {
     bridge::register_builtin_delegates();
-    cni::skel::run(&bridge::BridgePlugin)
+    cni::skel::run_then(&bridge::BridgePlugin, cni_netfilter::release_sockets)
 }

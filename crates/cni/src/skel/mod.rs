@@ -223,6 +223,13 @@ pub(crate) fn output_version() -> String {
 
 /// Run a plugin as the process's `main`: never returns.
 pub fn run<P: Plugin>(plugin: &P) -> ! {
+    run_then(plugin, || {})
+}
+
+/// [`run`], with `finish` called after the command's output is written and just before
+/// the process exits (e.g. to hand kernel objects whose release is slow to a detached
+/// helper).
+pub fn run_then<P: Plugin>(plugin: &P, finish: impl FnOnce()) -> ! {
     init_logger(plugin.name());
     install_panic_hook();
     let env = |k: &str| std::env::var_os(k);
@@ -236,6 +243,7 @@ pub fn run<P: Plugin>(plugin: &P) -> ! {
         &mut std::io::stdout(),
         &mut std::io::stderr(),
     );
+    finish();
     #[allow(clippy::exit, reason = "the skel owns the process exit status")]
     std::process::exit(code)
 }

@@ -104,13 +104,14 @@ pub fn restore(family: Family, script: &Script, op: &str) -> Result<()> {
     }
     let input = script.render();
     let wait = LOCK_WAIT_SECS.to_string();
-    exec::run(
+    // One table per script: one COMMIT, one nf_tables transaction.
+    exec::run_committing(
         family.restore_tool(),
         &["-w", &wait, "--noflush"],
-        Some(&input),
+        &input,
+        1,
         &format!("{op} (input:\n{input})"),
     )
-    .map(drop)
 }
 
 /// Applies an optimistic `script` (one whose `-N`/`-C` lines assert what it assumes,

@@ -24,7 +24,7 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use super::expr::{
     Base, CmpOp, Expr, MetaKey, NFPROTO_IPV4, NFPROTO_IPV6, REG_1, REG_2, RTN_LOCAL, Verdict,
 };
-use super::{BaseChain, Batch, comment_udata};
+use super::{BaseChain, Batch, comment_udata, upstream_comment};
 
 /// Why a command cannot be encoded natively.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +58,11 @@ pub fn command(batch: &mut Batch, obj: &NfObject<'_>) -> Res<()> {
     };
     match cmd {
         NfCmd::Add(NfListObject::Table(t)) if t.handle.is_none() => {
-            batch.new_table(family_byte(t.family), &t.name);
+            batch.new_table(
+                family_byte(t.family),
+                &t.name,
+                upstream_comment(&t.name, None),
+            );
         }
         NfCmd::Add(NfListObject::Chain(c)) => {
             plain(c)?;
@@ -77,7 +81,8 @@ pub fn command(batch: &mut Batch, obj: &NfObject<'_>) -> Res<()> {
                 }
                 _ => return unsupported(c),
             };
-            batch.new_chain(family_byte(c.family), &c.table, &c.name, base);
+            let comment = upstream_comment(&c.table, Some(&c.name));
+            batch.new_chain(family_byte(c.family), &c.table, &c.name, base, comment);
         }
         NfCmd::Flush(FlushObject::Chain(c)) => {
             plain(c)?;

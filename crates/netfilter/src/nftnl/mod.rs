@@ -69,8 +69,8 @@ pub struct BaseChain {
     pub prio: i32,
 }
 
-/// Rule userdata holding a comment: the `NFTNL_UDATA_RULE_COMMENT` TLV (type 0, one-byte
-/// length including the NUL), as nft writes it. `None` when the comment does not fit.
+/// Userdata holding a comment: the `NFTNL_UDATA_{RULE,TABLE,CHAIN}_COMMENT` TLV (type 0,
+/// one-byte length including the NUL), as nft writes it for rules, tables and chains. `None` when the comment does not fit.
 pub fn comment_udata(comment: &str) -> Option<Vec<u8>> {
     let len = u8::try_from(comment.len() + 1).ok()?;
     let mut v = vec![0, len];
@@ -92,6 +92,32 @@ pub fn udata_comment(udata: &[u8]) -> Option<String> {
         rest = tail.get(len..)?;
     }
     None
+}
+
+/// The comments upstream (containernetworking/plugins, since v1.6.0) gives the tables and
+/// chains it creates, by table and chain name, so `nft list ruleset` shows the same
+/// lines whichever implementation created them. The `nftables` crate's JSON schema has
+/// no table or chain comments, so they are added where a transaction is encoded (natively, or as nft text).
+const UPSTREAM_COMMENTS: &[(&str, Option<&str>, &str)] = &[
+    (
+        "cni_plugins_masquerade",
+        None,
+        "Masquerading for plugins from github.com/containernetworking/plugins",
+    ),
+    (
+        "cni_plugins_masquerade",
+        Some("masq_checks"),
+        "Masquerade traffic from certain IPs to any (non-multicast) IP outside their subnet",
+    ),
+    ("cni_hostport", None, "CNI portmap plugin"),
+];
+
+/// Upstream's comment of table `table` (`chain` `None`) or of its chain `chain`.
+pub(crate) fn upstream_comment(table: &str, chain: Option<&str>) -> Option<&'static str> {
+    UPSTREAM_COMMENTS
+        .iter()
+        .find(|(t, c, _)| *t == table && *c == chain)
+        .map(|(_, _, comment)| *comment)
 }
 
 /// One nf_tables transaction being built.
@@ -116,19 +142,34 @@ impl Batch {
         self.cmds.push((msg, flags, family, a.into_bytes()));
     }
 
-    /// `add table` (no error if it exists).
-    pub fn new_table(&mut self, family: u8, name: &str) {
+    /// `add table` with an optional comment (no error if it exists; an existing table
+    /// keeps its comment).
+    pub fn new_table(&mut self, family: u8, name: &str, comment: Option<&str>) {
         let mut a = Attrs::default();
         a.put_str(1, name); // NFTA_TABLE_NAME
         a.put_u32(2, 0); // NFTA_TABLE_FLAGS
+        if let Some(udata) = comment.and_then(comment_udata) {
+            a.put(6, &udata); // NFTA_TABLE_USERDATA
+        }
         self.push(Msg::NewTable, NLM_F_CREATE, family, a);
     }
 
-    /// `add chain`, regular or base (policy accept); no error if it exists.
-    pub fn new_chain(&mut self, family: u8, table: &str, name: &str, base: Option<BaseChain>) {
+    /// `add chain`, regular or base (policy accept), with an optional comment; no error
+    /// if it exists.
+    pub fn new_chain(
+        &mut self,
+        family: u8,
+        table: &str,
+        name: &str,
+        base: Option<BaseChain>,
+        comment: Option<&str>,
+    ) {
         let mut a = Attrs::default();
         a.put_str(1, table); // NFTA_CHAIN_TABLE
         a.put_str(3, name); // NFTA_CHAIN_NAME
+        if let Some(udata) = comment.and_then(comment_udata) {
+            a.put(12, &udata); // NFTA_CHAIN_USERDATA
+        }
         if let Some(b) = base {
             a.put_str(7, b.kind); // NFTA_CHAIN_TYPE
             a.put_u32(5, 1); // NFTA_CHAIN_POLICY: NF_ACCEPT
@@ -242,6 +283,7 @@ impl Batch {
         let seq = conn.reserve_seq(n + 2);
         conn.send_bytes(&self.to_bytes(seq))
             .map_err(CommitError::Unsent)?;
+        crate::release::note_commit();
         let mut refused: Option<CommitError> = None;
         conn.receive_raw(|m| {
             let index = m.seq.wrapping_sub(seq);
@@ -306,7 +348,7 @@ fn error_code(payload: &[u8]) -> i32 {
 }
 
 fn libc_eproto() -> i32 {
-    nix::libc::EPROTO
+    libc::EPROTO
 }
 
 /// Appends one netlink message with an nfgenmsg header.
@@ -439,7 +481,7 @@ pub(crate) fn rules(
     });
     match res {
         Ok(()) => Ok(Some(out)),
-        Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -453,7 +495,7 @@ pub(crate) fn table_exists(conn: &mut Conn, family: u8, table: &str) -> io::Resu
     a.put_str(1, table); // NFTA_TABLE_NAME
     match request(conn, Msg::GetTable, 0, family, &a, |_| {}) {
         Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => Ok(false),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -473,7 +515,7 @@ pub(crate) fn chain_exists(
     a.put_str(3, name); // NFTA_CHAIN_NAME
     match request(conn, Msg::GetChain, 0, family, &a, |_| {}) {
         Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => Ok(false),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -535,7 +577,7 @@ mod tests {
     #[test]
     fn batch_bytes() {
         let mut b = Batch::default();
-        b.new_table(2, "t");
+        b.new_table(2, "t", None);
         b.new_chain(
             2,
             "t",
@@ -545,6 +587,7 @@ mod tests {
                 hook: 0,
                 prio: -100,
             }),
+            None,
         );
         let bytes = b.to_bytes(100);
         let mut msgs = Vec::new();

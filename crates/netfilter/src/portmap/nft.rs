@@ -448,7 +448,7 @@ mod tests {
         let tx = add_tx(&current, &owner, &cond, &maps, &ips);
         assert!(tx.has_raw() && tx.to_json().is_err());
         let expected = "\
-add table ip cni_hostport
+add table ip cni_hostport { comment \"CNI portmap plugin\"; }
 add chain ip cni_hostport hostports
 add chain ip cni_hostport hostip_hostports
 add chain ip cni_hostport hostports_all
@@ -468,7 +468,7 @@ add rule ip cni_hostport hostports tcp dport 8080 dnat to 10.99.0.3:80 comment \
 add rule ip cni_hostport hostports ip daddr 10.0.0.1 udp dport 9090 dnat to 10.99.0.3:90 comment \"ctr1\"
 add rule ip cni_hostport masquerading ip saddr 10.99.0.3 ip daddr 10.99.0.3 masquerade comment \"ctr1\"
 add rule ip cni_hostport masquerading ip saddr 127.0.0.1 ip daddr 10.99.0.3 masquerade comment \"ctr1\"
-add table ip6 cni_hostport
+add table ip6 cni_hostport { comment \"CNI portmap plugin\"; }
 add chain ip6 cni_hostport hostports
 add chain ip6 cni_hostport hostip_hostports
 add chain ip6 cni_hostport hostports_all
