@@ -2,7 +2,9 @@
 //! (containernetworking/plugins): same chain and table names, rule layouts and comments,
 //! so a node can switch between the implementations in place.
 //!
-//! * [`backend`]: choosing iptables or nftables;
+//! * [`backend`]: the configured backend's name, iptables or nftables;
+//! * [`firewall`]: the backend seam: one [`Firewall`] object per backend, chosen once
+//!   from the configuration, with each feature's operations as methods;
 //! * [`names`]: the reference's hashed chain names and comments;
 //! * [`iptables`]: one `iptables-save` read and one atomic `iptables-restore --noflush`
 //!   write per family and operation, with a bounded xtables lock wait; ADD of a new
@@ -29,6 +31,7 @@ mod release;
 
 pub mod backend;
 pub mod conntrack;
+pub mod firewall;
 pub mod iptables;
 pub mod localnet;
 pub mod masq;
@@ -41,6 +44,7 @@ pub mod spoofchk;
 
 pub use backend::Backend;
 pub use error::{Error, Result};
+pub use firewall::Firewall;
 pub use release::release_sockets;
 
 /// How many netfilter tool processes (`nft`, `iptables-restore`, ...) this crate has

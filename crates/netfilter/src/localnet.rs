@@ -37,7 +37,6 @@
 
 use nftables::types::{NfChainType, NfFamily, NfHook};
 
-use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::iptables::{self, Family, Script, native};
 use crate::netns_lock::NetnsLock;
@@ -82,41 +81,45 @@ pub fn iptables_rule() -> Vec<String> {
     .collect()
 }
 
-/// Makes sure the guard rule of `backend` exists in the calling thread's network
-/// namespace, creating it when it is missing.
-///
-/// # Errors
-/// The lock wait running out ([`Error::NetnsLockTimeout`]) or the tool failing while the
-/// rule is created.
-pub fn ensure(backend: Backend) -> Result<()> {
-    match backend {
-        Backend::Iptables => ensure_iptables(),
-        Backend::Nftables => ensure_nftables(),
+/// Whether the iptables guard rule is present, answered natively (iptables-nft). `None`
+/// when that cannot be told without a process (legacy iptables, or the native read
+/// failed).
+pub fn iptables_present_natively() -> Option<bool> {
+    if !iptables::is_nft_variant(Family::V4) {
+        return None;
     }
+    let comment = native::Want::comment(GUARD_COMMENT);
+    native_answer(
+        "iptables",
+        IPT_TABLE,
+        IPT_CHAIN,
+        native::chain_has_rule(Family::V4, IPT_TABLE, IPT_CHAIN, |rule| {
+            native::expressions(rule)
+                .iter()
+                .any(|e| native::is_wanted_match(e, &comment))
+        }),
+    )
 }
 
-/// Whether the guard rule of `backend` is present, answered natively (iptables-nft or
-/// nftables). `None` when that cannot be told without a process (legacy iptables, or
-/// the native read failed).
-pub fn present_natively(backend: Backend) -> Option<bool> {
-    let (table, chain) = match backend {
-        Backend::Iptables => (IPT_TABLE, IPT_CHAIN),
-        Backend::Nftables => (NFT_TABLE, NFT_CHAIN),
-    };
-    let found = match backend {
-        Backend::Iptables if !iptables::is_nft_variant(Family::V4) => return None,
-        Backend::Iptables => {
-            let comment = native::Want::comment(GUARD_COMMENT);
-            native::chain_has_rule(Family::V4, table, chain, |rule| {
-                native::expressions(rule)
-                    .iter()
-                    .any(|e| native::is_wanted_match(e, &comment))
-            })
-        }
-        Backend::Nftables => native::chain_has_rule(Family::V4, table, chain, |rule| {
+/// Whether the nftables guard rule is present, answered natively. `None` when the
+/// native read failed.
+pub fn nftables_present_natively() -> Option<bool> {
+    native_answer(
+        "nftables",
+        NFT_TABLE,
+        NFT_CHAIN,
+        native::chain_has_rule(Family::V4, NFT_TABLE, NFT_CHAIN, |rule| {
             native::nft_comment(rule).as_deref() == Some(GUARD_COMMENT)
         }),
-    };
+    )
+}
+
+fn native_answer(
+    backend: &str,
+    table: &str,
+    chain: &str,
+    found: std::io::Result<bool>,
+) -> Option<bool> {
     match found {
         Ok(found) => Some(found),
         Err(e) => {
@@ -126,8 +129,14 @@ pub fn present_natively(backend: Backend) -> Option<bool> {
     }
 }
 
-fn ensure_iptables() -> Result<()> {
-    if present_natively(Backend::Iptables) == Some(true) {
+/// Makes sure the iptables guard rule exists in the calling thread's network namespace,
+/// creating it when it is missing (under the namespace lock).
+///
+/// # Errors
+/// The lock wait running out ([`Error::NetnsLockTimeout`]) or the tool failing while the
+/// rule is created.
+pub fn ensure_iptables() -> Result<()> {
+    if iptables_present_natively() == Some(true) {
         return Ok(());
     }
     let _lock = NetnsLock::acquire("ensuring the localnet guard rule in filter INPUT")?;
@@ -180,8 +189,13 @@ pub fn add_nftables_ops(tx: &mut Tx) {
         );
 }
 
-fn ensure_nftables() -> Result<()> {
-    if present_natively(Backend::Nftables) == Some(true) {
+/// Makes sure the nftables guard exists in the calling thread's network namespace,
+/// creating it when it is missing (one transaction, no lock: see [`add_nftables_ops`]).
+///
+/// # Errors
+/// The transaction failing.
+pub fn ensure_nftables() -> Result<()> {
+    if nftables_present_natively() == Some(true) {
         return Ok(());
     }
     nftables_tx()

@@ -139,16 +139,20 @@ pub fn with_netns_lock<T>(op: &str, f: impl FnOnce() -> Result<T>) -> Result<T> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
+    use std::sync::{Mutex, MutexGuard};
 
     /// The tests share the test process's namespace, hence its lock: one at a time.
     static SERIAL: Mutex<()> = Mutex::new(());
 
+    fn serial() -> MutexGuard<'static, ()> {
+        SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     #[test]
     fn second_holder_times_out_with_a_lock_timeout_then_gets_it_after_release() {
-        let _serial = SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _serial = serial();
         let held = NetnsLock::acquire("first").expect("lock");
         let t0 = Instant::now();
         let err = NetnsLock::acquire_within("second", Duration::from_millis(80))
@@ -165,9 +169,7 @@ mod tests {
 
     #[test]
     fn waiter_gets_the_lock_when_the_holder_releases_it() {
-        let _serial = SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _serial = serial();
         let held = NetnsLock::acquire("holder").expect("lock");
         let waiter =
             thread::spawn(|| with_netns_lock("waiter", || Ok(())).map(|()| Instant::now()));
@@ -192,9 +194,7 @@ mod tests {
             eprintln!("skipped: needs root (unshare CLONE_NEWNET)");
             return;
         }
-        let _serial = SERIAL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _serial = serial();
         let _held = NetnsLock::acquire("host").expect("lock");
         thread::spawn(|| {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");

@@ -58,6 +58,19 @@ fn s(v: &str) -> Cow<'static, str> {
     Cow::Owned(v.to_owned())
 }
 
+/// A rule of `chain` without statements, handle or comment.
+fn rule(family: NfFamily, table: &str, chain: &str) -> Rule<'static> {
+    Rule {
+        family,
+        table: s(table),
+        chain: s(chain),
+        expr: Cow::Owned(Vec::new()),
+        handle: None,
+        index: None,
+        comment: None,
+    }
+}
+
 fn plain_chain(family: NfFamily, table: &str, name: &str) -> Chain<'static> {
     Chain {
         family,
@@ -171,13 +184,9 @@ impl Tx {
     ) -> &mut Self {
         self.len += 1;
         self.batch.add(NfListObject::Rule(Rule {
-            family,
-            table: s(table),
-            chain: s(chain),
             expr: Cow::Owned(expr),
-            handle: None,
-            index: None,
             comment: comment.map(s),
+            ..rule(family, table, chain)
         }));
         self
     }
@@ -218,13 +227,8 @@ impl Tx {
     ) -> &mut Self {
         self.len += 1;
         self.batch.delete(NfListObject::Rule(Rule {
-            family,
-            table: s(table),
-            chain: s(chain),
-            expr: Cow::Owned(Vec::new()),
             handle: Some(handle),
-            index: None,
-            comment: None,
+            ..rule(family, table, chain)
         }));
         self
     }
@@ -638,32 +642,14 @@ mod script {
                     _ => return Err(unsupported(format_args!("the operator {:?}", m.op))),
                 }
                 out.push(' ');
-                expression(out, &m.right)
+                expression(out, &m.right)?;
             }
-            Statement::Jump(t) => {
-                let _ = write!(out, "jump {}", ident(&t.target)?);
-                Ok(())
-            }
-            Statement::Goto(t) => {
-                let _ = write!(out, "goto {}", ident(&t.target)?);
-                Ok(())
-            }
-            Statement::Accept(None) => {
-                out.push_str("accept");
-                Ok(())
-            }
-            Statement::Drop(None) => {
-                out.push_str("drop");
-                Ok(())
-            }
-            Statement::Return(None) => {
-                out.push_str("return");
-                Ok(())
-            }
-            Statement::Masquerade(None) => {
-                out.push_str("masquerade");
-                Ok(())
-            }
+            Statement::Jump(t) => _ = write!(out, "jump {}", ident(&t.target)?),
+            Statement::Goto(t) => _ = write!(out, "goto {}", ident(&t.target)?),
+            Statement::Accept(None) => out.push_str("accept"),
+            Statement::Drop(None) => out.push_str("drop"),
+            Statement::Return(None) => out.push_str("return"),
+            Statement::Masquerade(None) => out.push_str("masquerade"),
             Statement::DNAT(Some(NAT {
                 addr: Some(Expression::String(addr)),
                 family,
@@ -686,10 +672,10 @@ mod script {
                     }
                     (_, Some(p)) => return Err(unsupported(format_args!("the dnat port {p:?}"))),
                 }
-                Ok(())
             }
-            other => Err(unsupported(format_args!("the statement {other:?}"))),
+            other => return Err(unsupported(format_args!("the statement {other:?}"))),
         }
+        Ok(())
     }
 
     /// nft's order of fib input flags (`fib saddr . iif oif`).

@@ -10,32 +10,14 @@
     reason = "tests"
 )]
 
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 use cni_netfilter::conntrack::{self, Family, OverlappedFlush};
-use cni_testsupport::{Netns, require_root, send_udp, veth_pair};
+use cni_testsupport::{require_root, send_udp, veth_pair};
 
-/// Turns conntrack on in `a` (a rule that needs it) and waits for `n` entries.
-fn wait_for_entries(a: &Netns, n: u32) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let count = a.run_in(conntrack::entry_count).unwrap();
-        if count >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{count} of {n} conntrack entries"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn flows(a: &Netns, family: Family, port: u16) -> usize {
-    a.run_in(|| conntrack::udp_flows_to_port(family, port))
-        .unwrap()
-        .len()
-}
+use common::{flows, wait_for_entries};
 
 #[test]
 fn walk_overlaps_the_change_and_events_catch_later_entries() {

@@ -20,6 +20,9 @@ use cni_netfilter::nft;
 use cni_testsupport::{Netns, require_root, send_udp, veth_pair};
 use nftables::types::NfFamily;
 
+/// The conntrack helpers shared with `conntrack_overlap.rs`.
+mod common;
+
 #[test]
 fn table_probe_and_empty_nat_tables() {
     if !require_root() {
@@ -137,19 +140,13 @@ fn conntrack_dump_skipped_without_entries_and_done_once_for_both_families() {
         assert!(Instant::now() < deadline, "no conntrack entry appeared");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Wait until all five are there (packets cross the veth asynchronously).
-    let count = || {
-        a.sh("cat /proc/sys/net/netfilter/nf_conntrack_count")
-            .trim()
-            .parse::<u32>()
-            .unwrap()
-    };
-    while count() < 5 {
-        assert!(Instant::now() < deadline, "{} entries", count());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_for_entries(&a, 5);
     // The netlink count is the sysctl's (both read the namespace's counter).
-    assert_eq!(a.run_in(conntrack::entry_count).unwrap(), count());
+    let sysctl = a.sh("cat /proc/sys/net/netfilter/nf_conntrack_count");
+    assert_eq!(
+        a.run_in(conntrack::entry_count).unwrap(),
+        sysctl.trim().parse::<u32>().unwrap()
+    );
 
     // Both families and both ports: deleted with one dump.
     let before = conntrack::dumps_requested();
@@ -158,20 +155,10 @@ fn conntrack_dump_skipped_without_entries_and_done_once_for_both_families() {
         .unwrap();
     assert_eq!(deleted, 4);
     assert_eq!(conntrack::dumps_requested(), before + 1, "one dump");
-    assert!(
-        a.run_in(|| conntrack::udp_flows_to_port(Family::V4, 9999))
-            .unwrap()
-            .len()
-            == 1,
-        "other ports stay"
-    );
+    assert_eq!(common::flows(&a, Family::V4, 9999), 1, "other ports stay");
     for family in both {
         for port in ports {
-            assert!(
-                a.run_in(|| conntrack::udp_flows_to_port(family, port))
-                    .unwrap()
-                    .is_empty()
-            );
+            assert_eq!(common::flows(&a, family, port), 0, "{family} {port}");
         }
     }
 }
@@ -180,23 +167,38 @@ fn conntrack_dump_skipped_without_entries_and_done_once_for_both_families() {
 /// a second `ensure` runs no process; removing it is noticed and `ensure` restores it.
 #[test]
 fn localnet_guard_is_found_natively_and_restored() {
-    use cni_netfilter::{Backend, localnet};
+    use cni_netfilter::localnet;
     if !require_root() {
         return;
     }
     let ns = Netns::new();
-    for backend in [Backend::Iptables, Backend::Nftables] {
+    // Per backend: its name, the native lookup and `ensure`.
+    type Guard = (
+        &'static str,
+        fn() -> Option<bool>,
+        fn() -> cni_netfilter::Result<()>,
+    );
+    let backends: [Guard; 2] = [
+        (
+            "iptables",
+            localnet::iptables_present_natively,
+            localnet::ensure_iptables,
+        ),
+        (
+            "nftables",
+            localnet::nftables_present_natively,
+            localnet::ensure_nftables,
+        ),
+    ];
+    for (backend, present, ensure) in backends {
         assert_eq!(
-            ns.run_in(|| localnet::present_natively(backend)),
+            ns.run_in(present),
             Some(false),
             "{backend}: absent in a fresh namespace"
         );
-        ns.run_in(|| localnet::ensure(backend)).unwrap();
-        assert_eq!(
-            ns.run_in(|| localnet::present_natively(backend)),
-            Some(true)
-        );
-        ns.run_in(|| localnet::ensure(backend)).unwrap();
+        ns.run_in(ensure).unwrap();
+        assert_eq!(ns.run_in(present), Some(true));
+        ns.run_in(ensure).unwrap();
     }
     let filter = ns.sh("iptables -S INPUT");
     assert_eq!(
@@ -214,16 +216,10 @@ fn localnet_guard_is_found_natively_and_restored() {
 
     // Gone (a firewall reload): noticed and restored, once.
     ns.sh("iptables -F INPUT && nft delete table ip cni_localnet_guard");
-    for backend in [Backend::Iptables, Backend::Nftables] {
-        assert_eq!(
-            ns.run_in(|| localnet::present_natively(backend)),
-            Some(false)
-        );
-        ns.run_in(|| localnet::ensure(backend)).unwrap();
-        assert_eq!(
-            ns.run_in(|| localnet::present_natively(backend)),
-            Some(true)
-        );
+    for (_, present, ensure) in backends {
+        assert_eq!(ns.run_in(present), Some(false));
+        ns.run_in(ensure).unwrap();
+        assert_eq!(ns.run_in(present), Some(true));
     }
     assert_eq!(
         ns.sh("iptables -S INPUT")
@@ -233,8 +229,5 @@ fn localnet_guard_is_found_natively_and_restored() {
     );
     // Another rule with another comment is not taken for the guard.
     ns.sh("iptables -F INPUT && iptables -A INPUT -m comment --comment other -j ACCEPT");
-    assert_eq!(
-        ns.run_in(|| localnet::present_natively(Backend::Iptables)),
-        Some(false)
-    );
+    assert_eq!(ns.run_in(localnet::iptables_present_natively), Some(false));
 }

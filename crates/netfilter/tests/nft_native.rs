@@ -14,10 +14,11 @@
 
 use std::net::IpAddr;
 
+use cni_netfilter::firewall::{Masquerade, Nftables, PortMapper};
 use cni_netfilter::masq::{self, MasqOwner};
 use cni_netfilter::nft;
-use cni_netfilter::portmap::{self, Owner, PortMapOptions, PortMapping, Protocol};
-use cni_netfilter::{Backend, spoofchk};
+use cni_netfilter::portmap::{self, Owner, PortMapOptions, PortMapping, Protocol, Request};
+use cni_netfilter::spoofchk;
 use cni_testsupport::{Netns, require_root};
 use ipnetwork::IpNetwork;
 
@@ -49,22 +50,10 @@ fn both(
     native.sh("nft list ruleset")
 }
 
+include!("common/mappings.rs");
+
 fn net(s: &str) -> IpNetwork {
     s.parse().unwrap()
-}
-
-fn pm(
-    host_port: u16,
-    container_port: u16,
-    protocol: Protocol,
-    host_ip: Option<&str>,
-) -> PortMapping {
-    PortMapping {
-        host_port,
-        container_port,
-        protocol,
-        host_ip: host_ip.map(|h| h.parse::<IpAddr>().unwrap()),
-    }
 }
 
 #[test]
@@ -77,8 +66,7 @@ fn native_writes_what_nft_writes() {
     // node and is written as nft text (its rule is not in the native encoding): create it
     // up front in both namespaces, so the portmap steps below are its native layout only.
     for ns in [&a, &b] {
-        ns.run_in(|| cni_netfilter::localnet::ensure(Backend::Nftables))
-            .unwrap();
+        ns.run_in(cni_netfilter::localnet::ensure_nftables).unwrap();
     }
 
     // Masquerade: two attachments, a re-ADD, a DEL, a GC.
@@ -94,19 +82,15 @@ fn native_writes_what_nft_writes() {
         container_id: "ctr2",
         ifname: "eth0",
     };
-    both(&a, &b, "masq ADD ctr1", &|| {
-        masq::setup(Backend::Nftables, &o1, &ips1)
-    });
-    let listing = both(&a, &b, "masq ADD ctr2", &|| {
-        masq::setup(Backend::Nftables, &o2, &ips2)
-    });
+    both(&a, &b, "masq ADD ctr1", &|| Nftables.setup_masq(&o1, &ips1));
+    let listing = both(&a, &b, "masq ADD ctr2", &|| Nftables.setup_masq(&o2, &ips2));
     assert!(
         listing.contains("ip daddr != 10.96.0.0/12 masquerade")
             && listing.contains("ip6 daddr != fd00:98::/60 masquerade"),
         "{listing}"
     );
     both(&a, &b, "masq re-ADD ctr1", &|| {
-        masq::setup(Backend::Nftables, &o1, &ips1[..1])
+        Nftables.setup_masq(&o1, &ips1[..1])
     });
     both(&a, &b, "masq DEL ctr1", &|| masq::teardown(&o1));
     both(&a, &b, "masq DEL ctr1 again", &|| masq::teardown(&o1));
@@ -138,7 +122,7 @@ fn native_writes_what_nft_writes() {
     };
     let opts = PortMapOptions::default();
     let listing = both(&a, &b, "portmap ADD ctr1", &|| {
-        portmap::add(Backend::Nftables, &p1, &opts, &maps, &pips)
+        Nftables.add_port_mappings(&p1, &Request::new(&opts, &maps, &pips))
     });
     assert!(
         listing.contains("ip daddr 10.0.0.1 udp dport 9090 dnat to 10.99.0.3:90 comment \"ctr1\"")
@@ -147,16 +131,10 @@ fn native_writes_what_nft_writes() {
         "{listing}"
     );
     both(&a, &b, "portmap ADD ctr2 masqAll", &|| {
-        portmap::add(
-            Backend::Nftables,
-            &p2,
-            &all,
-            &maps[..2],
-            &[net("10.99.0.4/24")],
-        )
+        Nftables.add_port_mappings(&p2, &Request::new(&all, &maps[..2], &[net("10.99.0.4/24")]))
     });
     both(&a, &b, "portmap re-ADD ctr1 no snat", &|| {
-        portmap::add(Backend::Nftables, &p1, &no_snat, &maps[1..], &pips)
+        Nftables.add_port_mappings(&p1, &Request::new(&no_snat, &maps[1..], &pips))
     });
     both(&a, &b, "portmap DEL ctr1", &|| portmap::del(&p1));
     both(&a, &b, "portmap GC", &|| portmap::gc("n", &[]));

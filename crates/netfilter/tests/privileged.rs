@@ -11,32 +11,18 @@
 
 use std::time::Instant;
 
+use cni_netfilter::Firewall;
+use cni_netfilter::firewall::{self, Iptables, Masquerade, Nftables, PortMapper};
 use cni_netfilter::iptables::{self, Family};
 use cni_netfilter::masq::{self, MasqOwner};
-use cni_netfilter::portmap::{self, Owner, PortMapOptions, PortMapping, Protocol};
+use cni_netfilter::portmap::{self, Owner, PortMapOptions, PortMapping, Protocol, Request};
 use cni_netfilter::{Backend, spoofchk};
 use cni_testsupport::{Netns, require_root};
 use ipnetwork::IpNetwork;
 
 const REF_PORTMAP: &str = "/usr/lib/cni/portmap";
 
-fn pm(host: u16, cont: u16, protocol: Protocol, host_ip: Option<&str>) -> PortMapping {
-    PortMapping {
-        host_port: host,
-        container_port: cont,
-        protocol,
-        host_ip: host_ip.map(|h| h.parse().unwrap()),
-    }
-}
-
-fn sample() -> Vec<PortMapping> {
-    vec![
-        pm(8080, 80, Protocol::Tcp, None),
-        pm(8053, 53, Protocol::Udp, None),
-        pm(9090, 90, Protocol::Tcp, Some("10.99.0.1")),
-        pm(9091, 91, Protocol::Tcp, Some("::")),
-    ]
-}
+include!("common/mappings.rs");
 
 fn ips() -> Vec<IpNetwork> {
     vec![
@@ -48,6 +34,12 @@ fn ips() -> Vec<IpNetwork> {
 const OWNER: Owner<'static> = Owner {
     network: "ccnet",
     container_id: "ctr1",
+};
+
+const MASQ_OWNER: MasqOwner<'static> = MasqOwner {
+    network: "ccnet",
+    container_id: "ctr1",
+    ifname: "eth0",
 };
 
 fn mapping_json(maps: &[PortMapping]) -> String {
@@ -86,10 +78,41 @@ fn reference_portmap(ns: &Netns, command: &str, cid: &str, maps: &[PortMapping])
     assert!(ok, "reference portmap {command} failed: {out} {err}");
 }
 
+/// Runs the reference bridge plugin's ADD (container `ctr1`, `eth0`) of `container` in
+/// `host` with `conf`; its success and output.
+fn reference_bridge_add(host: &Netns, container: &Netns, conf: &str) -> (bool, String, String) {
+    let netns = format!("/run/netns/{}", container.name());
+    let env = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "ctr1"),
+        ("CNI_NETNS", netns.as_str()),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/usr/lib/cni"),
+    ];
+    host.sh_in("/usr/lib/cni/bridge", &env, conf)
+}
+
 fn host_ns() -> Netns {
     let ns = Netns::new();
     ns.sh("ip link add br0 type bridge && ip addr add 10.99.0.1/24 dev br0 && ip -6 addr add fd00:99::1/64 dev br0 nodad && ip link set br0 up");
     ns
+}
+
+/// A second container of the network, with one mapping, at [`second_ips`].
+const SECOND: Owner<'static> = Owner {
+    network: "ccnet",
+    container_id: "ctr2",
+};
+
+const SECOND_MAPPING: PortMapping = PortMapping {
+    host_port: 6000,
+    container_port: 60,
+    protocol: Protocol::Tcp,
+    host_ip: None,
+};
+
+fn second_ips() -> Vec<IpNetwork> {
+    vec!["10.99.0.4/24".parse().unwrap()]
 }
 
 #[test]
@@ -102,12 +125,9 @@ fn portmap_iptables_listing_equals_reference_plugin() {
     let ours = host_ns();
     let started = Instant::now();
     ours.run_in(|| {
-        portmap::add(
-            Backend::Iptables,
+        Iptables.add_port_mappings(
             &OWNER,
-            &PortMapOptions::default(),
-            &sample(),
-            &ips(),
+            &Request::new(&PortMapOptions::default(), &sample(), &ips()),
         )
     })
     .unwrap();
@@ -117,23 +137,17 @@ fn portmap_iptables_listing_equals_reference_plugin() {
     }
     // Re-applying the same mappings changes nothing and needs no restore.
     ours.run_in(|| {
-        portmap::add(
-            Backend::Iptables,
+        Iptables.add_port_mappings(
             &OWNER,
-            &PortMapOptions::default(),
-            &sample(),
-            &ips(),
+            &Request::new(&PortMapOptions::default(), &sample(), &ips()),
         )
     })
     .unwrap();
     assert_eq!(ours.nat(false), reference.nat(false));
     ours.run_in(|| {
-        portmap::check(
-            Backend::Iptables,
+        Iptables.check_port_mappings(
             &OWNER,
-            &PortMapOptions::default(),
-            &sample(),
-            &ips(),
+            &Request::new(&PortMapOptions::default(), &sample(), &ips()),
         )
     })
     .unwrap();
@@ -146,12 +160,9 @@ fn portmap_iptables_readd_check_del_gc() {
     }
     let ns = host_ns();
     let opts = PortMapOptions::default();
-    ns.run_in(|| portmap::add(Backend::Iptables, &OWNER, &opts, &sample(), &ips()))
+    ns.run_in(|| Iptables.add_port_mappings(&OWNER, &Request::new(&opts, &sample(), &ips())))
         .unwrap();
-    // Re-ADD with different mappings: the old ones are gone.
-    let new = [pm(7000, 70, Protocol::Udp, None)];
-    ns.run_in(|| portmap::add(Backend::Iptables, &OWNER, &opts, &new, &ips()))
-        .unwrap();
+    let new = readd_replaces(&ns, &Iptables, &opts);
     for v6 in [false, true] {
         let listing = ns.nat(v6);
         assert!(
@@ -163,55 +174,26 @@ fn portmap_iptables_readd_check_del_gc() {
             "{listing}"
         );
     }
-    ns.run_in(|| portmap::check(Backend::Iptables, &OWNER, &opts, &new, &ips()))
-        .unwrap();
-    let err = ns
-        .run_in(|| portmap::check(Backend::Iptables, &OWNER, &opts, &sample(), &ips()))
-        .unwrap_err();
-    assert!(err.is_missing(), "{err}");
     // CHECK per family: delete one IPv6 rule only and the IPv6 check fails.
     ns.sh("ip6tables -t nat -D CNI-DN-fe994aa6f38cd8a2c97f6 -p udp -m udp --dport 7000 -j DNAT --to-destination [fd00:99::3]:70");
     let v4: Vec<IpNetwork> = ips()[..1].to_vec();
-    ns.run_in(|| portmap::check(Backend::Iptables, &OWNER, &opts, &new, &v4))
+    ns.run_in(|| Iptables.check_port_mappings(&OWNER, &Request::new(&opts, &new, &v4)))
         .unwrap();
     let err = ns
-        .run_in(|| portmap::check(Backend::Iptables, &OWNER, &opts, &new, &ips()))
+        .run_in(|| Iptables.check_port_mappings(&OWNER, &Request::new(&opts, &new, &ips())))
         .unwrap_err();
     assert!(err.to_string().contains("ip6tables"), "{err}");
-    // A second container survives DEL and GC of the first.
-    let other = Owner {
-        network: "ccnet",
-        container_id: "ctr2",
-    };
-    let other_ips: Vec<IpNetwork> = vec!["10.99.0.4/24".parse().unwrap()];
     ns.run_in(|| {
-        portmap::add(
-            Backend::Iptables,
-            &other,
-            &opts,
-            &[pm(6000, 60, Protocol::Tcp, None)],
-            &other_ips,
+        Iptables.add_port_mappings(
+            &SECOND,
+            &Request::new(&opts, &[SECOND_MAPPING], &second_ips()),
         )
     })
     .unwrap();
-    let started = Instant::now();
-    ns.run_in(|| portmap::del(&OWNER)).unwrap();
-    println!(
-        "portmap iptables DEL (v4+v6, + nft probe): {:?}",
-        started.elapsed()
-    );
-    for v6 in [false, true] {
-        assert!(
-            !ns.nat(v6).contains("CNI-DN-fe994aa6f38cd8a2c97f6"),
-            "{}",
-            ns.nat(v6)
-        );
-    }
-    assert!(ns.nat(false).contains("--dports 6000"));
-    ns.run_in(|| portmap::del(&OWNER)).unwrap();
-    // GC with ctr2 valid keeps it; with nothing valid removes it.
-    ns.run_in(|| portmap::gc("ccnet", &[("ctr2".into(), "eth0".into())]))
-        .unwrap();
+    del_leaves_second_container(&ns, &Iptables, |cid| {
+        let chain = cni_netfilter::names::portmap_dnat_chain("ccnet", cid);
+        ns.nat(false).contains(&chain) || ns.nat(true).contains(&chain)
+    });
     assert!(ns.nat(false).contains("--dports 6000"));
     ns.run_in(|| portmap::gc("othernet", &[])).unwrap();
     assert!(
@@ -241,12 +223,9 @@ fn portmap_del_removes_reference_plugin_rules() {
     }
     // And the reference removes ours (same layout).
     ns.run_in(|| {
-        portmap::add(
-            Backend::Iptables,
+        Iptables.add_port_mappings(
             &OWNER,
-            &PortMapOptions::default(),
-            &sample(),
-            &ips(),
+            &Request::new(&PortMapOptions::default(), &sample(), &ips()),
         )
     })
     .unwrap();
@@ -260,13 +239,8 @@ fn masq_iptables_lifecycle() {
         return;
     }
     let ns = Netns::new();
-    let owner = MasqOwner {
-        network: "ccnet",
-        container_id: "ctr1",
-        ifname: "eth0",
-    };
-    ns.run_in(|| masq::setup(Backend::Iptables, &owner, &ips()))
-        .unwrap();
+    let owner = MASQ_OWNER;
+    ns.run_in(|| Iptables.setup_masq(&owner, &ips())).unwrap();
     let v4 = ns.nat(false);
     let expected_v4 = "-N CNI-fe994aa6f38cd8a2c97f61d7
 -A POSTROUTING -s 10.99.0.3/32 -m comment --comment \"name: \\\"ccnet\\\" id: \\\"ctr1\\\"\" -j CNI-fe994aa6f38cd8a2c97f61d7
@@ -279,32 +253,13 @@ fn masq_iptables_lifecycle() {
         "{}",
         ns.nat(true)
     );
-    ns.run_in(|| masq::setup(Backend::Iptables, &owner, &ips()))
-        .unwrap();
+    ns.run_in(|| Iptables.setup_masq(&owner, &ips())).unwrap();
     assert_eq!(ns.nat(false), v4, "re-setup is idempotent");
-    ns.run_in(|| masq::check(Backend::Iptables, &owner, &ips()))
-        .unwrap();
-    let other = MasqOwner {
-        container_id: "ctr2",
-        ..owner
-    };
-    let other_ip: Vec<IpNetwork> = vec!["10.99.0.4/24".parse().unwrap()];
-    ns.run_in(|| masq::setup(Backend::Iptables, &other, &other_ip))
-        .unwrap();
-    ns.run_in(|| masq::teardown(&owner)).unwrap();
-    ns.run_in(|| masq::teardown(&owner)).unwrap();
-    assert!(
-        !ns.nat(false).contains("fe994aa6f38cd8a2c97f61d7") && !ns.nat(true).contains("CNI-"),
-        "{}",
-        ns.nat(false)
-    );
-    assert!(
-        ns.run_in(|| masq::check(Backend::Iptables, &owner, &ips()))
-            .unwrap_err()
-            .is_missing()
-    );
-    ns.run_in(|| masq::gc("ccnet", &[("ctr2".into(), "eth0".into())]))
-        .unwrap();
+    teardown_leaves_second_attachment(&ns, &Iptables, |cid| {
+        let chain = cni_netfilter::names::masq_chain("ccnet", cid);
+        ns.nat(false).contains(&chain) || ns.nat(true).contains(&chain)
+    });
+    assert!(!ns.nat(true).contains("CNI-"), "{}", ns.nat(true));
     assert!(ns.nat(false).contains("10.99.0.4/32"));
     ns.run_in(|| masq::gc("ccnet", &[])).unwrap();
     assert!(!ns.nat(false).contains("CNI-"), "{}", ns.nat(false));
@@ -323,29 +278,16 @@ fn masq_iptables_listing_equals_reference_bridge() {
         "ipam":{{"type":"host-local","dataDir":"{}","ranges":[[{{"subnet":"10.99.0.0/24"}}],[{{"subnet":"fd00:99::/64"}}]]}}}}"#,
         data.display()
     );
-    let netns = format!("/run/netns/{}", container.name());
-    let env = [
-        ("CNI_COMMAND", "ADD"),
-        ("CNI_CONTAINERID", "ctr1"),
-        ("CNI_NETNS", netns.as_str()),
-        ("CNI_IFNAME", "eth0"),
-        ("CNI_PATH", "/usr/lib/cni"),
-    ];
-    let (ok, out, err) = reference.sh_in("/usr/lib/cni/bridge", &env, &conf);
+    let (ok, out, err) = reference_bridge_add(&reference, &container, &conf);
     let _ = std::fs::remove_dir_all(&data);
     assert!(ok, "reference bridge failed: {out} {err}");
     let ours = Netns::new();
-    let owner = MasqOwner {
-        network: "ccnet",
-        container_id: "ctr1",
-        ifname: "eth0",
-    };
+    let owner = MASQ_OWNER;
     let addrs: Vec<IpNetwork> = vec![
         "10.99.0.2/24".parse().unwrap(),
         "fd00:99::2/64".parse().unwrap(),
     ];
-    ours.run_in(|| masq::setup(Backend::Iptables, &owner, &addrs))
-        .unwrap();
+    ours.run_in(|| Iptables.setup_masq(&owner, &addrs)).unwrap();
     for v6 in [false, true] {
         assert_eq!(ours.nat(v6), reference.nat(v6), "v6={v6}");
     }
@@ -366,13 +308,8 @@ fn masq_nftables_lifecycle() {
         return;
     }
     let ns = Netns::new();
-    let owner = MasqOwner {
-        network: "ccnet",
-        container_id: "ctr1",
-        ifname: "eth0",
-    };
-    ns.run_in(|| masq::setup(Backend::Nftables, &owner, &ips()))
-        .unwrap();
+    let owner = MASQ_OWNER;
+    ns.run_in(|| Nftables.setup_masq(&owner, &ips())).unwrap();
     let listing = nft_list(&ns, "table inet cni_plugins_masquerade");
     println!("{listing}");
     let comment = cni_netfilter::names::nft_masq_comment("ccnet", "eth0", "ctr1");
@@ -386,8 +323,7 @@ fn masq_nftables_lifecycle() {
     ] {
         assert!(listing.contains(&line), "missing {line:?} in\n{listing}");
     }
-    ns.run_in(|| masq::setup(Backend::Nftables, &owner, &ips()))
-        .unwrap();
+    ns.run_in(|| Nftables.setup_masq(&owner, &ips())).unwrap();
     assert_eq!(
         nft_list(&ns, "chain inet cni_plugins_masquerade masq_checks")
             .matches("masquerade comment")
@@ -395,35 +331,15 @@ fn masq_nftables_lifecycle() {
         2,
         "re-setup replaces"
     );
-    ns.run_in(|| masq::check(Backend::Nftables, &owner, &ips()))
-        .unwrap();
-    let other = MasqOwner {
-        container_id: "ctr2",
-        ..owner
-    };
-    ns.run_in(|| {
-        masq::setup(
-            Backend::Nftables,
-            &other,
-            &["10.99.0.4/24".parse().unwrap()],
-        )
-    })
-    .unwrap();
-    ns.run_in(|| masq::teardown(&owner)).unwrap();
-    ns.run_in(|| masq::teardown(&owner)).unwrap();
+    teardown_leaves_second_attachment(&ns, &Nftables, |cid| {
+        let comment = cni_netfilter::names::nft_masq_comment("ccnet", "eth0", cid);
+        nft_list(&ns, "chain inet cni_plugins_masquerade masq_checks").contains(&comment)
+    });
     let left = nft_list(&ns, "chain inet cni_plugins_masquerade masq_checks");
     assert!(
         !left.contains("10.99.0.3") && left.contains("10.99.0.4"),
         "{left}"
     );
-    assert!(
-        ns.run_in(|| masq::check(Backend::Nftables, &owner, &ips()))
-            .unwrap_err()
-            .is_missing()
-    );
-    ns.run_in(|| masq::gc("ccnet", &[("ctr2".into(), "eth0".into())]))
-        .unwrap();
-    assert!(nft_list(&ns, "chain inet cni_plugins_masquerade masq_checks").contains("10.99.0.4"));
     ns.run_in(|| masq::gc("ccnet", &[("ctr2".into(), "eth1".into())]))
         .unwrap();
     assert!(!nft_list(&ns, "chain inet cni_plugins_masquerade masq_checks").contains("10.99.0.4"));
@@ -495,15 +411,7 @@ fn spoofchk_teardown_removes_reference_bridge_rules() {
     let host = Netns::new();
     let container = Netns::new();
     let conf = r#"{"cniVersion":"0.4.0","name":"ccnet","type":"bridge","bridge":"cni0","macspoofchk":true,"ipam":{}}"#;
-    let netns = format!("/run/netns/{}", container.name());
-    let env = [
-        ("CNI_COMMAND", "ADD"),
-        ("CNI_CONTAINERID", "ctr1"),
-        ("CNI_NETNS", netns.as_str()),
-        ("CNI_IFNAME", "eth0"),
-        ("CNI_PATH", "/usr/lib/cni"),
-    ];
-    let (ok, out, err) = host.sh_in("/usr/lib/cni/bridge", &env, conf);
+    let (ok, out, err) = reference_bridge_add(&host, &container, conf);
     assert!(ok, "reference bridge failed: {out} {err}");
     let before = nft_list(&host, "table bridge nat");
     assert!(before.contains("macspoofchk-ctr1-eth0"), "{before}");
@@ -524,7 +432,7 @@ fn portmap_nftables_lifecycle() {
     let ns = host_ns();
     let opts = PortMapOptions::default();
     let started = Instant::now();
-    ns.run_in(|| portmap::add(Backend::Nftables, &OWNER, &opts, &sample(), &ips()))
+    ns.run_in(|| Nftables.add_port_mappings(&OWNER, &Request::new(&opts, &sample(), &ips())))
         .unwrap();
     println!("portmap nftables ADD (v4+v6): {:?}", started.elapsed());
     let v4 = nft_list(&ns, "table ip cni_hostport");
@@ -571,46 +479,25 @@ fn portmap_nftables_lifecycle() {
         assert!(v6.contains(line), "missing {line:?} in\n{v6}");
     }
     assert!(!v6.contains("9090") && !v6.contains("127.0.0.1"), "{v6}");
-    ns.run_in(|| portmap::check(Backend::Nftables, &OWNER, &opts, &sample(), &ips()))
+    ns.run_in(|| Nftables.check_port_mappings(&OWNER, &Request::new(&opts, &sample(), &ips())))
         .unwrap();
-    // Re-ADD with new mappings replaces.
-    let new = [pm(7000, 70, Protocol::Udp, None)];
-    ns.run_in(|| portmap::add(Backend::Nftables, &OWNER, &opts, &new, &ips()))
-        .unwrap();
+    readd_replaces(&ns, &Nftables, &opts);
     let v4 = nft_list(&ns, "table ip cni_hostport");
     assert!(
         !v4.contains("8080") && v4.contains("udp dport 7000 dnat to 10.99.0.3:70"),
         "{v4}"
     );
     assert_eq!(v4.matches("masquerade comment").count(), 2, "{v4}");
-    assert!(
-        ns.run_in(|| portmap::check(Backend::Nftables, &OWNER, &opts, &sample(), &ips()))
-            .unwrap_err()
-            .is_missing()
-    );
-    ns.run_in(|| portmap::check(Backend::Nftables, &OWNER, &opts, &new, &ips()))
-        .unwrap();
     // masqAll + conditions, second container.
-    let other = Owner {
-        network: "ccnet",
-        container_id: "ctr2",
-    };
     let all = PortMapOptions {
         masq_all: true,
         conditions_v4: vec!["iifname".into(), "!=".into(), "\"lo\"".into()],
         ..PortMapOptions::default()
     };
-    let other_ips: Vec<IpNetwork> = vec!["10.99.0.4/24".parse().unwrap()];
-    ns.run_in(|| {
-        portmap::add(
-            Backend::Nftables,
-            &other,
-            &all,
-            &[pm(6000, 60, Protocol::Tcp, None)],
-            &other_ips,
-        )
-    })
-    .unwrap();
+    let second = second_ips();
+    let request = Request::new(&all, &[SECOND_MAPPING], &second);
+    ns.run_in(|| Nftables.add_port_mappings(&SECOND, &request))
+        .unwrap();
     let v4 = nft_list(&ns, "table ip cni_hostport");
     assert!(
         v4.contains("ip saddr 0.0.0.0/0 ip daddr 10.99.0.4 masquerade comment \"ctr2\"")
@@ -621,32 +508,14 @@ fn portmap_nftables_lifecycle() {
         v4.contains("iifname != \"lo\" fib daddr type local jump hostports_all"),
         "{v4}"
     );
-    ns.run_in(|| {
-        portmap::check(
-            Backend::Nftables,
-            &other,
-            &all,
-            &[pm(6000, 60, Protocol::Tcp, None)],
-            &other_ips,
-        )
-    })
-    .unwrap();
-    let started = Instant::now();
-    ns.run_in(|| portmap::del(&OWNER)).unwrap();
-    println!(
-        "portmap nftables DEL (+ iptables probe): {:?}",
-        started.elapsed()
-    );
-    ns.run_in(|| portmap::del(&OWNER)).unwrap();
-    let v4 = nft_list(&ns, "table ip cni_hostport");
-    let v6 = nft_list(&ns, "table ip6 cni_hostport");
-    assert!(
-        !v4.contains("\"ctr1\"") && !v6.contains("\"ctr1\"") && v4.contains("\"ctr2\""),
-        "{v4}{v6}"
-    );
-    ns.run_in(|| portmap::gc("ccnet", &[("ctr2".into(), "eth0".into())]))
+    ns.run_in(|| Nftables.check_port_mappings(&SECOND, &request))
         .unwrap();
-    assert!(nft_list(&ns, "table ip cni_hostport").contains("\"ctr2\""));
+    del_leaves_second_container(&ns, &Nftables, |cid| {
+        let comment = format!("\"{cid}\"");
+        ["ip", "ip6"]
+            .iter()
+            .any(|f| nft_list(&ns, &format!("table {f} cni_hostport")).contains(&comment))
+    });
     ns.run_in(|| portmap::gc("ccnet", &[])).unwrap();
     assert!(!nft_list(&ns, "table ip cni_hostport").contains("\"ctr2\""));
 }
@@ -658,11 +527,11 @@ fn backend_autodetection_and_tool_errors() {
     }
     let ns = Netns::new();
     assert_eq!(
-        ns.run_in(|| Backend::select(None)).unwrap(),
+        ns.run_in(|| firewall::select(None)).unwrap().backend(),
         Backend::Iptables
     );
     assert_eq!(
-        ns.run_in(Backend::usable_all),
+        ns.run_in(firewall::usable_all),
         [Backend::Iptables, Backend::Nftables]
     );
     // A rule the kernel rejects reports the tool's stderr and the rendered input.
@@ -672,7 +541,7 @@ fn backend_autodetection_and_tool_errors() {
         ..PortMapOptions::default()
     };
     let err = ns
-        .run_in(|| portmap::add(Backend::Iptables, &OWNER, &weird, &bad, &ips()[..1]))
+        .run_in(|| Iptables.add_port_mappings(&OWNER, &Request::new(&weird, &bad, &ips()[..1])))
         .unwrap_err();
     let text = err.to_string();
     assert!(
@@ -774,12 +643,13 @@ fn portmap_shared_rules_confirmed_natively_only_when_exactly_present() {
     };
     let before = ns.nat(false);
     ns.run_in(|| {
-        portmap::add(
-            Backend::Iptables,
+        Iptables.add_port_mappings(
             &second,
-            &default,
-            &[pm(7070, 70, Protocol::Tcp, None)],
-            &["10.99.0.4/24".parse().unwrap()],
+            &Request::new(
+                &default,
+                &[pm(7070, 70, Protocol::Tcp, None)],
+                &["10.99.0.4/24".parse().unwrap()],
+            ),
         )
     })
     .unwrap();
@@ -803,4 +673,67 @@ fn portmap_shared_rules_confirmed_natively_only_when_exactly_present() {
     );
     ns.run_in(|| portmap::del(&second)).unwrap();
     assert_eq!(ns.nat(false), before);
+}
+
+// The steps both backends' lifecycle tests share.
+
+/// Re-ADD of [`OWNER`] with other mappings replaces the old ones: CHECK passes for the
+/// new, finds the old missing. Returns the new mappings.
+fn readd_replaces(ns: &Netns, fw: &dyn Firewall, opts: &PortMapOptions) -> [PortMapping; 1] {
+    let new = [pm(7000, 70, Protocol::Udp, None)];
+    let check = |maps: &[PortMapping]| {
+        let ips = ips();
+        ns.run_in(|| fw.check_port_mappings(&OWNER, &Request::new(opts, maps, &ips)))
+    };
+    ns.run_in(|| fw.add_port_mappings(&OWNER, &Request::new(opts, &new, &ips())))
+        .unwrap();
+    check(&new).unwrap();
+    let err = check(&sample()).unwrap_err();
+    assert!(err.is_missing(), "{err}");
+    new
+}
+
+/// With [`SECOND`] set up too: DEL of [`OWNER`] (timed; again: idempotent) removes only
+/// its rules, and GC keeps [`SECOND`] while it is valid. `present(container_id)`: whether
+/// the backend's listing shows rules of that container.
+fn del_leaves_second_container(ns: &Netns, fw: &dyn Firewall, present: impl Fn(&str) -> bool) {
+    let started = Instant::now();
+    ns.run_in(|| portmap::del(&OWNER)).unwrap();
+    println!(
+        "portmap {} DEL (+ probe of the other backend): {:?}",
+        fw.backend(),
+        started.elapsed()
+    );
+    ns.run_in(|| portmap::del(&OWNER)).unwrap();
+    assert!(!present("ctr1") && present("ctr2"));
+    ns.run_in(|| portmap::gc("ccnet", &[("ctr2".into(), "eth0".into())]))
+        .unwrap();
+    assert!(present("ctr2"));
+}
+
+/// After the masquerade setup of `ccnet`/`ctr1`/`eth0` at [`ips`]: CHECK passes; with a
+/// second attachment (`ctr2`, 10.99.0.4) set up, teardown of the first (twice:
+/// idempotent) removes only its rules, CHECK then finds them missing, and GC keeps the
+/// second while it is valid. `present(container_id)`: whether the backend's listing
+/// shows rules of that container.
+fn teardown_leaves_second_attachment(
+    ns: &Netns,
+    fw: &dyn Firewall,
+    present: impl Fn(&str) -> bool,
+) {
+    let owner = MASQ_OWNER;
+    ns.run_in(|| fw.check_masq(&owner, &ips())).unwrap();
+    let other = MasqOwner {
+        container_id: "ctr2",
+        ..owner
+    };
+    ns.run_in(|| fw.setup_masq(&other, &second_ips())).unwrap();
+    ns.run_in(|| masq::teardown(&owner)).unwrap();
+    ns.run_in(|| masq::teardown(&owner)).unwrap();
+    assert!(!present("ctr1") && present("ctr2"));
+    let err = ns.run_in(|| fw.check_masq(&owner, &ips())).unwrap_err();
+    assert!(err.is_missing(), "{err}");
+    ns.run_in(|| masq::gc("ccnet", &[("ctr2".into(), "eth0".into())]))
+        .unwrap();
+    assert!(present("ctr2"));
 }

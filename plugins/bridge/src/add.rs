@@ -11,8 +11,8 @@
 use std::net::IpAddr;
 
 use cni::{CmdArgs, Error, Interface, IpConfig, NetConf, Route, Success};
-use cni_netfilter::Backend;
-use cni_netfilter::masq::{self, MasqOwner};
+use cni_netfilter::masq::MasqOwner;
+use cni_netfilter::{Backend, Firewall};
 use cni_netlink::{Handle, Link};
 use cni_netns::NetNs;
 use ipnetwork::IpNetwork;
@@ -33,8 +33,8 @@ pub const CONTAINER_IFACE_INDEX: usize = 2;
 pub fn add(args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<Success> {
     let s = Settings::new(conf, Some(args))?;
     let ipam = conf.ipam_type().map(str::to_string);
-    let backend = match (&ipam, s.ip_masq) {
-        (Some(_), true) => Some(crate::maint::usable_backend(
+    let firewall = match (&ipam, s.ip_masq) {
+        (Some(_), true) => Some(crate::maint::usable_firewall(
             s.ip_masq_backend.as_deref(),
             crate::maint::Check::Installed,
         )?),
@@ -79,7 +79,7 @@ pub fn add(args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<Success> {
         ctr: &mut ctr,
         rb: &mut rb,
     };
-    match ctx.run(ipam.as_deref(), backend, existing_bridge) {
+    match ctx.run(ipam.as_deref(), firewall, existing_bridge) {
         Ok(r) => {
             rb.commit();
             Ok(r)
@@ -148,14 +148,14 @@ impl AddCtx<'_> {
     fn run(
         &mut self,
         ipam: Option<&str>,
-        backend: Option<Backend>,
+        firewall: Option<&'static dyn Firewall>,
         existing_bridge: Option<Link>,
     ) -> cni::Result<Success> {
         let l3 = match ipam {
             Some(plugin) => Some(self.ipam_add(plugin)?),
             None => None,
         };
-        let (Some(b), Some(planned)) = (backend, &l3) else {
+        let (Some(fw), Some(planned)) = (firewall, &l3) else {
             let result = self.links(existing_bridge, l3)?;
             fail_point("masq")?;
             return Ok(result);
@@ -172,22 +172,23 @@ impl AddCtx<'_> {
         // Upstream creates the spoof-check table (`bridge nat`) before the masquerade
         // table; where neither exists yet, keep that order so both list alike.
         if self.s.mac_spoof_chk
-            && b == Backend::Nftables
+            && fw.backend() == Backend::Nftables
             && !cni_netfilter::spoofchk::table_exists().unwrap_or(true)
         {
             let result = self.links(existing_bridge, l3)?;
-            masq::setup(b, &owner, &nets).ctx(format!("failed to setup IP masquerade ({b})"))?;
+            fw.setup_masq(&owner, &nets)
+                .ctx(format!("failed to setup IP masquerade ({})", fw.backend()))?;
             fail_point("masq")?;
             return Ok(result);
         }
         let (local, masq) = std::thread::scope(|scope| {
-            let masq = scope.spawn(|| masq::setup(b, &owner, &nets));
+            let masq = scope.spawn(|| fw.setup_masq(&owner, &nets));
             let local = self.links(existing_bridge, l3);
             (local, masq.join())
         });
         let result = local?;
         masq.map_err(|_| Error::internal("IP masquerade setup panicked"))?
-            .ctx(format!("failed to setup IP masquerade ({b})"))?;
+            .ctx(format!("failed to setup IP masquerade ({})", fw.backend()))?;
         fail_point("masq")?;
         Ok(result)
     }

@@ -7,8 +7,8 @@
 //! (the reference always fails them).
 
 use cni::{CmdArgs, Command, Error, Interface, NetConf, Success};
-use cni_netfilter::Backend;
-use cni_netfilter::masq::{self, MasqOwner};
+use cni_netfilter::firewall;
+use cni_netfilter::masq::MasqOwner;
 use cni_netlink::{Handle, IpFamily, Link};
 use ipnetwork::IpNetwork;
 
@@ -165,7 +165,7 @@ pub fn check(args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<()> {
     check_addresses_and_routes(&mut ctr, &cv, ctr_idx, &prev)?;
 
     if s.ip_masq && conf.ipam_type().is_some() {
-        let b = Backend::select(s.ip_masq_backend.as_deref()).ctx("ipMasq")?;
+        let fw = firewall::select(s.ip_masq_backend.as_deref()).ctx("ipMasq")?;
         let owner = MasqOwner {
             network: &conf.name,
             container_id: &args.container_id,
@@ -177,7 +177,7 @@ pub fn check(args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<()> {
             .filter(|i| i.interface.is_none_or(|x| x == ctr_idx))
             .map(|i| i.address)
             .collect();
-        masq::check(b, &owner, &nets).ctx("IP masquerade")?;
+        fw.check_masq(&owner, &nets).ctx("IP masquerade")?;
     }
     if s.mac_spoof_chk {
         let mac = cv.mac.map(|m| m.to_string()).unwrap_or_default();

@@ -6,7 +6,7 @@
 //! by network name, container id and interface name, not by addresses. The bridge stays.
 
 use cni::{CmdArgs, Command, Error, NetConf};
-use cni_netfilter::Backend;
+use cni_netfilter::firewall;
 use cni_netfilter::masq::{self, MasqOwner};
 use cni_netlink::delete_link_detached;
 use cni_netns::NetNs;
@@ -61,10 +61,13 @@ pub fn del(args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<()> {
             Ok(Some(prev)) => prev.ips.iter().map(|i| i.address).collect(),
             _ => Vec::new(),
         };
-        let known = Backend::select(s.ip_masq_backend.as_deref())
+        let known = firewall::select(s.ip_masq_backend.as_deref())
             .ok()
             .filter(|_| !ips.is_empty())
-            .map(|backend| masq::Known { backend, ips: &ips });
+            .map(|fw| masq::Known {
+                backend: fw.backend(),
+                ips: &ips,
+            });
         if let Err(e) =
             masq::teardown_known(&owner, known.as_ref()).ctx("failed to remove IP masquerade")
         {

@@ -1,8 +1,8 @@
 //! STATUS and GC.
 
 use cni::{CmdArgs, Code, Command, Error, NetConf};
-use cni_netfilter::Backend;
 use cni_netfilter::masq;
+use cni_netfilter::{Firewall, firewall};
 
 use crate::config::{BridgeConf, Settings};
 use crate::errors::{Context, collect};
@@ -15,7 +15,7 @@ use crate::errors::{Context, collect};
 pub fn status(args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<()> {
     let s = Settings::new(conf, None)?;
     if s.ip_masq && conf.ipam_type().is_some() {
-        usable_backend(s.ip_masq_backend.as_deref(), Check::Probe)?;
+        usable_firewall(s.ip_masq_backend.as_deref(), Check::Probe)?;
     }
     if s.mac_spoof_chk {
         spoofchk_usable(Check::Probe)?;
@@ -26,7 +26,7 @@ pub fn status(args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<()> {
     Ok(())
 }
 
-/// How thoroughly [`usable_backend`] and [`spoofchk_usable`] check a backend.
+/// How thoroughly [`usable_firewall`] and [`spoofchk_usable`] check a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
     /// Its tools are executable files on `PATH` (`stat` only): ADD, where the real
@@ -37,26 +37,26 @@ pub enum Check {
 }
 
 impl Check {
-    fn run(self, backend: Backend) -> cni_netfilter::Result<()> {
+    fn run(self, fw: &dyn Firewall) -> cni_netfilter::Result<()> {
         match self {
-            Check::Installed => backend.installed(),
-            Check::Probe => backend.probe(),
+            Check::Installed => fw.installed(),
+            Check::Probe => fw.probe(),
         }
     }
 }
 
 /// The netfilter backend for `ipMasq` (`requested` or auto-detected), checked as `how`
-/// says.
+/// says: the one object ADD and STATUS use.
 ///
 /// # Errors
 /// Code 2 for an unknown backend name, code 50 when no (or not the requested) backend
 /// is usable.
-pub fn usable_backend(requested: Option<&str>, how: Check) -> cni::Result<Backend> {
+pub fn usable_firewall(requested: Option<&str>, how: Check) -> cni::Result<&'static dyn Firewall> {
     let selected = match how {
-        Check::Installed => Backend::select(requested),
-        Check::Probe => Backend::select_probed(requested),
+        Check::Installed => firewall::select(requested),
+        Check::Probe => firewall::select_probed(requested),
     };
-    let backend = match selected {
+    let fw = match selected {
         Ok(b) => b,
         Err(e @ cni_netfilter::Error::UnknownBackend(_)) => return Err(e).ctx("ipMasq"),
         Err(e) => {
@@ -68,14 +68,17 @@ pub fn usable_backend(requested: Option<&str>, how: Check) -> cni::Result<Backen
     };
     // Auto-detection already checked the backend it picked.
     if requested.is_some() {
-        how.run(backend).map_err(|e| {
+        how.run(fw).map_err(|e| {
             Error::new(
                 Code::NotAvailable,
-                format!("ipMasq: netfilter backend {backend} is not usable: {e}"),
+                format!(
+                    "ipMasq: netfilter backend {} is not usable: {e}",
+                    fw.backend()
+                ),
             )
         })?;
     }
-    Ok(backend)
+    Ok(fw)
 }
 
 /// `macspoofchk` needs nftables (checked as `how` says).
@@ -83,7 +86,7 @@ pub fn usable_backend(requested: Option<&str>, how: Check) -> cni::Result<Backen
 /// # Errors
 /// Code 50 when nftables is not usable.
 pub fn spoofchk_usable(how: Check) -> cni::Result<()> {
-    how.run(Backend::Nftables).map_err(|e| {
+    how.run(&firewall::Nftables).map_err(|e| {
         Error::new(
             Code::NotAvailable,
             format!("macspoofchk: nftables is not usable: {e}"),

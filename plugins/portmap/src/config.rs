@@ -3,8 +3,9 @@
 use std::net::IpAddr;
 
 use cni::{Error, NetConf, Result};
-use cni_netfilter::Backend;
-use cni_netfilter::portmap::{PortMapOptions, PortMapping, Protocol};
+use cni_netfilter::portmap::{PortMapOptions, PortMapping, Protocol, Request};
+use cni_netfilter::{Backend, Firewall, firewall};
+use ipnetwork::IpNetwork;
 use serde::Deserialize;
 
 use crate::errors::to_cni;
@@ -199,31 +200,35 @@ impl Parsed {
     }
 
     /// The backend: requested, implied by backend-specific options, or auto-detected
-    /// (by installed tools, see [`Backend::select`]).
-    pub(crate) fn backend(&self) -> Result<Backend> {
-        self.backend_with(false)
+    /// (by installed tools, see [`firewall::select`]).
+    pub(crate) fn firewall(&self) -> Result<&'static dyn Firewall> {
+        self.firewall_with(false)
     }
 
-    /// [`Parsed::backend`] with auto-detection by real probes (STATUS).
-    pub(crate) fn backend_probed(&self) -> Result<Backend> {
-        self.backend_with(true)
+    /// [`Parsed::firewall`] with auto-detection by real probes (STATUS).
+    pub(crate) fn firewall_probed(&self) -> Result<&'static dyn Firewall> {
+        self.firewall_with(true)
     }
 
-    fn backend_with(&self, probe: bool) -> Result<Backend> {
-        if let Some(name) = self.requested.as_deref() {
-            return Backend::parse(name).map_err(to_cni);
-        }
-        if !self.nftables_only.is_empty() {
-            return Ok(Backend::Nftables);
-        }
-        if !self.iptables_only.is_empty() {
-            return Ok(Backend::Iptables);
-        }
-        if probe {
-            Backend::select_probed(None).map_err(to_cni)
+    fn firewall_with(&self, probe: bool) -> Result<&'static dyn Firewall> {
+        let implied = if !self.nftables_only.is_empty() {
+            Some(Backend::Nftables)
+        } else if !self.iptables_only.is_empty() {
+            Some(Backend::Iptables)
         } else {
-            Backend::select(None).map_err(to_cni)
+            None
+        };
+        let requested = self.requested.as_deref().or(implied.map(Backend::name));
+        if probe {
+            firewall::select_probed(requested).map_err(to_cni)
+        } else {
+            firewall::select(requested).map_err(to_cni)
         }
+    }
+
+    /// The request for the container addresses `ips`.
+    pub(crate) fn request<'a>(&'a self, ips: &'a [IpNetwork]) -> Request<'a> {
+        Request::new(&self.options, &self.mappings, ips)
     }
 }
 
@@ -334,12 +339,12 @@ mod tests {
             serde_json::json!({"conditionsV4": ["ip", "saddr", "1.2.3.4"]}),
         ))
         .unwrap();
-        assert_eq!(p.backend().unwrap(), Backend::Nftables);
+        assert_eq!(p.firewall().unwrap().backend(), Backend::Nftables);
         let p = parse(&base(
             serde_json::json!({"externalSetMarkChain": "X", "snat": false}),
         ))
         .unwrap();
-        assert_eq!(p.backend().unwrap(), Backend::Iptables);
+        assert_eq!(p.firewall().unwrap().backend(), Backend::Iptables);
         assert!(!p.options.snat);
     }
 }

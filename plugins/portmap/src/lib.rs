@@ -3,9 +3,9 @@
 //!
 //! * `config`: the plugin keys and `runtimeConfig.portMappings`, validated (code 7);
 //! * `addresses`: which container addresses of `prevResult` are mapped;
-//! * `host`: `route_localnet` (set only after `cni_netfilter::portmap::add` made sure of the
-//!   localnet guard, see `cni_netfilter::localnet`) and the UDP conntrack flush (native,
-//!   `cni_netfilter::conntrack`);
+//! * `host`: `route_localnet` (set only after the backend's `add_port_mappings` made sure
+//!   of the localnet guard, see `cni_netfilter::localnet`) and the UDP conntrack flush
+//!   (native, `cni_netfilter::conntrack`);
 //! * `errors`: netfilter errors to CNI codes (2, 11, 50, 7).
 
 mod addresses;
@@ -51,20 +51,15 @@ impl Plugin for Portmap {
         if ips.is_empty() {
             return Ok(prev);
         }
-        let backend = parsed.backend()?;
+        let firewall = parsed.firewall()?;
         let families: Vec<Family> = Family::ALL
             .into_iter()
             .filter(|&f| ips.iter().any(|net| Family::of(net.ip()) == f))
             .collect();
         let flush = host::start_udp_conntrack_flush(&families, &parsed.mappings);
-        portmap::add(
-            backend,
-            &owner(args, conf),
-            &parsed.options,
-            &parsed.mappings,
-            &ips,
-        )
-        .map_err(|e| to_cni(e).context("unable to set up port mappings"))?;
+        firewall
+            .add_port_mappings(&owner(args, conf), &parsed.request(&ips))
+            .map_err(|e| to_cni(e).context("unable to set up port mappings"))?;
         host::finish_udp_conntrack_flush(flush);
         if parsed.options.snat
             && let Some(v4) = ips.iter().find(|n| n.is_ipv4())
@@ -86,10 +81,8 @@ impl Plugin for Portmap {
         };
         let known = parsed.as_ref().and_then(|p| {
             Some(portmap::Known {
-                backend: p.backend().ok()?,
-                options: &p.options,
-                mappings: &p.mappings,
-                ips: &ips,
+                backend: p.firewall().ok()?.backend(),
+                request: p.request(&ips),
             })
         });
         let flush = parsed
@@ -112,24 +105,19 @@ impl Plugin for Portmap {
             return Ok(());
         }
         let ips = addresses::container_ips(&prev, &args.ifname);
-        let backend = parsed.backend()?;
-        portmap::check(
-            backend,
-            &owner(args, conf),
-            &parsed.options,
-            &parsed.mappings,
-            &ips,
-        )
-        .map_err(|e| to_cni(e).context("port mapping check failed"))
+        parsed
+            .firewall()?
+            .check_port_mappings(&owner(args, conf), &parsed.request(&ips))
+            .map_err(|e| to_cni(e).context("port mapping check failed"))
     }
 
     fn status(&self, _args: &CmdArgs, conf: &NetConf<PortmapConfig>) -> Result<()> {
         let parsed = config::parse(conf)?;
-        let backend = parsed.backend_probed()?;
-        backend.probe().map_err(|e| {
+        let firewall = parsed.firewall_probed()?;
+        firewall.probe().map_err(|e| {
             Error::new(
                 cni::Code::NotAvailable,
-                format!("{backend} is not usable: {e}"),
+                format!("{} is not usable: {e}", firewall.backend()),
             )
         })
     }

@@ -81,18 +81,20 @@ impl Script {
         self
     }
 
+    /// One rule command: `head` (`-A chain`, ...) and the rule's arguments.
+    fn rule<S: AsRef<str>>(&mut self, head: String, args: &[S]) -> &mut Self {
+        self.commands.push(format!("{head} {}", render_args(args)));
+        self
+    }
+
     /// `-A chain args...`.
     pub fn append<S: AsRef<str>>(&mut self, chain: &str, args: &[S]) -> &mut Self {
-        self.commands
-            .push(format!("-A {chain} {}", render_args(args)));
-        self
+        self.rule(format!("-A {chain}"), args)
     }
 
     /// `-I chain position args...` (position counts from 1).
     pub fn insert<S: AsRef<str>>(&mut self, chain: &str, position: u32, args: &[S]) -> &mut Self {
-        self.commands
-            .push(format!("-I {chain} {position} {}", render_args(args)));
-        self
+        self.rule(format!("-I {chain} {position}"), args)
     }
 
     /// `-N chain`: creates `chain`; the whole restore fails if it already exists.
@@ -103,16 +105,12 @@ impl Script {
 
     /// `-C chain args...`: the whole restore fails unless the rule exists.
     pub fn check<S: AsRef<str>>(&mut self, chain: &str, args: &[S]) -> &mut Self {
-        self.commands
-            .push(format!("-C {chain} {}", render_args(args)));
-        self
+        self.rule(format!("-C {chain}"), args)
     }
 
     /// `-D chain args...` (the rule must exist, or the whole restore fails).
     pub fn delete<S: AsRef<str>>(&mut self, chain: &str, args: &[S]) -> &mut Self {
-        self.commands
-            .push(format!("-D {chain} {}", render_args(args)));
-        self
+        self.rule(format!("-D {chain}"), args)
     }
 
     /// `-F chain`.

@@ -7,6 +7,7 @@ use ipnetwork::IpNetwork;
 
 use super::MasqOwner;
 use crate::error::{Error, Result};
+use crate::firewall::{Iptables, Masquerade};
 use crate::iptables::{self, Family, NAT, SavedTable, Script};
 use crate::names;
 
@@ -77,9 +78,27 @@ pub(super) fn jump_rule(owner: &MasqOwner<'_>, ip: IpAddr) -> Vec<String> {
     ]
 }
 
-/// The restore script that makes `saved` match the desired layout for `ips` of `family`.
+/// The POSTROUTING jumps for `ips`, each once.
+fn unique_jumps(owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Vec<Vec<String>> {
+    let mut jumps: Vec<Vec<String>> = Vec::new();
+    for net in ips {
+        let jump = jump_rule(owner, net.ip());
+        if !jumps.contains(&jump) {
+            jumps.push(jump);
+        }
+    }
+    jumps
+}
+
+/// The restore script for the layout of `ips` of `family`. With `saved` (the table as
+/// read), only what differs: the chain declared (created or flushed) and filled unless
+/// its rules are up to date, stale jumps to it deleted, missing POSTROUTING jumps
+/// appended. Without (the fast path, which reads nothing), what that gives for a table
+/// without the container's chain, but with `-N` making the restore fail (and change
+/// nothing) when the chain exists after all (re-ADD, leftovers), so no POSTROUTING jump
+/// is ever duplicated.
 pub(super) fn setup_script(
-    saved: &SavedTable,
+    saved: Option<&SavedTable>,
     owner: &MasqOwner<'_>,
     family: Family,
     ips: &[IpNetwork],
@@ -87,6 +106,16 @@ pub(super) fn setup_script(
     let chain = names::masq_chain(owner.network, owner.container_id);
     let mut script = Script::new(NAT);
     let wanted = chain_rules(owner, family, ips);
+    let Some(saved) = saved else {
+        script.new_chain(&chain);
+        for rule in &wanted {
+            script.append(&chain, rule);
+        }
+        for jump in &unique_jumps(owner, ips) {
+            script.append(POSTROUTING, jump);
+        }
+        return script;
+    };
     let current: Vec<&Vec<String>> = saved.rules_in(&chain).map(|r| &r.args).collect();
     let up_to_date = saved.has_chain(&chain)
         && current.len() == wanted.len()
@@ -111,65 +140,6 @@ pub(super) fn setup_script(
     script
 }
 
-/// The fast-path script: what [`setup_script`] produces for a table without the
-/// container's chain, with `-N` making the restore fail (and change nothing) when the
-/// chain exists after all (re-ADD, leftovers), so no POSTROUTING jump is ever duplicated.
-pub(super) fn fast_setup_script(
-    owner: &MasqOwner<'_>,
-    family: Family,
-    ips: &[IpNetwork],
-) -> Script {
-    let chain = names::masq_chain(owner.network, owner.container_id);
-    let mut script = Script::new(NAT);
-    script.new_chain(&chain);
-    for rule in chain_rules(owner, family, ips) {
-        script.append(&chain, &rule);
-    }
-    let mut jumps: Vec<Vec<String>> = Vec::new();
-    for net in ips {
-        let jump = jump_rule(owner, net.ip());
-        if !jumps.contains(&jump) {
-            jumps.push(jump);
-        }
-    }
-    for jump in &jumps {
-        script.append(POSTROUTING, jump);
-    }
-    script
-}
-
-pub(super) fn setup(owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
-    for family in Family::ALL {
-        let mine = of_family(ips, family);
-        if mine.is_empty() {
-            continue;
-        }
-        // Fast path: one restore, no read of the whole table (whose cost grows with the
-        // number of containers). Falls back to the read-compare-write path below.
-        if iptables::try_restore(
-            family,
-            &fast_setup_script(owner, family, &mine),
-            &format!(
-                "setting up masquerading for new container {} in table nat",
-                owner.container_id
-            ),
-        )? {
-            continue;
-        }
-        let saved = iptables::save(family, NAT)?;
-        let script = setup_script(&saved, owner, family, &mine);
-        iptables::restore(
-            family,
-            &script,
-            &format!(
-                "setting up masquerading for container {} in table nat",
-                owner.container_id
-            ),
-        )?;
-    }
-    Ok(())
-}
-
 /// The fast teardown script for `family` when the container's addresses are known:
 /// what [`iptables::remove_chain`] schedules for a table holding exactly the chain and
 /// one POSTROUTING jump per address. `-D` fails (and the restore changes nothing) when
@@ -186,67 +156,11 @@ pub(super) fn fast_teardown_script(
     }
     let chain = names::masq_chain(owner.network, owner.container_id);
     let mut script = Script::new(NAT);
-    let mut jumps: Vec<Vec<String>> = Vec::new();
-    for net in &mine {
-        let jump = jump_rule(owner, net.ip());
-        if !jumps.contains(&jump) {
-            script.delete(POSTROUTING, &jump);
-            jumps.push(jump);
-        }
+    for jump in &unique_jumps(owner, &mine) {
+        script.delete(POSTROUTING, jump);
     }
     script.flush(&chain).delete_chain(&chain);
     Some(script)
-}
-
-pub(super) fn teardown(owner: &MasqOwner<'_>, ips: Option<&[IpNetwork]>) -> Result<()> {
-    let chain = names::masq_chain(owner.network, owner.container_id);
-    iptables::delete_in_each_family(
-        NAT,
-        &format!("removing masquerade chain {chain}"),
-        |family| ips.and_then(|ips| fast_teardown_script(owner, family, ips)),
-        |saved| {
-            let mut script = Script::new(NAT);
-            iptables::remove_chain(saved, &mut script, &chain);
-            script
-        },
-    )
-}
-
-pub(super) fn check(owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
-    let chain = names::masq_chain(owner.network, owner.container_id);
-    for family in Family::ALL {
-        let mine = of_family(ips, family);
-        if mine.is_empty() {
-            continue;
-        }
-        let saved = iptables::save(family, NAT)?;
-        if !saved.has_chain(&chain) {
-            return Err(Error::Missing(format!(
-                "chain {chain} not found in {} table nat",
-                family.tool()
-            )));
-        }
-        for rule in chain_rules(owner, family, &mine) {
-            if !saved.contains(&chain, &rule) {
-                return Err(Error::Missing(format!(
-                    "rule [{}] not found in {} chain {chain}",
-                    rule.join(" "),
-                    family.tool()
-                )));
-            }
-        }
-        for net in &mine {
-            let rule = jump_rule(owner, net.ip());
-            if !saved.contains(POSTROUTING, &rule) {
-                return Err(Error::Missing(format!(
-                    "rule [{}] not found in {} chain POSTROUTING",
-                    rule.join(" "),
-                    family.tool()
-                )));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Container IDs of `network` that own a masquerade chain in `saved`, with the chain.
@@ -269,21 +183,106 @@ pub(super) fn owned_chains(saved: &SavedTable, network: &str) -> Vec<(String, St
     out
 }
 
-pub(super) fn gc(network: &str, valid: &[(String, String)]) -> Result<()> {
-    iptables::delete_in_each_family(
-        NAT,
-        &format!("garbage-collecting masquerade chains of network {network}"),
-        |_| None,
-        |saved| {
-            let mut script = Script::new(NAT);
-            for (cid, chain) in owned_chains(saved, network) {
-                if !valid.iter().any(|(v, _)| *v == cid) {
-                    iptables::remove_chain(saved, &mut script, &chain);
+impl Masquerade for Iptables {
+    fn setup_masq(&self, owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
+        for family in Family::ALL {
+            let mine = of_family(ips, family);
+            if mine.is_empty() {
+                continue;
+            }
+            // Fast path: one restore, no read of the whole table (whose cost grows with the
+            // number of containers). Falls back to the read-compare-write path below.
+            if iptables::try_restore(
+                family,
+                &setup_script(None, owner, family, &mine),
+                &format!(
+                    "setting up masquerading for new container {} in table nat",
+                    owner.container_id
+                ),
+            )? {
+                continue;
+            }
+            let saved = iptables::save(family, NAT)?;
+            let script = setup_script(Some(&saved), owner, family, &mine);
+            iptables::restore(
+                family,
+                &script,
+                &format!(
+                    "setting up masquerading for container {} in table nat",
+                    owner.container_id
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn teardown_masq(&self, owner: &MasqOwner<'_>, ips: Option<&[IpNetwork]>) -> Result<()> {
+        let chain = names::masq_chain(owner.network, owner.container_id);
+        iptables::delete_in_each_family(
+            NAT,
+            &format!("removing masquerade chain {chain}"),
+            |family| ips.and_then(|ips| fast_teardown_script(owner, family, ips)),
+            |saved| {
+                let mut script = Script::new(NAT);
+                iptables::remove_chain(saved, &mut script, &chain);
+                script
+            },
+        )
+    }
+
+    fn check_masq(&self, owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
+        let chain = names::masq_chain(owner.network, owner.container_id);
+        for family in Family::ALL {
+            let mine = of_family(ips, family);
+            if mine.is_empty() {
+                continue;
+            }
+            let saved = iptables::save(family, NAT)?;
+            if !saved.has_chain(&chain) {
+                return Err(Error::Missing(format!(
+                    "chain {chain} not found in {} table nat",
+                    family.tool()
+                )));
+            }
+            for rule in chain_rules(owner, family, &mine) {
+                if !saved.contains(&chain, &rule) {
+                    return Err(Error::Missing(format!(
+                        "rule [{}] not found in {} chain {chain}",
+                        rule.join(" "),
+                        family.tool()
+                    )));
                 }
             }
-            script
-        },
-    )
+            for net in &mine {
+                let rule = jump_rule(owner, net.ip());
+                if !saved.contains(POSTROUTING, &rule) {
+                    return Err(Error::Missing(format!(
+                        "rule [{}] not found in {} chain POSTROUTING",
+                        rule.join(" "),
+                        family.tool()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn gc_masq(&self, network: &str, valid: &[(String, String)]) -> Result<()> {
+        iptables::delete_in_each_family(
+            NAT,
+            &format!("garbage-collecting masquerade chains of network {network}"),
+            |_| None,
+            |saved| {
+                let mut script = Script::new(NAT);
+                for (cid, chain) in owned_chains(saved, network) {
+                    if !valid.iter().any(|(v, _)| *v == cid) {
+                        iptables::remove_chain(saved, &mut script, &chain);
+                    }
+                }
+                script
+            },
+        )
+    }
 }
 
 #[cfg(test)]
@@ -299,7 +298,7 @@ mod tests {
     #[test]
     fn golden_setup_script_on_empty_table() {
         let ips: Vec<IpNetwork> = vec!["10.99.0.3/24".parse().unwrap()];
-        let script = setup_script(&SavedTable::default(), &OWNER, Family::V4, &ips);
+        let script = setup_script(Some(&SavedTable::default()), &OWNER, Family::V4, &ips);
         assert_eq!(
             script.render(),
             r#"*nat
@@ -315,8 +314,8 @@ COMMIT
     #[test]
     fn fast_script_equals_full_script_on_table_without_the_chain() {
         let ips: Vec<IpNetwork> = vec!["10.99.0.3/24".parse().unwrap()];
-        let full = setup_script(&SavedTable::default(), &OWNER, Family::V4, &ips).render();
-        let fast = fast_setup_script(&OWNER, Family::V4, &ips).render();
+        let full = setup_script(Some(&SavedTable::default()), &OWNER, Family::V4, &ips).render();
+        let fast = setup_script(None, &OWNER, Family::V4, &ips).render();
         assert_eq!(
             fast,
             full.replace(
@@ -335,7 +334,7 @@ COMMIT
             "fd00::3/64".parse().unwrap(),
         ];
         let v4: Vec<IpNetwork> = vec![ips[0], ips[2]];
-        let listing = setup_script(&SavedTable::default(), &OWNER, Family::V4, &v4)
+        let listing = setup_script(Some(&SavedTable::default()), &OWNER, Family::V4, &v4)
             .render()
             .replace(":CNI-fe994aa6f38cd8a2c97f61d7 - [0:0]\n", "");
         let saved = SavedTable::parse(
@@ -365,15 +364,15 @@ COMMIT
     #[test]
     fn up_to_date_table_needs_no_change_and_stale_jump_is_removed() {
         let ips: Vec<IpNetwork> = vec!["fd00::3/64".parse().unwrap()];
-        let first = setup_script(&SavedTable::default(), &OWNER, Family::V6, &ips);
+        let first = setup_script(Some(&SavedTable::default()), &OWNER, Family::V6, &ips);
         let text = format!(
             ":POSTROUTING ACCEPT [0:0]\n{}",
             first.render().replace("*nat\n", "")
         );
         let saved = SavedTable::parse(&format!("*nat\n{text}"), "nat", "t").unwrap();
-        assert!(setup_script(&saved, &OWNER, Family::V6, &ips).is_empty());
+        assert!(setup_script(Some(&saved), &OWNER, Family::V6, &ips).is_empty());
         let moved: Vec<IpNetwork> = vec!["fd00::4/64".parse().unwrap()];
-        let again = setup_script(&saved, &OWNER, Family::V6, &moved).render();
+        let again = setup_script(Some(&saved), &OWNER, Family::V6, &moved).render();
         assert!(again.contains("-D POSTROUTING -s fd00::3/128"), "{again}");
         assert!(again.contains("-A POSTROUTING -s fd00::4/128"), "{again}");
         assert!(!again.contains(":CNI-"), "chain content unchanged: {again}");

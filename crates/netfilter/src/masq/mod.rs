@@ -1,6 +1,8 @@
 //! bridge `ipMasq`: masquerade traffic from a container to destinations outside its
 //! subnet, with the reference's iptables (per-container `CNI-<hash>` chain) and nftables
-//! (`inet cni_plugins_masquerade`) layouts.
+//! (`inet cni_plugins_masquerade`) layouts. Setup and check are
+//! [`crate::firewall::Masquerade`] methods of the chosen backend; teardown and GC here
+//! clean up every backend.
 
 mod ipt;
 mod nft;
@@ -9,22 +11,10 @@ mod owner;
 use ipnetwork::IpNetwork;
 
 use crate::backend::Backend;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::firewall;
 
 pub use owner::MasqOwner;
-
-/// Installs (or replaces) the masquerade rules for `ips` (container addresses with
-/// prefix). One `iptables-save` + one `iptables-restore` per family, or one nft listing +
-/// one transaction.
-///
-/// # Errors
-/// Tool failures (with context), [`Error::LockTimeout`].
-pub fn setup(backend: Backend, owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
-    match backend {
-        Backend::Iptables => ipt::setup(owner, ips),
-        Backend::Nftables => nft::setup(owner, ips),
-    }
-}
 
 /// Removes this attachment's masquerade rules from every backend present on the host.
 /// Needs no addresses (the iptables POSTROUTING jumps are found by their target, the
@@ -37,49 +27,37 @@ pub fn teardown(owner: &MasqOwner<'_>) -> Result<()> {
     teardown_known(owner, None)
 }
 
-/// What a DEL may know of the attachment: the backend and addresses [`setup`] was
-/// given (a DEL's `prevResult` holds the addresses).
+/// What a DEL may know of the attachment: the backend and addresses setup was given (a
+/// DEL's `prevResult` holds the addresses).
 #[derive(Debug, Clone, Copy)]
 pub struct Known<'a> {
-    /// The backend setup used (the iptables fast path is tried only for iptables).
+    /// The backend setup used (only it is given the addresses).
     pub backend: Backend,
     /// The container addresses with prefix.
     pub ips: &'a [IpNetwork],
 }
 
-/// [`teardown`], faster when `known` holds what [`setup`] was given: iptables then removes the POSTROUTING jumps and the chain with one
-/// `iptables-restore` per family that reads nothing. That restore is all-or-nothing and
-/// fails unless the table holds exactly what [`setup`] left (the chain, one jump per
-/// address, nothing else jumping to the chain); then the table is read and the rules
-/// found are removed, as [`teardown`] does. The result is the same either way.
-/// Families, backends and tables without rules (an nf_tables table that does not
-/// exist, found natively) cost no process.
+impl Known<'_> {
+    /// What `backend`'s teardown is given: the addresses, if `backend` did the setup.
+    pub fn for_backend(&self, backend: Backend) -> Option<&[IpNetwork]> {
+        (self.backend == backend).then_some(self.ips)
+    }
+}
+
+/// [`teardown`], faster when `known` holds what setup was given: iptables then removes
+/// the POSTROUTING jumps and the chain with one `iptables-restore` per family that reads
+/// nothing. That restore is all-or-nothing and fails unless the table holds exactly what
+/// setup left (the chain, one jump per address, nothing else jumping to the chain); then
+/// the table is read and the rules found are removed, as [`teardown`] does. The result
+/// is the same either way. Families, backends and tables without rules (an nf_tables
+/// table that does not exist, found natively) cost no process.
 ///
 /// # Errors
 /// Collected tool failures.
 pub fn teardown_known(owner: &MasqOwner<'_>, known: Option<&Known<'_>>) -> Result<()> {
-    let ips = known
-        .filter(|k| k.backend == Backend::Iptables)
-        .map(|k| k.ips);
-    let mut errors = Vec::new();
-    if let Err(e) = ipt::teardown(owner, ips) {
-        errors.push(e);
-    }
-    if let Err(e) = nft::teardown(owner) {
-        errors.push(e);
-    }
-    Error::collect(errors)
-}
-
-/// Verifies that every rule [`setup`] would install is present.
-///
-/// # Errors
-/// [`Error::Missing`] naming the missing chain/rule, or a tool failure.
-pub fn check(backend: Backend, owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
-    match backend {
-        Backend::Iptables => ipt::check(owner, ips),
-        Backend::Nftables => nft::check(owner, ips),
-    }
+    firewall::on_every(|fw| {
+        fw.teardown_masq(owner, known.and_then(|k| k.for_backend(fw.backend())))
+    })
 }
 
 /// Removes masquerade rules of `network` whose attachment is not in `valid`
@@ -91,12 +69,5 @@ pub fn check(backend: Backend, owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Resu
 /// # Errors
 /// Collected tool failures.
 pub fn gc(network: &str, valid: &[(String, String)]) -> Result<()> {
-    let mut errors = Vec::new();
-    if let Err(e) = ipt::gc(network, valid) {
-        errors.push(e);
-    }
-    if let Err(e) = nft::gc(network, valid) {
-        errors.push(e);
-    }
-    Error::collect(errors)
+    firewall::on_every(|fw| fw.gc_masq(network, valid))
 }

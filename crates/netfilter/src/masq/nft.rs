@@ -8,6 +8,7 @@ use nftables::types::{NfChainType, NfFamily, NfHook};
 
 use super::MasqOwner;
 use crate::error::{Error, Result};
+use crate::firewall::{Masquerade, Nftables};
 use crate::names;
 use crate::nft::{self, Hook, ListedTable, Tx, expr};
 
@@ -36,37 +37,22 @@ fn skeleton(tx: &mut Tx) {
                 prio: 100,
             }),
         )
-        .flush_chain(FAMILY, TABLE, POSTROUTING)
-        .add_rule(
-            FAMILY,
-            TABLE,
-            POSTROUTING,
-            vec![
-                expr::eq(
-                    expr::payload("ip", "daddr"),
-                    expr::prefix(IpAddr::V4(Ipv4Addr::new(224, 0, 0, 0)), 4),
-                ),
-                expr::ret(),
-            ],
-            None,
-        )
-        .add_rule(
-            FAMILY,
-            TABLE,
-            POSTROUTING,
-            vec![
-                expr::eq(
-                    expr::payload("ip6", "daddr"),
-                    expr::prefix(IpAddr::V6(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0)), 8),
-                ),
-                expr::ret(),
-            ],
-            None,
-        )
-        .add_rule(FAMILY, TABLE, POSTROUTING, vec![expr::goto(CHECKS)], None);
+        .flush_chain(FAMILY, TABLE, POSTROUTING);
+    // Multicast destinations return, per family; everything else goes to the checks.
+    let multicast = [
+        IpAddr::V4(Ipv4Addr::new(224, 0, 0, 0)),
+        IpAddr::V6(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0)),
+    ];
+    for net in multicast {
+        let len = if net.is_ipv4() { 4 } else { 8 };
+        let daddr = expr::payload(ip_word(net), "daddr");
+        let rule = vec![expr::eq(daddr, expr::prefix(net, len)), expr::ret()];
+        tx.add_rule(FAMILY, TABLE, POSTROUTING, rule, None);
+    }
+    tx.add_rule(FAMILY, TABLE, POSTROUTING, vec![expr::goto(CHECKS)], None);
 }
 
-/// The transaction for [`super::setup`] given the current listing.
+/// The transaction for [`Masquerade::setup_masq`] given the current listing.
 pub(super) fn setup_tx(
     current: Option<&ListedTable>,
     owner: &MasqOwner<'_>,
@@ -113,14 +99,6 @@ fn read_checks() -> Result<Option<ListedTable>> {
     nft::read_table(FAMILY, TABLE, &[CHECKS], nft::Chains::Named(&[]))
 }
 
-pub(super) fn setup(owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
-    let current = read_checks()?;
-    setup_tx(current.as_ref(), owner, ips).apply(&format!(
-        "setting up masquerading for container {} in table inet {TABLE}",
-        owner.container_id
-    ))
-}
-
 fn teardown_tx(table: &ListedTable, keep: impl Fn(&str) -> bool, prefix: &str) -> Tx {
     let mut tx = Tx::new();
     for rule in table.rules_in(CHECKS) {
@@ -134,52 +112,62 @@ fn teardown_tx(table: &ListedTable, keep: impl Fn(&str) -> bool, prefix: &str) -
     tx
 }
 
-pub(super) fn teardown(owner: &MasqOwner<'_>) -> Result<()> {
-    let Some(table) = read_checks()? else {
-        return Ok(());
-    };
-    let prefix = names::nft_masq_instance_hash(owner.network, owner.ifname, owner.container_id);
-    teardown_tx(&table, |_| false, &prefix).apply(&format!(
-        "removing masquerade rules of container {} from table inet {TABLE}",
-        owner.container_id
-    ))
-}
-
-pub(super) fn check(owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
-    let table = nft::list_table(FAMILY, TABLE)?
-        .ok_or_else(|| Error::Missing(format!("table inet {TABLE} not found")))?;
-    if !table.has_chain(POSTROUTING) {
-        return Err(Error::Missing(format!(
-            "chain {POSTROUTING} not found in table inet {TABLE}"
-        )));
+impl Masquerade for Nftables {
+    fn setup_masq(&self, owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
+        let current = read_checks()?;
+        setup_tx(current.as_ref(), owner, ips).apply(&format!(
+            "setting up masquerading for container {} in table inet {TABLE}",
+            owner.container_id
+        ))
     }
-    let comment = names::nft_masq_comment(owner.network, owner.ifname, owner.container_id);
-    for net in ips {
-        let ip = net.ip().to_string();
-        let found = table
-            .rules_in(CHECKS)
-            .any(|r| r.comment.as_deref() == Some(comment.as_str()) && r.mentions(&ip));
-        if !found {
+
+    fn teardown_masq(&self, owner: &MasqOwner<'_>, _ips: Option<&[IpNetwork]>) -> Result<()> {
+        let Some(table) = read_checks()? else {
+            return Ok(());
+        };
+        let prefix = names::nft_masq_instance_hash(owner.network, owner.ifname, owner.container_id);
+        teardown_tx(&table, |_| false, &prefix).apply(&format!(
+            "removing masquerade rules of container {} from table inet {TABLE}",
+            owner.container_id
+        ))
+    }
+
+    fn check_masq(&self, owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
+        let table = nft::list_table(FAMILY, TABLE)?
+            .ok_or_else(|| Error::Missing(format!("table inet {TABLE} not found")))?;
+        if !table.has_chain(POSTROUTING) {
             return Err(Error::Missing(format!(
-                "masquerade rule for {ip} (comment {comment:?}) not found in inet {TABLE} chain {CHECKS}"
+                "chain {POSTROUTING} not found in table inet {TABLE}"
             )));
         }
+        let comment = names::nft_masq_comment(owner.network, owner.ifname, owner.container_id);
+        for net in ips {
+            let ip = net.ip().to_string();
+            let found = table
+                .rules_in(CHECKS)
+                .any(|r| r.comment.as_deref() == Some(comment.as_str()) && r.mentions(&ip));
+            if !found {
+                return Err(Error::Missing(format!(
+                    "masquerade rule for {ip} (comment {comment:?}) not found in inet {TABLE} chain {CHECKS}"
+                )));
+            }
+        }
+        Ok(())
     }
-    Ok(())
-}
 
-pub(super) fn gc(network: &str, valid: &[(String, String)]) -> Result<()> {
-    let Some(table) = read_checks()? else {
-        return Ok(());
-    };
-    let keep: Vec<String> = valid
-        .iter()
-        .map(|(cid, ifname)| names::nft_masq_comment(network, ifname, cid))
-        .collect();
-    let prefix = format!("{}-", names::nft_masq_network_hash(network));
-    teardown_tx(&table, |c| keep.iter().any(|k| k == c), &prefix).apply(&format!(
-        "garbage-collecting masquerade rules of network {network}"
-    ))
+    fn gc_masq(&self, network: &str, valid: &[(String, String)]) -> Result<()> {
+        let Some(table) = read_checks()? else {
+            return Ok(());
+        };
+        let keep: Vec<String> = valid
+            .iter()
+            .map(|(cid, ifname)| names::nft_masq_comment(network, ifname, cid))
+            .collect();
+        let prefix = format!("{}-", names::nft_masq_network_hash(network));
+        teardown_tx(&table, |c| keep.iter().any(|k| k == c), &prefix).apply(&format!(
+            "garbage-collecting masquerade rules of network {network}"
+        ))
+    }
 }
 
 #[cfg(test)]

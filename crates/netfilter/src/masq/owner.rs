@@ -1,5 +1,6 @@
-//! [`MasqOwner`], shared by the dispatch in [`super`] and the two layouts
-//! ([`super::ipt`], [`super::nft`]); a leaf module, re-exported by [`super`].
+//! [`MasqOwner`], shared by the backend seam ([`crate::firewall::Masquerade`]), [`super`]
+//! and the two layouts ([`super::ipt`], [`super::nft`]); a leaf module, re-exported by
+//! [`super`].
 
 /// The attachment the masquerade rules belong to.
 #[derive(Debug, Clone, Copy)]

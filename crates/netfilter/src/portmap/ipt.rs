@@ -5,9 +5,9 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-use super::{Known, Owner, PortMapOptions, PortMapping, Protocol};
-use crate::backend::Backend;
+use super::{Owner, PortMapOptions, PortMapping, Protocol, Request};
 use crate::error::{Error, Result};
+use crate::firewall::{Iptables, PortMapper};
 use crate::iptables::native::{self, Want};
 use crate::iptables::{self, Family, NAT, SavedRule, SavedTable, Script};
 use crate::names;
@@ -319,31 +319,28 @@ pub(crate) fn fast_add_script(
     s
 }
 
-pub(super) fn add(
+/// One container's mappings in one family: the fast path (one restore, no read of the
+/// whole table, whose cost grows with the number of containers), else [`slow_add`].
+fn add_family(
     owner: &Owner<'_>,
     opts: &PortMapOptions,
     mappings: &[PortMapping],
-    ips: &[IpNetwork],
+    net: &IpNetwork,
 ) -> Result<()> {
-    for net in ips {
-        let family = Family::of(net.ip());
-        // Fast path: one restore, no read of the whole table (whose cost grows with the
-        // number of containers). Falls back to the read-compare-write path below.
-        let shared_confirmed = shared_rules_confirmed(family, opts);
-        if iptables::try_restore(
-            family,
-            &fast_add_script(owner, opts, mappings, net, shared_confirmed),
-            &format!(
-                "setting up port mappings of new container {} (chain {})",
-                owner.container_id,
-                names::portmap_dnat_chain(owner.network, owner.container_id)
-            ),
-        )? {
-            continue;
-        }
-        slow_add(family, owner, opts, mappings, net)?;
+    let family = Family::of(net.ip());
+    let shared_confirmed = shared_rules_confirmed(family, opts);
+    if iptables::try_restore(
+        family,
+        &fast_add_script(owner, opts, mappings, net, shared_confirmed),
+        &format!(
+            "setting up port mappings of new container {} (chain {})",
+            owner.container_id,
+            names::portmap_dnat_chain(owner.network, owner.container_id)
+        ),
+    )? {
+        return Ok(());
     }
-    Ok(())
+    slow_add(family, owner, opts, mappings, net)
 }
 
 /// How many times [`slow_add`] reads the table again after its restore was rejected
@@ -418,18 +415,15 @@ pub(crate) fn del_script(saved: &SavedTable, owner: &Owner<'_>) -> Script {
 /// left for the container. `-D` fails (and the restore changes nothing) when an entry
 /// rule is missing, `-X` when the container's chain is missing or still referenced, and
 /// `-N` of the legacy SNAT chain when that chain exists (plugins < v0.7); then the
-/// caller reads the table. `None` when ADD used nftables, or without mappings or an
-/// address of `family` (ADD installed nothing then).
+/// caller reads the table. `None` without mappings or an address of `family` (ADD
+/// installed nothing then).
 pub(crate) fn fast_del_script(
     owner: &Owner<'_>,
-    known: &Known<'_>,
+    added: &Request<'_>,
     family: Family,
 ) -> Option<Script> {
-    if known.backend != Backend::Iptables {
-        return None;
-    }
-    let net = known.ips.iter().find(|n| Family::of(n.ip()) == family)?;
-    let entries = entry_rules(owner, known.options, known.mappings, net.ip());
+    let net = added.ips.iter().find(|n| Family::of(n.ip()) == family)?;
+    let entries = entry_rules(owner, added.options, added.mappings, net.ip());
     if entries.is_empty() {
         return None;
     }
@@ -444,19 +438,6 @@ pub(crate) fn fast_del_script(
         .new_chain(&legacy)
         .delete_chain(&legacy);
     Some(s)
-}
-
-pub(super) fn del(owner: &Owner<'_>, known: Option<&Known<'_>>) -> Result<()> {
-    let chain = names::portmap_dnat_chain(owner.network, owner.container_id);
-    iptables::delete_in_each_family(
-        NAT,
-        &format!(
-            "removing port-mapping chain {chain} of container {}",
-            owner.container_id
-        ),
-        |family| known.and_then(|k| fast_del_script(owner, k, family)),
-        |saved| del_script(saved, owner),
-    )
 }
 
 /// Loose match of an entry rule whose conditions iptables may have re-ordered.
@@ -475,42 +456,6 @@ fn entry_present(saved: &SavedTable, wanted: &[String]) -> bool {
             .iter()
             .all(|opt| r.option(opt).map(str::to_owned).as_ref() == key(opt))
     })
-}
-
-pub(super) fn check(
-    owner: &Owner<'_>,
-    opts: &PortMapOptions,
-    mappings: &[PortMapping],
-    ips: &[IpNetwork],
-) -> Result<()> {
-    let chain = names::portmap_dnat_chain(owner.network, owner.container_id);
-    for net in ips {
-        let family = Family::of(net.ip());
-        let saved = iptables::save(family, NAT)?;
-        let tool = family.tool();
-        if !saved.has_chain(&chain) {
-            return Err(Error::Missing(format!(
-                "{tool}: chain {chain} not found in table nat"
-            )));
-        }
-        for rule in chain_rules(opts, mappings, net) {
-            if !saved.contains(&chain, &rule) {
-                return Err(Error::Missing(format!(
-                    "{tool}: rule [{}] not found in chain {chain} of table nat",
-                    rule.join(" ")
-                )));
-            }
-        }
-        for rule in entry_rules(owner, opts, mappings, net.ip()) {
-            if !entry_present(&saved, &rule) {
-                return Err(Error::Missing(format!(
-                    "{tool}: rule [{}] not found in chain {DNAT_CHAIN} of table nat",
-                    rule.join(" ")
-                )));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Container chains of `network` (found through their entry rules' comments) whose
@@ -536,42 +481,85 @@ pub(crate) fn stale_chains(saved: &SavedTable, network: &str, valid: &[&str]) ->
     out
 }
 
-pub(super) fn gc(network: &str, valid: &[&str]) -> Result<()> {
-    iptables::delete_in_each_family(
-        NAT,
-        &format!("garbage-collecting port-mapping chains of network {network}"),
-        |_| None,
-        |saved| {
-            let mut s = Script::new(NAT);
-            for chain in stale_chains(saved, network, valid) {
-                iptables::remove_chain(saved, &mut s, &chain);
+impl PortMapper for Iptables {
+    // The localnet guard first (under the namespace lock when it is missing), then each
+    // family.
+    fn add_port_mappings(&self, owner: &Owner<'_>, request: &Request<'_>) -> Result<()> {
+        if request.needs_localnet_guard() {
+            crate::localnet::ensure_iptables()?;
+        }
+        for net in &request.mapped_ips() {
+            add_family(owner, request.options, request.mappings, net)?;
+        }
+        Ok(())
+    }
+
+    fn del_port_mappings(&self, owner: &Owner<'_>, added: Option<&Request<'_>>) -> Result<()> {
+        let chain = names::portmap_dnat_chain(owner.network, owner.container_id);
+        iptables::delete_in_each_family(
+            NAT,
+            &format!(
+                "removing port-mapping chain {chain} of container {}",
+                owner.container_id
+            ),
+            |family| added.and_then(|k| fast_del_script(owner, k, family)),
+            |saved| del_script(saved, owner),
+        )
+    }
+
+    fn check_port_mappings(&self, owner: &Owner<'_>, request: &Request<'_>) -> Result<()> {
+        let (opts, mappings) = (request.options, request.mappings);
+        let chain = names::portmap_dnat_chain(owner.network, owner.container_id);
+        for net in &request.mapped_ips() {
+            let family = Family::of(net.ip());
+            let saved = iptables::save(family, NAT)?;
+            let tool = family.tool();
+            if !saved.has_chain(&chain) {
+                return Err(Error::Missing(format!(
+                    "{tool}: chain {chain} not found in table nat"
+                )));
             }
-            s
-        },
-    )
+            for rule in chain_rules(opts, mappings, net) {
+                if !saved.contains(&chain, &rule) {
+                    return Err(Error::Missing(format!(
+                        "{tool}: rule [{}] not found in chain {chain} of table nat",
+                        rule.join(" ")
+                    )));
+                }
+            }
+            for rule in entry_rules(owner, opts, mappings, net.ip()) {
+                if !entry_present(&saved, &rule) {
+                    return Err(Error::Missing(format!(
+                        "{tool}: rule [{}] not found in chain {DNAT_CHAIN} of table nat",
+                        rule.join(" ")
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn gc_port_mappings(&self, network: &str, valid: &[&str]) -> Result<()> {
+        iptables::delete_in_each_family(
+            NAT,
+            &format!("garbage-collecting port-mapping chains of network {network}"),
+            |_| None,
+            |saved| {
+                let mut s = Script::new(NAT);
+                for chain in stale_chains(saved, network, valid) {
+                    iptables::remove_chain(saved, &mut s, &chain);
+                }
+                s
+            },
+        )
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn pm(host: u16, cont: u16, proto: Protocol, host_ip: Option<&str>) -> PortMapping {
-        PortMapping {
-            host_port: host,
-            container_port: cont,
-            protocol: proto,
-            host_ip: host_ip.map(|h| h.parse().unwrap()),
-        }
-    }
-
-    fn sample() -> Vec<PortMapping> {
-        vec![
-            pm(8080, 80, Protocol::Tcp, None),
-            pm(8053, 53, Protocol::Udp, None),
-            pm(9090, 90, Protocol::Tcp, Some("10.99.0.1")),
-            pm(9091, 91, Protocol::Tcp, Some("::")),
-        ]
-    }
+    include!("../../tests/common/mappings.rs");
 
     /// A restore script as `iptables-save` would list its result: `-N X` is `:X`.
     fn as_listing(script: &str) -> String {
@@ -686,8 +674,7 @@ COMMIT
         let saved = SavedTable::parse(&as_listing(&listing), "nat", "t").unwrap();
         let slow = del_script(&saved, &OWNER).render();
         let ips = ["fd00::3/64".parse().unwrap(), net];
-        let known = Known {
-            backend: Backend::Iptables,
+        let known = Request {
             options: &opts,
             mappings: &sample(),
             ips: &ips,
@@ -706,21 +693,23 @@ COMMIT
             .unwrap()
             .render();
         assert!(!v6.contains("-i eth0"), "IPv6 conditions apply: {v6}");
-        let v4_only = Known {
+        let v4_only = Request {
             ips: &ips[1..],
             ..known
         };
         assert!(fast_del_script(&OWNER, &v4_only, Family::V6).is_none());
-        let none = Known {
+        let none = Request {
             mappings: &[],
             ..known
         };
         assert!(fast_del_script(&OWNER, &none, Family::V4).is_none());
-        let nft = Known {
-            backend: Backend::Nftables,
-            ..known
+        // Only the backend that did the ADD is given what it was given.
+        let by_nft = crate::portmap::Known {
+            backend: crate::Backend::Nftables,
+            request: known,
         };
-        assert!(fast_del_script(&OWNER, &nft, Family::V4).is_none());
+        assert!(by_nft.for_backend(crate::Backend::Iptables).is_none());
+        assert!(by_nft.for_backend(crate::Backend::Nftables).is_some());
     }
 
     #[test]

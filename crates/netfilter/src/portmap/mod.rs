@@ -3,6 +3,9 @@
 //! `ip`/`ip6 cni_hostport` (with the CVE-2025-67499 local destination check and `masqAll`);
 //! containernetworking/plugins `plugins/meta/portmap/portmap_{iptables,nftables}.go`.
 //!
+//! ADD and CHECK are [`crate::firewall::PortMapper`] methods of the chosen backend; DEL and
+//! GC here clean up every backend.
+//!
 //! Beyond the reference: a re-ADD replaces the container's rules (no stale rules), DEL
 //! needs neither mappings nor addresses, CHECK is per family, GC is implemented.
 
@@ -10,52 +13,10 @@ mod ipt;
 mod nft;
 mod types;
 
-use ipnetwork::IpNetwork;
+use crate::error::Result;
+use crate::firewall;
 
-use crate::backend::Backend;
-use crate::error::{Error, Result};
-
-pub use types::{Known, Owner, PortMapOptions, PortMapping, Protocol};
-
-/// First IPv4 and first IPv6 address of `ips`.
-fn per_family(ips: &[IpNetwork]) -> Vec<IpNetwork> {
-    let v4 = ips.iter().find(|n| n.is_ipv4());
-    let v6 = ips.iter().find(|n| n.is_ipv6());
-    v4.into_iter().chain(v6).copied().collect()
-}
-
-/// Installs the mappings for the container addresses `ips` (first IPv4 and first IPv6
-/// are used), replacing whatever this container had before. One read and one atomic
-/// write per family (iptables) or one transaction (nftables).
-///
-/// With `snat` and an IPv4 address (the case in which the plugin turns `route_localnet`
-/// on), the localnet guard ([`crate::localnet`]) is made sure of first: nftables adds it
-/// to the same transaction when it is missing, iptables creates it before the mappings.
-///
-/// # Errors
-/// Tool failures with context; [`Error::LockTimeout`].
-pub fn add(
-    backend: Backend,
-    owner: &Owner<'_>,
-    opts: &PortMapOptions,
-    mappings: &[PortMapping],
-    ips: &[IpNetwork],
-) -> Result<()> {
-    let ips = per_family(ips);
-    let guard = opts.snat && ips.iter().any(IpNetwork::is_ipv4);
-    match backend {
-        Backend::Iptables => {
-            if guard {
-                crate::localnet::ensure(Backend::Iptables)?;
-            }
-            ipt::add(owner, opts, mappings, &ips)
-        }
-        Backend::Nftables => {
-            let guard = guard && crate::localnet::present_natively(Backend::Nftables) != Some(true);
-            nft::add(owner, opts, mappings, &ips, guard)
-        }
-    }
-}
+pub use types::{Known, Owner, PortMapOptions, PortMapping, Protocol, Request};
 
 /// Whether the iptables rules every container's chain relies on (the PREROUTING and
 /// OUTPUT hooks into `CNI-HOSTPORT-DNAT` and, with `snat`, the mark, masquerade and
@@ -91,36 +52,9 @@ pub fn del(owner: &Owner<'_>) -> Result<()> {
 /// # Errors
 /// Collected tool failures.
 pub fn del_known(owner: &Owner<'_>, known: Option<&Known<'_>>) -> Result<()> {
-    let ips = known.map(|k| per_family(k.ips));
-    let known = known
-        .zip(ips.as_deref())
-        .map(|(k, ips)| Known { ips, ..*k });
-    let mut errors = Vec::new();
-    if let Err(e) = ipt::del(owner, known.as_ref()) {
-        errors.push(e);
-    }
-    if let Err(e) = nft::del(owner) {
-        errors.push(e);
-    }
-    Error::collect(errors)
-}
-
-/// Verifies, per family of `ips`, that every rule [`add`] installs is present.
-///
-/// # Errors
-/// [`Error::Missing`] naming the family and the missing rule, or a tool failure.
-pub fn check(
-    backend: Backend,
-    owner: &Owner<'_>,
-    opts: &PortMapOptions,
-    mappings: &[PortMapping],
-    ips: &[IpNetwork],
-) -> Result<()> {
-    let ips = per_family(ips);
-    match backend {
-        Backend::Iptables => ipt::check(owner, opts, mappings, &ips),
-        Backend::Nftables => nft::check(owner, opts, mappings, &ips),
-    }
+    firewall::on_every(|fw| {
+        fw.del_port_mappings(owner, known.and_then(|k| k.for_backend(fw.backend())))
+    })
 }
 
 /// Removes the rules of containers of `network` not in `valid` (`(container_id, ifname)`)
@@ -133,12 +67,5 @@ pub fn check(
 /// Collected tool failures.
 pub fn gc(network: &str, valid: &[(String, String)]) -> Result<()> {
     let ids: Vec<&str> = valid.iter().map(|(c, _)| c.as_str()).collect();
-    let mut errors = Vec::new();
-    if let Err(e) = ipt::gc(network, &ids) {
-        errors.push(e);
-    }
-    if let Err(e) = nft::gc(&ids) {
-        errors.push(e);
-    }
-    Error::collect(errors)
+    firewall::on_every(|fw| fw.gc_port_mappings(network, &ids))
 }

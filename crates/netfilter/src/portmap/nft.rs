@@ -7,8 +7,9 @@ use ipnetwork::IpNetwork;
 use nftables::expr::Expression;
 use nftables::types::{NfChainType, NfFamily, NfHook};
 
-use super::{Owner, PortMapOptions, PortMapping};
+use super::{Owner, PortMapOptions, PortMapping, Request};
 use crate::error::{Error, Result};
+use crate::firewall::{Nftables, PortMapper};
 use crate::nft::{self, Hook, ListedTable, Tx, expr};
 
 /// Table name (in both the `ip` and the `ip6` family).
@@ -184,42 +185,6 @@ fn read(families: &[NfFamily]) -> Result<Vec<(NfFamily, Option<ListedTable>)>> {
         .collect()
 }
 
-/// ADD: one transaction for both families. Without conditions it is nft JSON; with
-/// conditions the same commands are written as nft text (the conditions spliced into the
-/// hook rules) and applied with one `nft -f -`, so a condition nft rejects leaves
-/// everything as it was. With `guard`, the transaction also creates the localnet guard
-/// ([`crate::localnet`]; its rule is nft text, so the transaction is too).
-pub(super) fn add(
-    owner: &Owner<'_>,
-    opts: &PortMapOptions,
-    mappings: &[PortMapping],
-    ips: &[IpNetwork],
-    guard: bool,
-) -> Result<()> {
-    let families: Vec<NfFamily> = FAMILIES
-        .into_iter()
-        .filter(|f| ips.iter().any(|n| family_of(n.ip()) == *f))
-        .collect();
-    let current = read(&families)?;
-    let mut tx = add_tx(&current, owner, opts, mappings, ips);
-    if guard {
-        crate::localnet::add_nftables_ops(&mut tx);
-    }
-    match tx.apply(&format!(
-        "setting up port mappings of container {} in tables cni_hostport",
-        owner.container_id
-    )) {
-        Err(e @ Error::Tool { .. }) if tx.has_raw() => {
-            Err(blame_conditions(e, &current, owner, opts, mappings, ips))
-        }
-        // Nothing was run: the transaction cannot be written as nft text.
-        Err(Error::Invalid(why)) if tx.has_raw() => Err(Error::Invalid(format!(
-            "with nftables conditions the ADD is written as nft text: {why}"
-        ))),
-        other => other,
-    }
-}
-
 /// Classifies a failed ADD with conditions (nothing was applied): when the same
 /// transaction without the conditions passes `nft -c`, the conditions are what nft
 /// rejected, a configuration error ([`Error::Invalid`]); otherwise the failure is
@@ -267,76 +232,109 @@ fn delete_tx(current: &[(NfFamily, Option<ListedTable>)], stale: impl Fn(&str) -
     tx
 }
 
-pub(super) fn del(owner: &Owner<'_>) -> Result<()> {
-    let current = read(&FAMILIES)?;
-    delete_tx(&current, |c| c == owner.container_id).apply(&format!(
-        "removing port mappings of container {} from tables cni_hostport",
-        owner.container_id
-    ))
-}
-
-pub(super) fn gc(valid: &[&str]) -> Result<()> {
-    let current = read(&FAMILIES)?;
-    delete_tx(&current, |c| !valid.contains(&c))
-        .apply("garbage-collecting port mappings in tables cni_hostport")
-}
-
-pub(super) fn check(
-    owner: &Owner<'_>,
-    opts: &PortMapOptions,
-    mappings: &[PortMapping],
-    ips: &[IpNetwork],
-) -> Result<()> {
-    for net in ips {
-        let ip = net.ip();
-        let family = family_of(ip);
-        let fam = word(family);
-        let table = nft::list_table(family, TABLE)?
-            .ok_or_else(|| Error::Missing(format!("table {fam} {TABLE} not found")))?;
-        if !table
-            .rules_in(PREROUTING)
-            .any(|r| r.mentions(HOSTPORTS_ALL))
-        {
-            return Err(Error::Missing(format!(
-                "jump to {HOSTPORTS_ALL} not found in {fam} {TABLE} chain {PREROUTING}"
-            )));
-        }
-        let ours: Vec<&nft::ListedRule> = table
-            .rules
-            .iter()
-            .filter(|r| r.comment.as_deref() == Some(owner.container_id))
+impl PortMapper for Nftables {
+    /// ADD: one transaction for both families. Without conditions it is nft JSON; with
+    /// conditions the same commands are written as nft text (the conditions spliced into the
+    /// hook rules) and applied with one `nft -f -`, so a condition nft rejects leaves
+    /// everything as it was. When the request needs the localnet guard and it is not
+    /// found natively, the transaction also creates it ([`crate::localnet`]; its rule is
+    /// nft text, so the transaction is too).
+    fn add_port_mappings(&self, owner: &Owner<'_>, request: &Request<'_>) -> Result<()> {
+        let (opts, mappings) = (request.options, request.mappings);
+        let ips = &request.mapped_ips();
+        let guard = request.needs_localnet_guard()
+            && crate::localnet::nftables_present_natively() != Some(true);
+        let families: Vec<NfFamily> = FAMILIES
+            .into_iter()
+            .filter(|f| ips.iter().any(|n| family_of(n.ip()) == *f))
             .collect();
-        let ip_text = ip.to_string();
-        for m in mappings.iter().filter(|m| m.applies_to(ip)) {
-            let found = ours.iter().any(|r| {
-                r.chain == HOSTPORTS
-                    && r.mentions_number(u64::from(m.host_port))
-                    && r.mentions_number(u64::from(m.container_port))
-                    && r.mentions(&ip_text)
-                    && r.mentions(m.protocol.as_str())
-                    && m.destination().is_none_or(|d| r.mentions(&d.to_string()))
-            });
-            if !found {
-                return Err(Error::Missing(format!(
-                    "{fam} {TABLE}: missing hostport rule {} {} -> {ip_text}:{} in chain {HOSTPORTS}",
-                    m.protocol, m.host_port, m.container_port
-                )));
-            }
+        let current = read(&families)?;
+        let mut tx = add_tx(&current, owner, opts, mappings, ips);
+        if guard {
+            crate::localnet::add_nftables_ops(&mut tx);
         }
-        if opts.snat {
-            let want = if ip.is_ipv4() && !opts.masq_all { 2 } else { 1 };
-            let have = ours
-                .iter()
-                .filter(|r| r.chain == MASQUERADING && r.mentions(&ip_text))
-                .count();
-            if have < want {
-                return Err(Error::Missing(format!(
-                    "{fam} {TABLE}: missing masquerade rules for {ip_text} in chain {MASQUERADING}"
-                )));
+        match tx.apply(&format!(
+            "setting up port mappings of container {} in tables cni_hostport",
+            owner.container_id
+        )) {
+            Err(e @ Error::Tool { .. }) if tx.has_raw() => {
+                Err(blame_conditions(e, &current, owner, opts, mappings, ips))
             }
+            // Nothing was run: the transaction cannot be written as nft text.
+            Err(Error::Invalid(why)) if tx.has_raw() => Err(Error::Invalid(format!(
+                "with nftables conditions the ADD is written as nft text: {why}"
+            ))),
+            other => other,
         }
     }
-    Ok(())
+
+    fn del_port_mappings(&self, owner: &Owner<'_>, _added: Option<&Request<'_>>) -> Result<()> {
+        let current = read(&FAMILIES)?;
+        delete_tx(&current, |c| c == owner.container_id).apply(&format!(
+            "removing port mappings of container {} from tables cni_hostport",
+            owner.container_id
+        ))
+    }
+
+    fn check_port_mappings(&self, owner: &Owner<'_>, request: &Request<'_>) -> Result<()> {
+        let (opts, mappings) = (request.options, request.mappings);
+        for net in &request.mapped_ips() {
+            let ip = net.ip();
+            let family = family_of(ip);
+            let fam = word(family);
+            let table = nft::list_table(family, TABLE)?
+                .ok_or_else(|| Error::Missing(format!("table {fam} {TABLE} not found")))?;
+            if !table
+                .rules_in(PREROUTING)
+                .any(|r| r.mentions(HOSTPORTS_ALL))
+            {
+                return Err(Error::Missing(format!(
+                    "jump to {HOSTPORTS_ALL} not found in {fam} {TABLE} chain {PREROUTING}"
+                )));
+            }
+            let ours: Vec<&nft::ListedRule> = table
+                .rules
+                .iter()
+                .filter(|r| r.comment.as_deref() == Some(owner.container_id))
+                .collect();
+            let ip_text = ip.to_string();
+            for m in mappings.iter().filter(|m| m.applies_to(ip)) {
+                let found = ours.iter().any(|r| {
+                    r.chain == HOSTPORTS
+                        && r.mentions_number(u64::from(m.host_port))
+                        && r.mentions_number(u64::from(m.container_port))
+                        && r.mentions(&ip_text)
+                        && r.mentions(m.protocol.as_str())
+                        && m.destination().is_none_or(|d| r.mentions(&d.to_string()))
+                });
+                if !found {
+                    return Err(Error::Missing(format!(
+                        "{fam} {TABLE}: missing hostport rule {} {} -> {ip_text}:{} in chain {HOSTPORTS}",
+                        m.protocol, m.host_port, m.container_port
+                    )));
+                }
+            }
+            if opts.snat {
+                let want = if ip.is_ipv4() && !opts.masq_all { 2 } else { 1 };
+                let have = ours
+                    .iter()
+                    .filter(|r| r.chain == MASQUERADING && r.mentions(&ip_text))
+                    .count();
+                if have < want {
+                    return Err(Error::Missing(format!(
+                        "{fam} {TABLE}: missing masquerade rules for {ip_text} in chain {MASQUERADING}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn gc_port_mappings(&self, _network: &str, valid: &[&str]) -> Result<()> {
+        let current = read(&FAMILIES)?;
+        delete_tx(&current, |c| !valid.contains(&c))
+            .apply("garbage-collecting port mappings in tables cni_hostport")
+    }
 }
 
 #[cfg(test)]
@@ -345,36 +343,30 @@ mod tests {
     use crate::portmap::Protocol;
     use serde_json::{Value, json};
 
-    #[test]
-    fn golden_transaction() {
-        let owner = Owner {
-            network: "n",
-            container_id: "ctr1",
-        };
-        let maps = [
-            PortMapping {
-                host_port: 8080,
-                container_port: 80,
-                protocol: Protocol::Tcp,
-                host_ip: None,
-            },
-            PortMapping {
-                host_port: 9090,
-                container_port: 90,
-                protocol: Protocol::Udp,
-                host_ip: Some("10.0.0.1".parse().unwrap()),
-            },
-            PortMapping {
-                host_port: 9091,
-                container_port: 91,
-                protocol: Protocol::Tcp,
-                host_ip: Some("::".parse().unwrap()),
-            },
-        ];
-        let ips: Vec<IpNetwork> = vec![
+    include!("../../tests/common/mappings.rs");
+
+    const OWNER: Owner<'static> = Owner {
+        network: "n",
+        container_id: "ctr1",
+    };
+
+    /// The container's addresses, one per family.
+    fn ips() -> Vec<IpNetwork> {
+        vec![
             "10.99.0.3/24".parse().unwrap(),
             "fd00::3/64".parse().unwrap(),
+        ]
+    }
+
+    #[test]
+    fn golden_transaction() {
+        let owner = OWNER;
+        let maps = [
+            pm(8080, 80, Protocol::Tcp, None),
+            pm(9090, 90, Protocol::Udp, Some("10.0.0.1")),
+            pm(9091, 91, Protocol::Tcp, Some("::")),
         ];
+        let ips = ips();
         let old = ListedTable::parse(r#"{"nftables":[{"rule":{"chain":"hostports","handle":11,"comment":"ctr1","expr":[]}},{"rule":{"chain":"hostports","handle":12,"comment":"other","expr":[]}}]}"#).unwrap();
         let tx = add_tx(
             &[(NfFamily::IP, Some(old)), (NfFamily::IP6, None)],
@@ -436,37 +428,17 @@ mod tests {
         );
     }
 
-    fn mapping(
-        host_port: u16,
-        container_port: u16,
-        protocol: Protocol,
-        host_ip: Option<&str>,
-    ) -> PortMapping {
-        PortMapping {
-            host_port,
-            container_port,
-            protocol,
-            host_ip: host_ip.map(|h| h.parse().unwrap()),
-        }
-    }
-
     /// With conditions the whole ADD is one nft text script: every command of the JSON
     /// transaction, in the same order, the conditions before the local destination check.
     #[test]
     fn golden_script_with_conditions() {
-        let owner = Owner {
-            network: "n",
-            container_id: "ctr1",
-        };
+        let owner = OWNER;
         let maps = [
-            mapping(8080, 80, Protocol::Tcp, None),
-            mapping(9090, 90, Protocol::Udp, Some("10.0.0.1")),
-            mapping(9091, 91, Protocol::Sctp, Some("fd00::1")),
+            pm(8080, 80, Protocol::Tcp, None),
+            pm(9090, 90, Protocol::Udp, Some("10.0.0.1")),
+            pm(9091, 91, Protocol::Sctp, Some("fd00::1")),
         ];
-        let ips: Vec<IpNetwork> = vec![
-            "10.99.0.3/24".parse().unwrap(),
-            "fd00::3/64".parse().unwrap(),
-        ];
+        let ips = ips();
         let old = ListedTable::parse(r#"{"nftables":[{"rule":{"chain":"hostports","handle":11,"comment":"ctr1","expr":[]}},{"rule":{"chain":"masquerading","handle":12,"comment":"ctr1","expr":[]}},{"rule":{"chain":"hostports","handle":13,"comment":"other","expr":[]}}]}"#).unwrap();
         let current = [(NfFamily::IP, Some(old)), (NfFamily::IP6, None)];
         let cond = PortMapOptions {

@@ -1,6 +1,6 @@
-//! The types of a port mapping request, shared by the dispatch in
-//! [`super`] and the two layouts ([`super::ipt`], [`super::nft`]); a leaf
-//! module, re-exported by [`super`].
+//! The types of a port mapping request, shared by the backend seam
+//! ([`crate::firewall::PortMapper`]), [`super`] and the two layouts ([`super::ipt`],
+//! [`super::nft`]); a leaf module, re-exported by [`super`].
 
 use std::fmt;
 use std::net::IpAddr;
@@ -135,17 +135,60 @@ pub struct Owner<'a> {
     pub container_id: &'a str,
 }
 
-/// What a DEL may know of the attachment: the backend, options, mappings and container
-/// addresses its ADD was given (runtimes pass `runtimeConfig.portMappings` and
-/// `prevResult` on DEL too).
+/// What ADD installs for a container and CHECK verifies: the plugin options, the
+/// mappings and the container addresses.
 #[derive(Debug, Clone, Copy)]
-pub struct Known<'a> {
-    /// The backend ADD used (the iptables fast path is tried only for iptables).
-    pub backend: Backend,
+pub struct Request<'a> {
     /// The plugin options.
     pub options: &'a PortMapOptions,
     /// The port mappings.
     pub mappings: &'a [PortMapping],
-    /// The container addresses (first IPv4 and first IPv6 are the mapped ones).
+    /// The container addresses; the first IPv4 and the first IPv6 one are mapped.
     pub ips: &'a [IpNetwork],
+}
+
+impl<'a> Request<'a> {
+    /// The request for `mappings` with `options` to the container addresses `ips`.
+    pub fn new(
+        options: &'a PortMapOptions,
+        mappings: &'a [PortMapping],
+        ips: &'a [IpNetwork],
+    ) -> Request<'a> {
+        Request {
+            options,
+            mappings,
+            ips,
+        }
+    }
+
+    /// The mapped addresses: the first IPv4 and the first IPv6 one of `ips`.
+    pub(super) fn mapped_ips(&self) -> Vec<IpNetwork> {
+        let v4 = self.ips.iter().find(|n| n.is_ipv4());
+        let v6 = self.ips.iter().find(|n| n.is_ipv6());
+        v4.into_iter().chain(v6).copied().collect()
+    }
+
+    /// Whether ADD makes sure of the localnet guard ([`crate::localnet`]) first: with
+    /// `snat` and an IPv4 address, the case in which the plugin turns `route_localnet`
+    /// on.
+    pub fn needs_localnet_guard(&self) -> bool {
+        self.options.snat && self.ips.iter().any(IpNetwork::is_ipv4)
+    }
+}
+
+/// What a DEL may know of the attachment: the backend its ADD used and what that ADD was
+/// given (runtimes pass `runtimeConfig.portMappings` and `prevResult` on DEL too).
+#[derive(Debug, Clone, Copy)]
+pub struct Known<'a> {
+    /// The backend ADD used (only it is given `request`).
+    pub backend: Backend,
+    /// What ADD was given.
+    pub request: Request<'a>,
+}
+
+impl Known<'_> {
+    /// What `backend`'s DEL is given: the request, if `backend` did the ADD.
+    pub fn for_backend(&self, backend: Backend) -> Option<&Request<'_>> {
+        (self.backend == backend).then_some(&self.request)
+    }
 }
