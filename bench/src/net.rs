@@ -18,38 +18,6 @@ pub const CNI_VERSION: &str = "1.0.0";
 /// Interface name inside the container.
 pub const IFNAME: &str = "eth0";
 
-/// The netfilter backend every configuration asks for (bridge `ipMasqBackend`, portmap
-/// `backend`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// iptables rules (the only backend of the Go plugins before v1.7).
-    Iptables,
-    /// nftables tables of their own (`inet cni_plugins_masquerade`, `ip cni_hostport`).
-    Nftables,
-}
-
-impl Backend {
-    /// The configuration value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Iptables => "iptables",
-            Self::Nftables => "nftables",
-        }
-    }
-
-    /// Parses `iptables` or `nftables`.
-    ///
-    /// # Errors
-    /// Any other value.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "iptables" => Ok(Self::Iptables),
-            "nftables" => Ok(Self::Nftables),
-            _ => Err(format!("--backend: {s:?} is neither iptables nor nftables")),
-        }
-    }
-}
-
 /// One implementation: its plugin directory, its private host namespace (stand-in for
 /// the node's root namespace) and its private IPAM data directory.
 #[derive(Debug)]
@@ -184,6 +152,38 @@ impl Impl {
         (0..count)
             .map(|i| format!("{prefix}{}-{group}{i}", self.tag))
             .collect()
+    }
+}
+
+/// The netfilter backend every configuration asks for (bridge `ipMasqBackend`, portmap
+/// `backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// iptables rules (the only backend of the Go plugins before v1.7).
+    Iptables,
+    /// nftables tables of their own (`inet cni_plugins_masquerade`, `ip cni_hostport`).
+    Nftables,
+}
+
+impl Backend {
+    /// The configuration value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Iptables => "iptables",
+            Self::Nftables => "nftables",
+        }
+    }
+
+    /// Parses `iptables` or `nftables`.
+    ///
+    /// # Errors
+    /// Any other value.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "iptables" => Ok(Self::Iptables),
+            "nftables" => Ok(Self::Nftables),
+            _ => Err(format!("--backend: {s:?} is neither iptables nor nftables")),
+        }
     }
 }
 

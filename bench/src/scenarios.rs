@@ -280,6 +280,16 @@ impl Ctx {
         )
     }
 
+    /// The ADD and DEL rows of scenarios 1 and 2, each with its ratio target.
+    fn push_add_del(&mut self, sc: &str, samples: [&Samples; 2], limits: [f64; 2]) {
+        let labels = self.labels();
+        for ((op, s), limit) in ["ADD", "DEL"].into_iter().zip(samples).zip(limits) {
+            self.rows.push(
+                Row::compare(sc, op, "ms", s.summaries(), Some(limit)).note(s.fail_note(&labels)),
+            );
+        }
+    }
+
     /// Repeated ADD then DEL of one container on `net`, interleaved.
     fn add_del_loop(&self, net: &Net, group: &str, reps: usize) -> Result<[Samples; 2], String> {
         let names = self.containers(group, 1)?;
@@ -333,14 +343,7 @@ impl Ctx {
                 }
             }
         }
-        self.rows.push(
-            Row::compare(sc, "ADD", "ms", add_s.summaries(), Some(0.25))
-                .note(add_s.fail_note(&labels)),
-        );
-        self.rows.push(
-            Row::compare(sc, "DEL", "ms", del_s.summaries(), Some(0.6))
-                .note(del_s.fail_note(&labels)),
-        );
+        self.push_add_del(sc, [&add_s, &del_s], [0.25, 0.6]);
         self.rows.push(Row::compare(
             sc,
             "ADD CPU (user+sys)",
@@ -391,14 +394,7 @@ impl Ctx {
         let [add_s, del_s] = self.add_del_loop(&CHAIN, "s2-", reps)?;
         let labels = self.labels();
         let sc = "2 chain";
-        self.rows.push(
-            Row::compare(sc, "ADD", "ms", add_s.summaries(), Some(0.15))
-                .note(add_s.fail_note(&labels)),
-        );
-        self.rows.push(
-            Row::compare(sc, "DEL", "ms", del_s.summaries(), Some(0.35))
-                .note(del_s.fail_note(&labels)),
-        );
+        self.push_add_del(sc, [&add_s, &del_s], [0.15, 0.35]);
         for (op, s) in [("ADD", &add_s), ("DEL", &del_s)] {
             for p in ["bridge", "portmap"] {
                 self.rows.push(Row::compare(
@@ -669,24 +665,18 @@ impl Ctx {
             }),
         );
         let sum_s = |v: &[Duration]| Some(v.iter().sum::<Duration>().as_secs_f64());
-        self.rows.push(
-            Row::single(
-                &sc,
-                &format!("all {} chain ADDs, total", n - 1),
-                "s",
-                &bulk_add.wall.iter().map(|w| sum_s(w)).collect::<Vec<_>>(),
-            )
-            .note(bulk_add.fail_note(&labels)),
-        );
-        self.rows.push(
-            Row::single(
-                &sc,
-                &format!("all {} chain DELs, total", n - 1),
-                "s",
-                &bulk_del.wall.iter().map(|w| sum_s(w)).collect::<Vec<_>>(),
-            )
-            .note(bulk_del.fail_note(&labels)),
-        );
+        for (op, bulk) in [("ADD", &bulk_add), ("DEL", &bulk_del)] {
+            let totals: Vec<Option<f64>> = bulk.wall.iter().map(|w| sum_s(w)).collect();
+            self.rows.push(
+                Row::single(
+                    &sc,
+                    &format!("all {} chain {op}s, total", n - 1),
+                    "s",
+                    &totals,
+                )
+                .note(bulk.fail_note(&labels)),
+            );
+        }
         let points_json: Vec<Value> = points
             .iter()
             .enumerate()
@@ -1014,15 +1004,15 @@ impl Ctx {
                 .map(|x| x.get(p).and_then(|v| Summary::of(v)))
                 .collect()
         };
-        for p in plugins {
-            // A guard, not a goal (BENCHMARKS.md, "Memory").
-            self.rows.push(Row::compare(
-                sc,
-                &format!("{p} peak RSS, own"),
-                "MiB",
-                get(&own, p),
-                Some(0.75),
-            ));
+        // Own peak RSS: a guard, not a goal (BENCHMARKS.md, "Memory").
+        for (what, m, limit) in [
+            ("peak RSS, own", &own, Some(0.75)),
+            ("call: largest process", &tree, None),
+        ] {
+            for p in plugins {
+                let row = Row::compare(sc, &format!("{p} {what}"), "MiB", get(m, p), limit);
+                self.rows.push(row);
+            }
         }
         for p in plugins {
             let anon: Vec<Option<f64>> = split
@@ -1040,15 +1030,6 @@ impl Ctx {
                 &format!("{p} anonymous RSS at exit"),
                 "MiB",
                 &anon,
-            ));
-        }
-        for p in plugins {
-            self.rows.push(Row::compare(
-                sc,
-                &format!("{p} call: largest process"),
-                "MiB",
-                get(&tree, p),
-                None,
             ));
         }
         for key in ["bridge ADD", "bridge DEL", "portmap ADD", "portmap DEL"] {
