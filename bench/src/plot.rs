@@ -255,6 +255,19 @@ pub fn svg(series: &[Series], title: &str) -> String {
             );
         }
     }
+    let longest = series
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    let _ = writeln!(
+        o,
+        "<rect x=\"{}\" y=\"{}\" width=\"{:.0}\" height=\"{}\" fill=\"white\" fill-opacity=\"0.85\" stroke=\"#ccc\"/>",
+        L + 8.0,
+        T,
+        52.0 + 7.0 * longest as f64,
+        18.0 * series.len() as f64 + 6.0
+    );
     for (k, s) in series.iter().enumerate() {
         let ly = T + 10.0 + 18.0 * k as f64;
         let dash = if s.backend == "nftables" {
