@@ -9,7 +9,9 @@
 #   make dist-check  make dist, then check the archive (scripts/check-dist.sh)
 #   make demo      attach two containers in private namespaces and show it working
 #   make e2e       only the end-to-end tests (real runtimes, conf-examples)
-#   make bench     side-by-side benchmark against the reference Go plugins
+#   make bench     side-by-side benchmark against the reference Go plugins (BENCH_BACKEND,
+#                  BENCH_UPSTREAM, BENCH_SCALE, BENCH_ARGS; BENCHMARKS.md)
+#   make bench-plot  target/bench/scale.svg from the benchmark results present
 #   make churn     long ADD/CHECK/DEL churn with kills on both backends (CHURN_WORKERS, CHURN_ROUNDS)
 #   make fuzz      run each libFuzzer target for FUZZ_SECONDS (needs cargo-fuzz)
 
@@ -42,7 +44,7 @@ DIST_BINS   := $(PLUGINS) cnitool
 # static-pie, so nothing is relocated (and no page dirtied for it) at start-up.
 STATIC_RUSTFLAGS := -C target-feature=+crt-static -C relocation-model=static
 
-.PHONY: all build release dist dist-check test test-unit lint install uninstall demo e2e bench churn fuzz clean
+.PHONY: all build release dist dist-check test test-unit lint install uninstall demo e2e bench bench-plot churn fuzz clean
 
 all: build
 
@@ -106,8 +108,15 @@ demo:
 e2e: build
 	$(CARGO) test $(LOCKED) -p cni-tests -p cni-cri-tests --test 'e2e_*'
 
+# One backend per run: BENCH_BACKEND=iptables (default) or nftables. BENCH_UPSTREAM=<dir>
+# adds upstream's current Go plugins as a third implementation (the only reference with
+# nftables). Each run leaves target/bench/results-<backend>.json and redraws
+# target/bench/scale.svg from all of them.
 bench: release
 	scripts/bench.sh $(RELEASE_DIR)
+
+bench-plot:
+	scripts/bench.sh --plot
 
 # The churn test of `make test` (tests/tests/churn.rs), long: CHURN_WORKERS threads
 # each take CHURN_ROUNDS containers through ADD/CHECK/DEL with random SIGKILLs, on one

@@ -13,13 +13,14 @@
 //! a complete cleanup: a namespace takes its links, bridge, routes and netfilter rules
 //! with it.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use nix::sys::signal::{SigSet, Signal};
+
+use crate::exec::run_with_stdin;
 
 /// Prefix of every namespace and directory the benchmark creates.
 pub const PREFIX: &str = "cnibench-";
@@ -82,18 +83,13 @@ pub fn delete_netns(names: &[String]) -> Vec<String> {
         return Vec::new();
     }
     let script: String = names.iter().map(|n| format!("netns del {n}\n")).collect();
-    if let Ok(mut child) = Command::new("ip")
-        .args(["-force", "-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    {
-        if let Some(mut stdin) = child.stdin.take() {
-            let _ = stdin.write_all(script.as_bytes());
-        }
-        let _ = child.wait();
-    }
+    let _ = run_with_stdin(
+        Command::new("ip")
+            .args(["-force", "-batch", "-"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        script.as_bytes(),
+    );
     names
         .iter()
         .filter(|n| Path::new(NETNS_DIR).join(n).exists())

@@ -168,3 +168,21 @@ impl Call<'_> {
         })
     }
 }
+
+/// Runs a helper tool (not a measured plugin) with `input` on its stdin and collects its
+/// stdout and stderr. The caller sets stdout/stderr to null when it does not need them.
+///
+/// # Errors
+/// When the tool cannot be spawned or waited for.
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Result<std::process::Output, String> {
+    let name = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn {name}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // Ignore EPIPE: the tool reports what went wrong on stderr.
+        let _ = stdin.write_all(input);
+    }
+    child.wait_with_output().map_err(|e| format!("{name}: {e}"))
+}

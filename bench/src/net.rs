@@ -1,16 +1,16 @@
-//! The two implementations under test, the network configurations (identical for both),
+//! The implementations under test, the network configurations (identical for all),
 //! and the libcni sequence for a plugin chain: ADD in order with each result passed as the
 //! next plugin's `prevResult`, DEL in reverse with the cached final result.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use cni_netns::NetNs;
 use serde_json::{Value, json};
 
 use crate::cleanup;
-use crate::exec::{Call, Outcome, PLUGIN_PATH};
+use crate::exec::{Call, Outcome, PLUGIN_PATH, run_with_stdin};
 
 /// `cniVersion` of every configuration (the Go reference 1.1.1 supports up to 1.0.0).
 pub const CNI_VERSION: &str = "1.0.0";
@@ -22,10 +22,12 @@ pub const IFNAME: &str = "eth0";
 /// the node's root namespace) and its private IPAM data directory.
 #[derive(Debug)]
 pub struct Impl {
-    /// `ours` or `reference`.
+    /// `ours`, `debian` or `upstream`.
     pub label: &'static str,
-    /// Short tag used in namespace names (`o` / `r`).
-    pub tag: &'static str,
+    /// Short tag used in namespace names (`o`, `d`, `u`, …).
+    pub tag: String,
+    /// The netfilter backend its configurations ask for.
+    pub backend: Backend,
     /// Directory holding `bridge`, `host-local`, `portmap`; also `CNI_PATH`.
     pub dir: PathBuf,
     /// Name of the private host namespace.
@@ -42,26 +44,17 @@ pub struct Impl {
 /// # Errors
 /// When any of them does not exist afterwards.
 pub fn create_netns(names: &[String]) -> Result<(), String> {
-    use std::io::Write;
     for n in names {
         cleanup::register_netns(n);
     }
     for chunk in names.chunks(500) {
         let script: String = chunk.iter().map(|n| format!("netns add {n}\n")).collect();
-        let mut child = Command::new("ip")
-            .args(["-force", "-batch", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("spawn ip -batch: {e}"))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(script.as_bytes())
-                .map_err(|e| format!("ip -batch stdin: {e}"))?;
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| format!("ip -batch: {e}"))?;
+        let out = run_with_stdin(
+            Command::new("ip")
+                .args(["-force", "-batch", "-"])
+                .stderr(Stdio::piped()),
+            script.as_bytes(),
+        )?;
         if let Some(missing) = chunk
             .iter()
             .find(|n| !Path::new(cleanup::NETNS_DIR).join(n).exists())
@@ -86,11 +79,23 @@ pub fn netns_path(name: &str) -> PathBuf {
 /// # Errors
 /// When the tool cannot run or fails.
 pub fn ns_exec(ns: &str, argv: &[&str]) -> Result<String, String> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(argv)
-        .output()
-        .map_err(|e| format!("ip netns exec {ns} {argv:?}: {e}"))?;
+    ns_exec_stdin(ns, argv, b"")
+}
+
+/// [`ns_exec`] with `input` on the tool's stdin (e.g. an `iptables-restore` script).
+///
+/// # Errors
+/// When the tool cannot run or fails.
+pub fn ns_exec_stdin(ns: &str, argv: &[&str], input: &[u8]) -> Result<String, String> {
+    let out = run_with_stdin(
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(argv)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+        input,
+    )
+    .map_err(|e| format!("ip netns exec {ns} {argv:?}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
             "ip netns exec {ns} {argv:?}: {}",
@@ -105,7 +110,12 @@ impl Impl {
     ///
     /// # Errors
     /// When either cannot be created or the plugin directory lacks a plugin.
-    pub fn new(label: &'static str, tag: &'static str, dir: &Path) -> Result<Self, String> {
+    pub fn new(
+        label: &'static str,
+        tag: &str,
+        dir: &Path,
+        backend: Backend,
+    ) -> Result<Self, String> {
         for p in ["bridge", "host-local", "portmap"] {
             if !dir.join(p).is_file() {
                 return Err(format!("{label}: {} does not exist", dir.join(p).display()));
@@ -122,7 +132,8 @@ impl Impl {
             .map_err(|e| format!("create {}: {e}", data_dir.display()))?;
         Ok(Self {
             label,
-            tag,
+            tag: tag.to_owned(),
+            backend,
             dir: dir.to_path_buf(),
             host_name,
             host,
@@ -144,7 +155,39 @@ impl Impl {
     }
 }
 
-/// A network: the same shape for both implementations (each lives in its own host
+/// The netfilter backend every configuration asks for (bridge `ipMasqBackend`, portmap
+/// `backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// iptables rules (the only backend of the Go plugins before v1.7).
+    Iptables,
+    /// nftables tables of their own (`inet cni_plugins_masquerade`, `ip cni_hostport`).
+    Nftables,
+}
+
+impl Backend {
+    /// The configuration value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Iptables => "iptables",
+            Self::Nftables => "nftables",
+        }
+    }
+
+    /// Parses `iptables` or `nftables`.
+    ///
+    /// # Errors
+    /// Any other value.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "iptables" => Ok(Self::Iptables),
+            "nftables" => Ok(Self::Nftables),
+            _ => Err(format!("--backend: {s:?} is neither iptables nor nftables")),
+        }
+    }
+}
+
+/// A network: the same shape for every implementation (each lives in its own host
 /// namespace, so names and subnets may be equal).
 #[derive(Debug, Clone, Copy)]
 pub struct Net {
@@ -188,6 +231,7 @@ impl Net {
             "bridge": self.bridge,
             "isGateway": true,
             "ipMasq": self.ip_masq,
+            "ipMasqBackend": imp.backend.as_str(),
             "ipam": {
                 "type": "host-local",
                 "ranges": [[{ "subnet": self.subnet }]],
@@ -199,22 +243,31 @@ impl Net {
 
     /// The portmap plugin's configuration as libcni builds it: the list entry plus
     /// `name`, `cniVersion`, `runtimeConfig.portMappings` (capability `portMappings`) and
-    /// `prevResult`.
-    pub fn portmap_conf(&self, slot: u32, prev: Option<&Value>) -> Value {
-        let host_port = 20_000 + slot;
+    /// `prevResult`. Without `mappings`, `runtimeConfig` is left out (a runtime that
+    /// forgot the mappings at DEL).
+    pub fn portmap_conf(&self, imp: &Impl, att: &Attachment, prev: Option<&Value>) -> Value {
+        let host_port = 20_000 + att.slot;
         let mut v = json!({
             "cniVersion": CNI_VERSION,
             "name": self.name,
             "type": "portmap",
+            "backend": imp.backend.as_str(),
             "capabilities": { "portMappings": true },
             "snat": true,
-            "runtimeConfig": { "portMappings": [
-                { "hostPort": host_port, "containerPort": 80, "protocol": "tcp" },
-                { "hostPort": host_port, "containerPort": 53, "protocol": "udp" },
-            ]},
         });
-        if let (Some(p), Some(obj)) = (prev, v.as_object_mut()) {
-            obj.insert("prevResult".into(), p.clone());
+        if let Some(obj) = v.as_object_mut() {
+            if att.mappings {
+                obj.insert(
+                    "runtimeConfig".into(),
+                    json!({ "portMappings": [
+                        { "hostPort": host_port, "containerPort": 80, "protocol": "tcp" },
+                        { "hostPort": host_port, "containerPort": 53, "protocol": "udp" },
+                    ]}),
+                );
+            }
+            if let Some(p) = prev {
+                obj.insert("prevResult".into(), p.clone());
+            }
         }
         v
     }
@@ -231,6 +284,9 @@ pub struct Attachment {
     pub slot: u32,
     /// The cached result of the last successful chain ADD (libcni's cache).
     pub result: Option<Value>,
+    /// Whether portmap gets `runtimeConfig.portMappings` (true unless a scenario lets the
+    /// runtime forget them at DEL).
+    pub mappings: bool,
 }
 
 impl Attachment {
@@ -241,6 +297,7 @@ impl Attachment {
             netns: netns_path(ns_name),
             slot,
             result: None,
+            mappings: true,
         }
     }
 }
@@ -324,21 +381,14 @@ impl Impl {
         let rule = "POSTROUTING -s 192.0.2.1/32 -m comment --comment cni-bench-floor -j ACCEPT";
         let restore = |line: String| -> Result<Duration, String> {
             let start = std::time::Instant::now();
-            let mut child = Command::new("iptables-restore")
-                .args(["-w", "10", "--noflush"])
-                .env("PATH", PLUGIN_PATH)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .map_err(|e| format!("iptables-restore: {e}"))?;
-            if let Some(mut stdin) = child.stdin.take() {
-                std::io::Write::write_all(&mut stdin, format!("*nat\n{line}\nCOMMIT\n").as_bytes())
-                    .map_err(|e| format!("iptables-restore stdin: {e}"))?;
-            }
-            let out = child
-                .wait_with_output()
-                .map_err(|e| format!("iptables-restore: {e}"))?;
+            let out = run_with_stdin(
+                Command::new("iptables-restore")
+                    .args(["-w", "10", "--noflush"])
+                    .env("PATH", PLUGIN_PATH)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped()),
+                format!("*nat\n{line}\nCOMMIT\n").as_bytes(),
+            )?;
             let took = start.elapsed();
             if !out.status.success() {
                 return Err(format!(
@@ -381,7 +431,7 @@ impl Impl {
             }
             if net.portmap {
                 let mut call = self.call("portmap", "ADD", att);
-                call.stdin = to_bytes(&net.portmap_conf(att.slot, result.as_ref()));
+                call.stdin = to_bytes(&net.portmap_conf(self, att, result.as_ref()));
                 let o = call.run(trace_peak);
                 result = o.json();
                 if !out.push("portmap", o) {
@@ -417,7 +467,7 @@ impl Impl {
             let mut out = ChainOutcome::default();
             if net.portmap {
                 let mut call = self.call("portmap", "DEL", att);
-                call.stdin = to_bytes(&net.portmap_conf(att.slot, prev.as_ref()));
+                call.stdin = to_bytes(&net.portmap_conf(self, att, prev.as_ref()));
                 let o = call.run(trace_peak);
                 out.push("portmap", o);
             }

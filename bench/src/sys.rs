@@ -112,31 +112,39 @@ pub fn seize_tree(pid: u32) -> bool {
         | libc::PTRACE_O_TRACEVFORK
         | libc::PTRACE_O_TRACECLONE
         | libc::PTRACE_O_TRACEEXEC) as usize;
-    // SAFETY: PTRACE_SEIZE takes no pointer: `addr` must be 0 and `data` carries the option
-    // bits as an integer; the kernel never dereferences either.
-    let r = unsafe {
+    ptrace_int(IntRequest::Seize, pid, options) == 0
+}
+
+/// The `ptrace(2)` requests whose `addr` is ignored and whose `data` is an integer.
+#[derive(Debug, Clone, Copy)]
+enum IntRequest {
+    /// `PTRACE_SEIZE`: `data` = option bits.
+    Seize,
+    /// `PTRACE_CONT`: `data` = signal to inject.
+    Cont,
+}
+
+/// `ptrace(request, pid, 0, data)` for a request that takes no pointer.
+fn ptrace_int(request: IntRequest, pid: libc::pid_t, data: usize) -> libc::c_long {
+    let request = match request {
+        IntRequest::Seize => libc::PTRACE_SEIZE,
+        IntRequest::Cont => libc::PTRACE_CONT,
+    };
+    // SAFETY: for PTRACE_SEIZE and PTRACE_CONT (the only requests `IntRequest` allows)
+    // `addr` is ignored (0 here) and `data` is an integer (option bits, a signal number)
+    // passed in a pointer-sized argument; the kernel dereferences neither.
+    unsafe {
         libc::ptrace(
-            libc::PTRACE_SEIZE,
+            request,
             pid,
             std::ptr::null_mut::<libc::c_void>(),
-            options as *mut libc::c_void,
+            data as *mut libc::c_void,
         )
-    };
-    r == 0
+    }
 }
 
 fn ptrace_cont(pid: libc::pid_t, signal: libc::c_int) {
-    let sig = usize::try_from(signal).unwrap_or(0);
-    // SAFETY: PTRACE_CONT takes an ignored `addr` and the signal number to inject as an
-    // integer in `data`; nothing is dereferenced.
-    let _ = unsafe {
-        libc::ptrace(
-            libc::PTRACE_CONT,
-            pid,
-            std::ptr::null_mut::<libc::c_void>(),
-            sig as *mut libc::c_void,
-        )
-    };
+    let _ = ptrace_int(IntRequest::Cont, pid, usize::try_from(signal).unwrap_or(0));
 }
 
 /// One process of a traced call tree.
