@@ -737,3 +737,72 @@ fn teardown_leaves_second_attachment(
         .unwrap();
     assert!(present("ctr2"));
 }
+
+/// DEL without the mappings (the runtime forgot them) on a node whose `nat` table is busy
+/// with unrelated rules: the container's chains and their jumps go natively (two chain
+/// dumps and one transaction per family), without a tool process and without reading the
+/// table; a chain that something else still jumps to falls back to reading the table and
+/// still goes, with that jump.
+#[test]
+fn portmap_iptables_del_without_mappings_reads_only_its_chains() {
+    if !require_root() {
+        return;
+    }
+    let ns = host_ns();
+    if !iptables::is_nft_variant(Family::V4) {
+        println!("skipped: iptables is not the nf_tables variant");
+        return;
+    }
+    // 2,000 unrelated DNAT rules, reachable from PREROUTING like kube-proxy's.
+    let mut busy = String::from("*nat\n:KUBE-SERVICES - [0:0]\n-A PREROUTING -j KUBE-SERVICES\n");
+    for i in 0..2000 {
+        busy.push_str(&format!(
+            "-A KUBE-SERVICES -d 10.96.{}.{}/32 -p tcp --dport 80 -j DNAT --to-destination 10.244.0.{}:8080\n",
+            i / 250,
+            i % 250,
+            i % 250 + 1
+        ));
+    }
+    busy.push_str("COMMIT\n");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), busy).unwrap();
+    ns.sh(&format!("iptables-restore --noflush < {}", file.path().display()));
+    let opts = PortMapOptions::default();
+    for owner in [&OWNER, &SECOND] {
+        let (maps, ips) = if owner.container_id == "ctr1" {
+            (sample(), ips())
+        } else {
+            (vec![SECOND_MAPPING], second_ips())
+        };
+        ns.run_in(|| Iptables.add_port_mappings(owner, &Request::new(&opts, &maps, &ips)))
+            .unwrap();
+    }
+    let chain = cni_netfilter::names::portmap_dnat_chain("ccnet", "ctr1");
+    let tools = ns
+        .run_in(|| {
+            let before = cni_netfilter::tools_run();
+            portmap::del(&OWNER).map(|()| cni_netfilter::tools_run() - before)
+        })
+        .unwrap();
+    assert_eq!(tools, 0, "a tool ran: the table was read");
+    for v6 in [false, true] {
+        let l = ns.nat(v6);
+        assert!(!l.contains(&chain), "{l}");
+        assert!(!l.contains("id: \\\"ctr1\\\""), "{l}");
+    }
+    let l = ns.nat(false);
+    assert!(
+        l.contains("--dports 6000"),
+        "the other container stays: {l}"
+    );
+    assert_eq!(l.matches("-A KUBE-SERVICES").count(), 2000);
+    // A jump from elsewhere: the native transaction is refused, the table is read.
+    let second = cni_netfilter::names::portmap_dnat_chain("ccnet", "ctr2");
+    ns.sh(&format!(
+        "iptables -t nat -N OTHER && iptables -t nat -A OTHER -j {second}"
+    ));
+    ns.run_in(|| portmap::del(&SECOND)).unwrap();
+    let l = ns.nat(false);
+    assert!(!l.contains(&second), "{l}");
+    assert!(!l.contains("--dports 6000"), "{l}");
+}

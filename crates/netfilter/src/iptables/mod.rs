@@ -214,9 +214,11 @@ pub fn known_empty(family: Family, table: &str) -> bool {
 ///    removes), it is tried alone with [`try_restore`]: one process, nothing read. Its
 ///    `-D`/`-X` lines fail unless everything is exactly as expected, and then nothing
 ///    changes (one atomic commit);
-/// 2. otherwise, or when the fast script was rejected, `table` is read once, `deletions`
-///    builds the script from what is there, and it is applied in one restore (nothing
-///    when the script is empty).
+/// 2. otherwise, with the nf_tables variant, `native` may remove what it knows to look
+///    for without reading the whole table (see [`native::remove_chains`]) and return
+///    `true` when it did;
+/// 3. otherwise, `table` is read once, `deletions` builds the script from what is there,
+///    and it is applied in one restore (nothing when the script is empty).
 ///
 /// A failing family does not stop the other; all errors are collected.
 ///
@@ -226,6 +228,7 @@ pub fn delete_in_each_family(
     table: &str,
     op: &str,
     fast: impl Fn(Family) -> Option<Script>,
+    native: impl Fn(Family) -> bool,
     deletions: impl Fn(&SavedTable) -> Script,
 ) -> Result<()> {
     let mut errors = Vec::new();
@@ -240,7 +243,7 @@ pub fn delete_in_each_family(
             );
             continue;
         }
-        let result = delete_in_family(family, table, op, &fast, &deletions);
+        let result = delete_in_family(family, table, op, &fast, &native, &deletions);
         if let Err(e) = result {
             errors.push(e);
         }
@@ -253,12 +256,16 @@ fn delete_in_family(
     table: &str,
     op: &str,
     fast: impl Fn(Family) -> Option<Script>,
+    native: impl Fn(Family) -> bool,
     deletions: impl Fn(&SavedTable) -> Script,
 ) -> Result<()> {
     if let Some(script) = fast(family).filter(|s| !s.is_empty())
         && exec::find_tool(family.restore_tool()).is_some()
         && try_restore(family, &script, op)?
     {
+        return Ok(());
+    }
+    if is_nft_variant(family) && native(family) {
         return Ok(());
     }
     match save_if_present(family, table)? {

@@ -490,6 +490,57 @@ fn cmp(attrs: &[Cmp]) -> Expr {
     }
 }
 
+/// Removes the chains `(entry, chain)` of `table` natively, in one nf_tables transaction:
+/// each `chain` that exists is flushed and deleted, with every rule of its `entry` chain
+/// that jumps to it. Only two chain dumps are read (`entry`'s, filtered by the kernel),
+/// never the whole table, so the cost does not grow with unrelated rules (a node's
+/// kube-proxy rules in `nat`). For the nf_tables variant of the tools only.
+///
+/// Returns `false` when this could not be done and the caller must fall back to reading
+/// the table: a socket or read failure, or the kernel refusing the transaction (nothing
+/// is then changed), e.g. because a rule elsewhere still jumps to a chain (`EBUSY`) or
+/// another process changed the chain meanwhile.
+pub fn remove_chains(family: Family, table: &str, pairs: &[(&str, &str)]) -> bool {
+    let fam = match family {
+        Family::V4 => libc::NFPROTO_IPV4 as u8,
+        Family::V6 => libc::NFPROTO_IPV6 as u8,
+    };
+    let attempt = || -> io::Result<bool> {
+        let mut conn =
+            Conn::open().map_err(|(op, e)| io::Error::new(e.kind(), format!("{op}: {e}")))?;
+        let mut batch = crate::nftnl::Batch::default();
+        for (entry, chain) in pairs {
+            if !crate::nftnl::chain_exists(&mut conn, fam, table, chain)? {
+                continue;
+            }
+            let jumps = crate::nftnl::rules(&mut conn, fam, table, entry)?.unwrap_or_default();
+            for r in jumps.iter().filter(|r| r.jump.as_deref() == Some(*chain)) {
+                batch.del_rule(fam, table, entry, r.handle);
+            }
+            batch.flush_chain(fam, table, chain);
+            batch.del_chain(fam, table, chain);
+        }
+        if batch.is_empty() {
+            return Ok(true);
+        }
+        match batch.commit(&mut conn) {
+            Ok(()) => Ok(true),
+            Err(crate::nftnl::CommitError::Refused { errno, what }) => {
+                log::debug!("native removal refused: {what}: errno {errno}");
+                Ok(false)
+            }
+            Err(e) => Err(e.into_io()),
+        }
+    };
+    match attempt() {
+        Ok(done) => done,
+        Err(e) => {
+            log::debug!("native removal in table {table} not possible: {e}");
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use ipnetwork::IpNetwork;
 use super::MasqOwner;
 use crate::error::{Error, Result};
 use crate::firewall::{Iptables, Masquerade};
-use crate::iptables::{self, Family, NAT, SavedTable, Script};
+use crate::iptables::{self, Family, NAT, SavedTable, Script, native};
 use crate::names;
 
 const POSTROUTING: &str = "POSTROUTING";
@@ -222,6 +222,7 @@ impl Masquerade for Iptables {
             NAT,
             &format!("removing masquerade chain {chain}"),
             |family| ips.and_then(|ips| fast_teardown_script(owner, family, ips)),
+            |family| native::remove_chains(family, NAT, &[("POSTROUTING", &chain)]),
             |saved| {
                 let mut script = Script::new(NAT);
                 iptables::remove_chain(saved, &mut script, &chain);
@@ -272,6 +273,7 @@ impl Masquerade for Iptables {
             NAT,
             &format!("garbage-collecting masquerade chains of network {network}"),
             |_| None,
+            |_| false,
             |saved| {
                 let mut script = Script::new(NAT);
                 for (cid, chain) in owned_chains(saved, network) {

@@ -446,6 +446,9 @@ pub struct RuleRef {
     pub handle: u64,
     /// Its comment.
     pub comment: Option<String>,
+    /// The chain its verdict jumps to or goes to (`jump`/`goto`, as iptables-nft encodes
+    /// `-j <chain>` too), if it has one.
+    pub jump: Option<String>,
 }
 
 /// The rules of one chain, in order (one `GETRULE` dump filtered by the kernel to that
@@ -465,18 +468,23 @@ pub(crate) fn rules(
     a.put_str(2, chain); // NFTA_RULE_CHAIN
     let mut out = Vec::new();
     let res = request(conn, Msg::GetRule, NLM_F_DUMP, family, &a, |attrs| {
-        let (mut handle, mut comment, mut same) = (None, None, true);
+        let (mut handle, mut comment, mut jump, mut same) = (None, None, None, true);
         for (kind, value) in attributes(attrs) {
             match kind {
                 1 => same &= name_of(value) == table,
                 2 => same &= name_of(value) == chain,
                 3 => handle = value.try_into().ok().map(u64::from_be_bytes),
+                4 => jump = jump_target(value),
                 7 => comment = udata_comment(value),
                 _ => {}
             }
         }
         if let (Some(handle), true) = (handle, same) {
-            out.push(RuleRef { handle, comment });
+            out.push(RuleRef {
+                handle,
+                comment,
+                jump,
+            });
         }
     });
     match res {
@@ -484,6 +492,41 @@ pub(crate) fn rules(
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// The chain named by a `jump`/`goto` verdict among a rule's expressions
+/// (`NFTA_RULE_EXPRESSIONS`): an `immediate` whose data is a verdict with a chain.
+fn jump_target(exprs: &[u8]) -> Option<String> {
+    const NFT_JUMP: i32 = -3;
+    const NFT_GOTO: i32 = -4;
+    attributes(exprs).find_map(|(_, elem)| {
+        let mut name = None;
+        let mut data = None;
+        for (kind, value) in attributes(elem) {
+            match kind {
+                1 => name = Some(name_of(value)), // NFTA_EXPR_NAME
+                2 => data = Some(value),          // NFTA_EXPR_DATA
+                _ => {}
+            }
+        }
+        if name.as_deref() != Some("immediate") {
+            return None;
+        }
+        // NFTA_IMMEDIATE_DATA -> NFTA_DATA_VERDICT -> NFTA_VERDICT_{CODE,CHAIN}
+        let imm = attributes(data?).find(|(k, _)| *k == 2)?.1;
+        let verdict = attributes(imm).find(|(k, _)| *k == 2)?.1;
+        let (mut code, mut chain) = (None, None);
+        for (kind, value) in attributes(verdict) {
+            match kind {
+                1 => code = value.try_into().ok().map(i32::from_be_bytes),
+                2 => chain = Some(name_of(value)),
+                _ => {}
+            }
+        }
+        matches!(code, Some(NFT_JUMP | NFT_GOTO))
+            .then_some(chain)
+            .flatten()
+    })
 }
 
 /// Whether table `table` exists (`GETTABLE`).

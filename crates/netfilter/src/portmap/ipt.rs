@@ -503,6 +503,14 @@ impl PortMapper for Iptables {
                 owner.container_id
             ),
             |family| added.and_then(|k| fast_del_script(owner, k, family)),
+            |family| {
+                let legacy = names::portmap_legacy_snat_chain(owner.network, owner.container_id);
+                native::remove_chains(
+                    family,
+                    NAT,
+                    &[(DNAT_CHAIN, &chain), (LEGACY_SNAT_CHAIN, &legacy)],
+                )
+            },
             |saved| del_script(saved, owner),
         )
     }
@@ -544,6 +552,7 @@ impl PortMapper for Iptables {
             NAT,
             &format!("garbage-collecting port-mapping chains of network {network}"),
             |_| None,
+            |_| false,
             |saved| {
                 let mut s = Script::new(NAT);
                 for chain in stale_chains(saved, network, valid) {
