@@ -986,14 +986,18 @@ fn ipmasq_add_and_del_with_debug_logging_complete() {
         &["10.21.0.0/24"],
         json!({"isGateway": true, "ipMasq": true}),
     );
-    for cmd in ["ADD", "DEL"] {
+    // DEL without prevResult removes the chain natively (no tool runs), and says so.
+    for (cmd, logged) in [
+        ("ADD", "iptables-restore"),
+        ("DEL", "removing masquerade chain"),
+    ] {
         let call = fx
             .call(cmd, &conf, Some(&ctr), "dbg")
             .env("CNI_LOG_LEVEL", "trace");
         let out = fx.run(&call);
         out.assert_success();
         let log = String::from_utf8_lossy(&out.stderr);
-        assert!(log.contains("iptables-restore"), "{cmd}: {log}");
+        assert!(log.contains(logged), "{cmd}: {log}");
     }
     assert_clean(&fx, &ctr);
 }

@@ -24,6 +24,7 @@
 //! * [`release_sockets`]: the final close of this crate's netfilter sockets, left to a
 //!   detached helper so the plugin does not wait for nf_tables' deferred cleanup.
 
+mod attachments;
 mod error;
 mod exec;
 mod nfnl;

@@ -766,7 +766,10 @@ fn portmap_iptables_del_without_mappings_reads_only_its_chains() {
     busy.push_str("COMMIT\n");
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), busy).unwrap();
-    ns.sh(&format!("iptables-restore --noflush < {}", file.path().display()));
+    ns.sh(&format!(
+        "iptables-restore --noflush < {}",
+        file.path().display()
+    ));
     let opts = PortMapOptions::default();
     for owner in [&OWNER, &SECOND] {
         let (maps, ips) = if owner.container_id == "ctr1" {
@@ -805,4 +808,47 @@ fn portmap_iptables_del_without_mappings_reads_only_its_chains() {
     let l = ns.nat(false);
     assert!(!l.contains(&second), "{l}");
     assert!(!l.contains("--dports 6000"), "{l}");
+}
+
+/// nftables portmap ADD reads the shared chains only when the container may have rules
+/// there already (its marker exists: an earlier ADD of ours, not yet DELeted). A rule
+/// planted with the container's comment before its first ADD (as upstream's plugin would
+/// leave one) is not seen by that ADD; the next ADD replaces it with the rest; DEL removes
+/// everything and the marker, so the next first ADD reads nothing again.
+#[test]
+fn portmap_nftables_first_add_reads_nothing() {
+    if !require_root() {
+        return;
+    }
+    let ns = host_ns();
+    let opts = PortMapOptions::default();
+    let add = || {
+        ns.run_in(|| Nftables.add_port_mappings(&OWNER, &Request::new(&opts, &sample(), &ips())))
+            .unwrap();
+    };
+    let planted = "tcp dport 5555 dnat to 10.99.0.3:55 comment \"ctr1\"";
+    let plant = || {
+        ns.sh("nft add rule ip cni_hostport hostports tcp dport 5555 dnat to 10.99.0.3:55 comment '\"ctr1\"'");
+    };
+    add();
+    ns.run_in(|| Nftables.del_port_mappings(&OWNER, None))
+        .unwrap();
+    plant();
+    add();
+    let v4 = nft_list(&ns, "table ip cni_hostport");
+    assert!(v4.contains(planted), "a first ADD must not have read: {v4}");
+    add();
+    let v4 = nft_list(&ns, "table ip cni_hostport");
+    assert!(!v4.contains(planted), "a repeated ADD replaces: {v4}");
+    assert_eq!(v4.matches("comment \"ctr1\"").count(), 5, "{v4}");
+    plant();
+    ns.run_in(|| Nftables.del_port_mappings(&OWNER, None))
+        .unwrap();
+    let v4 = nft_list(&ns, "table ip cni_hostport");
+    assert!(!v4.contains("ctr1"), "{v4}");
+    plant();
+    add();
+    assert!(nft_list(&ns, "table ip cni_hostport").contains(planted));
+    ns.run_in(|| Nftables.del_port_mappings(&OWNER, None))
+        .unwrap();
 }

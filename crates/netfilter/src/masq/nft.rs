@@ -7,6 +7,7 @@ use ipnetwork::IpNetwork;
 use nftables::types::{NfChainType, NfFamily, NfHook};
 
 use super::MasqOwner;
+use crate::attachments::Marker;
 use crate::error::{Error, Result};
 use crate::firewall::{Masquerade, Nftables};
 use crate::names;
@@ -99,6 +100,14 @@ fn read_checks() -> Result<Option<ListedTable>> {
     nft::read_table(FAMILY, TABLE, &[CHECKS], nft::Chains::Named(&[]))
 }
 
+/// The [`Marker`] of the attachment's masquerade rules.
+fn marker(owner: &MasqOwner<'_>) -> Option<Marker> {
+    Marker::of(
+        "masquerade",
+        &[owner.network, owner.ifname, owner.container_id],
+    )
+}
+
 fn teardown_tx(table: &ListedTable, keep: impl Fn(&str) -> bool, prefix: &str) -> Tx {
     let mut tx = Tx::new();
     for rule in table.rules_in(CHECKS) {
@@ -114,7 +123,9 @@ fn teardown_tx(table: &ListedTable, keep: impl Fn(&str) -> bool, prefix: &str) -
 
 impl Masquerade for Nftables {
     fn setup_masq(&self, owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {
-        let current = read_checks()?;
+        // A first ADD of the attachment has nothing to replace: no read of masq_checks.
+        let first = marker(owner).is_some_and(|m| m.mark_new());
+        let current = if first { None } else { read_checks()? };
         setup_tx(current.as_ref(), owner, ips).apply(&format!(
             "setting up masquerading for container {} in table inet {TABLE}",
             owner.container_id
@@ -129,7 +140,11 @@ impl Masquerade for Nftables {
         teardown_tx(&table, |_| false, &prefix).apply(&format!(
             "removing masquerade rules of container {} from table inet {TABLE}",
             owner.container_id
-        ))
+        ))?;
+        if let Some(m) = marker(owner) {
+            m.clear();
+        }
+        Ok(())
     }
 
     fn check_masq(&self, owner: &MasqOwner<'_>, ips: &[IpNetwork]) -> Result<()> {

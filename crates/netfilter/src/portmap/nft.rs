@@ -8,6 +8,7 @@ use nftables::expr::Expression;
 use nftables::types::{NfChainType, NfFamily, NfHook};
 
 use super::{Owner, PortMapOptions, PortMapping, Request};
+use crate::attachments::Marker;
 use crate::error::{Error, Result};
 use crate::firewall::{Nftables, PortMapper};
 use crate::nft::{self, Hook, ListedTable, Tx, expr};
@@ -154,6 +155,10 @@ fn add_family(
     }
 }
 
+/// The kind of [`Marker`] of port-mapping rules (keyed, like the rules' comments, by the
+/// container ID).
+const MARKER: &str = "portmap";
+
 /// The ADD transaction for all families of `ips`, given the current listings.
 pub(crate) fn add_tx(
     current: &[(NfFamily, Option<ListedTable>)],
@@ -248,7 +253,13 @@ impl PortMapper for Nftables {
             .into_iter()
             .filter(|f| ips.iter().any(|n| family_of(n.ip()) == *f))
             .collect();
-        let current = read(&families)?;
+        // A first ADD of the container has nothing to replace: no read of the chains.
+        let first = Marker::of(MARKER, &[owner.container_id]).is_some_and(|m| m.mark_new());
+        let current = if first {
+            families.iter().map(|&f| (f, None)).collect()
+        } else {
+            read(&families)?
+        };
         let mut tx = add_tx(&current, owner, opts, mappings, ips);
         if guard {
             crate::localnet::add_nftables_ops(&mut tx);
@@ -273,7 +284,11 @@ impl PortMapper for Nftables {
         delete_tx(&current, |c| c == owner.container_id).apply(&format!(
             "removing port mappings of container {} from tables cni_hostport",
             owner.container_id
-        ))
+        ))?;
+        if let Some(m) = Marker::of(MARKER, &[owner.container_id]) {
+            m.clear();
+        }
+        Ok(())
     }
 
     fn check_port_mappings(&self, owner: &Owner<'_>, request: &Request<'_>) -> Result<()> {
