@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cni_ipam::{Attachment, DiskStore, DiskStoreOptions, RangeSet, RangeSpec, Store, allocate_all};
-use cni_testsupport::PluginCall;
+use cni_testsupport::{PluginCall, dir_names};
 
 const REFERENCE: &str = "/usr/lib/cni/host-local";
 
@@ -82,15 +82,6 @@ fn run_ref(bin: &Path, command: &str, id: &str, ifname: &str, stdin: &str) -> Ou
     out
 }
 
-fn file_names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .expect("read_dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn reference_state_is_read_continued_and_released_by_us() {
     let Some(bin) = reference() else { return };
@@ -128,7 +119,7 @@ fn reference_state_is_read_continued_and_released_by_us() {
     let mut released = store.release(&who).expect("release");
     released.sort();
     assert_eq!(released, [ip("10.1.2.2"), ip("2001:db8:1::2")]);
-    assert_eq!(file_names(store.dir()), AFTER_RELEASE_OF_THE_FIRST);
+    assert_eq!(dir_names(store.dir()), AFTER_RELEASE_OF_THE_FIRST);
 }
 
 #[test]
@@ -152,7 +143,7 @@ fn our_state_is_read_and_released_by_the_reference() {
     // the reference's DEL removes exactly our reservation files
     run_ref(&bin, "DEL", "ours", "eth0", &stdin);
     let dir = data.path().join("compat");
-    assert_eq!(file_names(&dir), AFTER_RELEASE_OF_THE_FIRST);
+    assert_eq!(dir_names(&dir), AFTER_RELEASE_OF_THE_FIRST);
 }
 
 #[test]
@@ -175,7 +166,7 @@ fn legacy_id_only_files_are_released_by_both() {
         );
     }
     run_ref(&bin, "DEL", "old-b", "eth0", &conf(data.path()));
-    assert_eq!(file_names(&dir), ["lock"]);
+    assert_eq!(dir_names(&dir), ["lock"]);
 }
 
 #[test]

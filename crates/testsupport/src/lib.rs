@@ -97,6 +97,19 @@ pub fn write_script(dir: &Path, name: &str, body: &str) -> PathBuf {
     p
 }
 
+/// The names of the entries of `dir`, sorted.
+///
+/// # Panics
+/// When `dir` cannot be read.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
 /// A short random hex string (not cryptographic; for unique names only).
 pub fn random_hex(len: usize) -> String {
     let mut buf = vec![0u8; len.div_ceil(2)];
