@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bridge::rollback::STEPS;
-use cni_testsupport::node::{Node, Side, links};
+use cni_testsupport::node::{Node, Side, first_ip, links};
 use cni_testsupport::{Netns, PluginCall, PluginOutput, plugin_bin, reference_bin, require_root};
 use serde_json::{Value, json};
 
@@ -32,10 +32,21 @@ impl std::ops::Deref for Fx {
 }
 
 impl Fx {
-    fn new() -> Self {
+    /// The fixture when running as root; `None` (the test is skipped) otherwise.
+    fn root() -> Option<Self> {
+        if !require_root() {
+            return None;
+        }
         let mut n = Node::new();
         n.bridge = BR.into();
-        Self(n)
+        Some(Self(n))
+    }
+
+    /// [`Fx::root`] and one container.
+    fn with_container() -> Option<(Self, Netns)> {
+        let fx = Self::root()?;
+        let ctr = fx.env.add_container();
+        Some((fx, ctr))
     }
 
     /// A config with host-local IPAM over `subnets` (one range set each); `extra` merged in.
@@ -135,10 +146,9 @@ fn assert_clean(fx: &Fx, ctr: &Netns) {
 
 #[test]
 fn add_check_del_ipv4_every_version() {
-    if !require_root() {
+    let Some(fx) = Fx::root() else {
         return;
-    }
-    let fx = Fx::new();
+    };
     // Forwarding off and a new device's arp_notify 0 whatever the defaults inherited
     // from the node: the first ADD turns forwarding on (it reads 0 over netconf and
     // writes the sysctl), later ones find it on; arp_notify is set on every interface.
@@ -199,10 +209,9 @@ fn add_check_del_ipv4_every_version() {
 
 #[test]
 fn ipv6_only_and_dual_stack_with_default_gateway() {
-    if !require_root() {
+    let Some(fx) = Fx::root() else {
         return;
-    }
-    let fx = Fx::new();
+    };
     set_sysctl(&fx.env.host, "net.ipv6.conf.all.forwarding", "0");
     let ctr = fx.env.add_container();
     let conf = fx.conf(
@@ -257,11 +266,9 @@ fn ipv6_only_and_dual_stack_with_default_gateway() {
 
 #[test]
 fn enabledad_sets_container_sysctls() {
-    if !require_root() {
+    let Some((fx, ctr)) = Fx::with_container() else {
         return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
+    };
     let conf = fx.conf("1.0.0", &["2001:db8:5::/64"], json!({"enabledad": true}));
     fx.add(&conf, &ctr, "dad");
     assert_eq!(sysctl(&ctr, "net.ipv6.conf.eth0.accept_dad"), "1");
@@ -290,24 +297,14 @@ fn tcp_roundtrip(server_ns: &Netns, bind: SocketAddr, client_ns: &Netns) {
 
 #[test]
 fn two_containers_reach_each_other_and_the_gateway() {
-    if !require_root() {
+    let Some(fx) = Fx::root() else {
         return;
-    }
-    let fx = Fx::new();
+    };
     let (a, b) = (fx.env.add_container(), fx.env.add_container());
     let conf = fx.conf("1.0.0", &["10.12.0.0/24"], json!({"isGateway": true}));
     let ra = fx.add(&conf, &a, "a");
     let rb = fx.add(&conf, &b, "b");
-    let ip_of = |r: &Value| -> String {
-        r["ips"][0]["address"]
-            .as_str()
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string()
-    };
-    let (ipa, ipb) = (ip_of(&ra), ip_of(&rb));
+    let (ipa, ipb) = (first_ip(&ra), first_ip(&rb));
     assert_ne!(ipa, ipb);
     tcp_roundtrip(&a, format!("{ipa}:7001").parse().unwrap(), &b);
     tcp_roundtrip(&b, format!("{ipb}:7002").parse().unwrap(), &a);
@@ -319,11 +316,9 @@ fn two_containers_reach_each_other_and_the_gateway() {
 
 #[test]
 fn mtu_hairpin_and_isolation() {
-    if !require_root() {
+    let Some((fx, ctr)) = Fx::with_container() else {
         return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
+    };
     let conf = fx.conf(
         "1.0.0",
         &["10.13.0.0/24"],
@@ -362,11 +357,9 @@ fn mtu_hairpin_and_isolation() {
 
 #[test]
 fn promisc_mode_and_check_compares_it() {
-    if !require_root() {
+    let Some((fx, ctr)) = Fx::with_container() else {
         return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
+    };
     let conf = fx.conf("1.0.0", &["10.14.0.0/24"], json!({"promiscMode": true}));
     let r = fx.add(&conf, &ctr, "p");
     assert!(
@@ -378,21 +371,15 @@ fn promisc_mode_and_check_compares_it() {
     fx.check(&conf, &r, &ctr, "p").assert_success();
     let plain = fx.conf("1.0.0", &["10.14.0.0/24"], json!({}));
     let out = fx.check(&plain, &r, &ctr, "p");
-    assert!(!out.success());
-    assert!(
-        out.error_msg().unwrap().contains("Promisc"),
-        "{}",
-        out.describe()
-    );
+    out.assert_failure("Promisc");
     fx.del(&conf, Some(&ctr), "p");
 }
 
 #[test]
 fn mac_precedence_cni_args_args_runtime_config() {
-    if !require_root() {
+    let Some(fx) = Fx::root() else {
         return;
-    }
-    let fx = Fx::new();
+    };
     let cases = [
         (json!({}), "0a:58:00:00:00:01"),
         (
@@ -419,24 +406,16 @@ fn mac_precedence_cni_args_args_runtime_config() {
 }
 
 fn masq_roundtrip(backend: &str) {
-    if !require_root() {
+    let Some((fx, ctr)) = Fx::with_container() else {
         return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
+    };
     let conf = fx.conf(
         "1.0.0",
         &["10.16.0.0/24"],
         json!({"isGateway": true, "ipMasq": true, "ipMasqBackend": backend}),
     );
     let r = fx.add(&conf, &ctr, "mq");
-    let ip = r["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let ip = first_ip(&r);
     let chain = cni_netfilter_chain(&fx.name, "mq");
     if backend == "iptables" {
         let nat = iptables_nat(&fx.env.host);
@@ -492,11 +471,9 @@ fn masquerade_nftables_added_checked_and_removed() {
 
 #[test]
 fn macspoofchk_rules_added_and_removed() {
-    if !require_root() {
+    let Some((fx, ctr)) = Fx::with_container() else {
         return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
+    };
     let conf = fx.conf("1.0.0", &["10.17.0.0/24"], json!({"macspoofchk": true}));
     let r = fx.add(&conf, &ctr, "sp");
     let mac = r["interfaces"][2]["mac"].as_str().unwrap();
@@ -514,10 +491,9 @@ fn macspoofchk_rules_added_and_removed() {
 
 #[test]
 fn failure_at_every_step_rolls_back_everything() {
-    if !require_root() {
+    let Some(fx) = Fx::root() else {
         return;
-    }
-    let fx = Fx::new();
+    };
     for backend in ["iptables", "nftables"] {
         let conf = fx.conf(
             "1.0.0",
@@ -548,10 +524,9 @@ fn failure_at_every_step_rolls_back_everything() {
 
 #[test]
 fn real_failure_after_veth_rolls_back() {
-    if !require_root() {
+    let Some(fx) = Fx::root() else {
         return;
-    }
-    let fx = Fx::new();
+    };
     // A conflicting address on an existing bridge without forceAddress fails after IPAM
     // and the container configuration.
     fx.env
@@ -582,20 +557,13 @@ fn real_failure_after_veth_rolls_back() {
 
 #[test]
 fn existing_container_interface_fails_before_any_change() {
-    if !require_root() {
+    let Some((fx, ctr)) = Fx::with_container() else {
         return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
+    };
     ctr.exec_ok("ip", &["link", "add", "eth0", "type", "bridge"]);
     let conf = fx.conf("1.0.0", &["10.20.0.0/24"], json!({}));
     let out = fx.run(&fx.call("ADD", &conf, Some(&ctr), "ex"));
-    assert!(!out.success());
-    assert!(
-        out.error_msg().unwrap().contains("already exists"),
-        "{}",
-        out.describe()
-    );
+    out.assert_failure("already exists");
     assert!(
         link(&fx.env.host, BR).is_none(),
         "nothing created, not even the bridge"
@@ -606,10 +574,9 @@ fn existing_container_interface_fails_before_any_change() {
 
 #[test]
 fn existing_non_bridge_link_is_an_error() {
-    if !require_root() {
+    let Some(fx) = Fx::root() else {
         return;
-    }
-    let fx = Fx::new();
+    };
     fx.env.host.exec_ok(
         "ip",
         &["link", "add", BR, "type", "veth", "peer", "name", "nb-peer"],
@@ -617,22 +584,15 @@ fn existing_non_bridge_link_is_an_error() {
     let ctr = fx.env.add_container();
     let conf = fx.conf("1.0.0", &["10.21.0.0/24"], json!({}));
     let out = fx.run(&fx.call("ADD", &conf, Some(&ctr), "nb"));
-    assert!(!out.success());
-    assert!(
-        out.error_msg().unwrap().contains("is not a bridge"),
-        "{}",
-        out.describe()
-    );
+    out.assert_failure("is not a bridge");
     assert_clean(&fx, &ctr);
 }
 
 #[test]
 fn check_fails_after_address_removed_and_passes_for_layer2() {
-    if !require_root() {
+    let Some((fx, ctr)) = Fx::with_container() else {
         return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
+    };
     let conf = fx.conf(
         "1.0.0",
         &["10.22.0.0/24"],
@@ -663,11 +623,9 @@ fn check_fails_after_address_removed_and_passes_for_layer2() {
 
 #[test]
 fn layer2_modes() {
-    if !require_root() {
+    let Some((fx, ctr)) = Fx::with_container() else {
         return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
+    };
     let l2 = fx.conf("1.0.0", &[], json!({}));
     fx.add(&l2, &ctr, "l2");
     let e = link(&ctr, "eth0").unwrap();
@@ -694,11 +652,9 @@ fn layer2_modes() {
 
 #[test]
 fn invalid_config_codes() {
-    if !require_root() {
+    let Some((fx, ctr)) = Fx::with_container() else {
         return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
+    };
     let cases = [
         (json!({"vlan": 5000}), 7, "invalid VLAN ID 5000"),
         (
@@ -735,11 +691,9 @@ fn invalid_config_codes() {
 
 #[test]
 fn dns_from_config_replaces_ipam_dns() {
-    if !require_root() {
+    let Some((fx, ctr)) = Fx::with_container() else {
         return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
+    };
     let conf = fx.conf(
         "1.0.0",
         &["10.24.0.0/24"],
@@ -753,11 +707,9 @@ fn dns_from_config_replaces_ipam_dns() {
 
 #[test]
 fn duplicate_default_route_from_ipam_is_not_added_twice() {
-    if !require_root() {
+    let Some((fx, ctr)) = Fx::with_container() else {
         return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
+    };
     let mut conf = fx.conf(
         "1.1.0",
         &["10.25.0.0/24"],
@@ -777,11 +729,9 @@ fn duplicate_default_route_from_ipam_is_not_added_twice() {
 
 #[test]
 fn vlan_on_port_or_skip_when_kernel_lacks_support() {
-    if !require_root() {
+    let Some((fx, ctr)) = Fx::with_container() else {
         return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
+    };
     let conf = fx.conf(
         "1.0.0",
         &[],
@@ -817,10 +767,9 @@ fn vlan_on_port_or_skip_when_kernel_lacks_support() {
 
 #[test]
 fn vlan_on_existing_non_filtering_bridge_rolls_back() {
-    if !require_root() {
+    let Some(fx) = Fx::root() else {
         return;
-    }
-    let fx = Fx::new();
+    };
     fx.env
         .host
         .exec_ok("ip", &["link", "add", BR, "type", "bridge"]);
@@ -846,10 +795,9 @@ fn vlan_on_existing_non_filtering_bridge_rolls_back() {
 
 #[test]
 fn status_and_gc() {
-    if !require_root() {
+    let Some(fx) = Fx::root() else {
         return;
-    }
-    let fx = Fx::new();
+    };
     let conf = fx.conf(
         "1.1.0",
         &["10.27.0.0/24"],
@@ -866,20 +814,8 @@ fn status_and_gc() {
     fx.run(&fx.env.call("GC", serde_json::to_vec(&gc).unwrap()))
         .assert_success();
     let res = fx.reservations();
-    let ip_a = ra["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
-    let ip_b = rb["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let ip_a = first_ip(&ra);
+    let ip_b = first_ip(&rb);
     assert_eq!(res, vec![ip_a.clone()], "GC forwarded to IPAM");
     let nft = fx
         .env
@@ -892,15 +828,13 @@ fn status_and_gc() {
 
 #[test]
 fn reference_add_is_checked_and_deleted_by_ours() {
-    if !require_root() {
+    let Some((fx, ctr)) = Fx::with_container() else {
         return;
-    }
+    };
     let Some(reference) = reference_bin("bridge") else {
         eprintln!("skipped: reference bridge not installed");
         return;
     };
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
     let conf = fx.conf(
         "1.0.0",
         &["10.28.0.0/24"],
@@ -941,11 +875,9 @@ fn processes_of_container(id: &str) -> Vec<u32> {
 /// pair must already be gone from both namespaces, and the helper must end by itself.
 #[test]
 fn del_returns_with_the_pair_gone_and_its_helper_ends() {
-    if !require_root() {
+    let Some((fx, ctr)) = Fx::with_container() else {
         return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
+    };
     let conf = fx.conf("1.0.0", &["10.1.9.0/24"], json!({}));
     let id = format!("detach-{}", cni_testsupport::random_hex(8));
     fx.add(&conf, &ctr, &id);
@@ -976,11 +908,9 @@ fn del_returns_with_the_pair_gone_and_its_helper_ends() {
 /// this ADD hung until killed).
 #[test]
 fn ipmasq_add_and_del_with_debug_logging_complete() {
-    if !require_root() {
+    let Some((fx, ctr)) = Fx::with_container() else {
         return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
+    };
     let conf = fx.conf(
         "1.0.0",
         &["10.21.0.0/24"],

@@ -721,6 +721,18 @@ impl TestEnv {
         }
     }
 
+    /// [`TestEnv::new`], then each of `setup` run by `sh -c` in the host namespace.
+    ///
+    /// # Panics
+    /// When a command fails.
+    pub fn with_host_setup(setup: &[&str]) -> Self {
+        let env = Self::new();
+        for cmd in setup {
+            env.host.sh(cmd);
+        }
+        env
+    }
+
     /// A new container namespace (dropped by the caller).
     pub fn add_container(&self) -> Netns {
         Netns::new()
