@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cni_testsupport::{PluginCall, PluginOutput, bin_dir, plugin_bin, reference_bin};
+use cni_testsupport::{LockHolder, PluginCall, PluginOutput, bin_dir, plugin_bin, reference_bin};
 use serde_json::{Value, json};
 
 const NET: &str = "hlnet";
@@ -707,33 +707,11 @@ fn killed_adds_never_leave_a_partial_reservation() {
 
 #[test]
 fn lock_held_elsewhere_ends_in_code_11() {
-    let flock = Path::new("/usr/bin/flock");
-    if !flock.is_file() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "flock(1) required when CI=true"
-        );
-        eprintln!("skipped: flock(1) not installed");
-        return;
-    }
     let net = Net::new();
     fs::create_dir_all(net.dir()).expect("mkdir");
-    let ready = net.data_dir().join("holding");
-    let mut holder = Command::new(flock)
-        .arg("-o")
-        .arg(net.dir().join("lock"))
-        .args(["sh", "-c"])
-        .arg(format!("touch {}; sleep 30", ready.display()))
-        .spawn()
-        .expect("spawn flock");
-    let t0 = Instant::now();
-    while !ready.exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "flock did not start"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    let Some(holder) = LockHolder::hold(&net.dir().join("lock")) else {
+        return;
+    };
     let stdin = net.conf("1.0.0", json!({"ranges": [[{"subnet": "10.66.0.0/24"}]]}));
     let started = Instant::now();
     let out = run(&call("ADD", &stdin)
@@ -744,8 +722,7 @@ fn lock_held_elsewhere_ends_in_code_11() {
         .container_id("w")
         .no_netns()
         .env("CNI_IPAM_LOCK_TIMEOUT_MS", "300"));
-    let _ = holder.kill();
-    let _ = holder.wait();
+    holder.release();
     assert_code(&out, 11, "lock");
     assert_code(&del_out, 11, "lock");
     assert!(took < Duration::from_secs(5), "bounded wait took {took:?}");

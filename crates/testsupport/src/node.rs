@@ -62,6 +62,11 @@ pub struct Node {
 }
 
 impl Node {
+    /// [`Node::new`] when running as root; `None` (the test is skipped) otherwise.
+    pub fn root() -> Option<Self> {
+        crate::require_root().then(Self::new)
+    }
+
     /// A node with a unique network name.
     pub fn new() -> Self {
         Self::named(&crate::unique_name("net"))

@@ -272,7 +272,6 @@ impl Cri {
         let timeout = self.timeout;
         let spec = v1::ImageSpec {
             image: image.to_owned(),
-            ..Default::default()
         };
         self.rt.block_on(async move {
             match tokio::time::timeout(
