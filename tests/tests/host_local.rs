@@ -12,7 +12,9 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cni_testsupport::{LockHolder, PluginCall, PluginOutput, bin_dir, plugin_bin, reference_bin};
+use cni_testsupport::{
+    LockHolder, PluginCall, PluginOutput, bin_dir, dir_names, plugin_bin, reference_bin,
+};
 use serde_json::{Value, json};
 
 const NET: &str = "hlnet";
@@ -40,6 +42,14 @@ impl Net {
     /// `<dataDir>/<network>`.
     fn dir(&self) -> PathBuf {
         self.data.path().join(NET)
+    }
+
+    /// The temporary files (names starting with '.') in the network's directory.
+    fn temp_files(&self) -> Vec<String> {
+        dir_names(&self.dir())
+            .into_iter()
+            .filter(|n| n.starts_with('.'))
+            .collect()
     }
 
     /// A configuration with the given `ipam` keys (dataDir added).
@@ -646,11 +656,7 @@ fn concurrent_adds_in_64_processes_get_unique_addresses() {
             assert_eq!(content, &format!("{id}\r\neth0"));
         }
     }
-    let names: Vec<String> = fs::read_dir(net.dir())
-        .expect("read_dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect();
+    let names = net.temp_files();
     assert!(names.is_empty(), "temporary files left: {names:?}");
 }
 
@@ -697,11 +703,7 @@ fn killed_adds_never_leave_a_partial_reservation() {
     }
     // the next ADD works and clears temporary files a kill may have left
     add(&stdin, "after", "eth0").assert_success();
-    let temp: Vec<String> = fs::read_dir(net.dir())
-        .expect("read_dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect();
+    let temp = net.temp_files();
     assert!(temp.is_empty(), "{temp:?}");
 }
 

@@ -714,6 +714,11 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
+    /// [`TestEnv::new`] when running as root; `None` (the test is skipped) otherwise.
+    pub fn root() -> Option<Self> {
+        require_root().then(Self::new)
+    }
+
     /// Creates the host namespace and a temp dir.
     ///
     /// # Panics

@@ -443,6 +443,30 @@ pub fn wait_group_gone(pgid: u32) {
             .and_then(|(_, rest)| rest.split_whitespace().nth(2))
             .is_some_and(|g| g == pgid.to_string())
     };
+    wait_until_no_process(Duration::from_millis(5), |proc_dir| {
+        std::fs::read_to_string(proc_dir.join("stat")).is_ok_and(|s| in_group(&s))
+    });
+}
+
+/// Waits (at most 10 s) until no helper a killed plugin may have left running (the
+/// delegated host-local, iptables-restore, nft) is alive: they finish their work after
+/// the parent died, and a DEL must come after that work to see it.
+pub fn wait_for_orphans() {
+    let ours = Side::Ours.bin("host-local");
+    wait_until_no_process(Duration::from_millis(10), |proc_dir| {
+        std::fs::read_link(proc_dir.join("exe")).is_ok_and(|exe| {
+            exe == ours
+                || exe.file_name().is_some_and(|n| {
+                    ["xtables-nft-multi", "xtables-legacy-multi", "nft"]
+                        .contains(&n.to_str().unwrap_or(""))
+                })
+        })
+    });
+}
+
+/// Polls `/proc` every `poll` (for at most 10 s) until no process directory
+/// `/proc/<pid>` satisfies `matches`.
+fn wait_until_no_process(poll: Duration, matches: impl Fn(&Path) -> bool) {
     let t0 = std::time::Instant::now();
     while t0.elapsed() < Duration::from_secs(10) {
         let busy = std::fs::read_dir("/proc")
@@ -454,36 +478,10 @@ pub fn wait_group_gone(pgid: u32) {
                     .bytes()
                     .all(|b| b.is_ascii_digit())
             })
-            .any(|e| std::fs::read_to_string(e.path().join("stat")).is_ok_and(|s| in_group(&s)));
+            .any(|e| matches(&e.path()));
         if !busy {
             return;
         }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Waits (at most 10 s) until no helper a killed plugin may have left running (the
-/// delegated host-local, iptables-restore, nft) is alive: they finish their work after
-/// the parent died, and a DEL must come after that work to see it.
-pub fn wait_for_orphans() {
-    let ours = Side::Ours.bin("host-local");
-    let t0 = std::time::Instant::now();
-    while t0.elapsed() < Duration::from_secs(10) {
-        let busy = std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(Result::ok)
-            .any(|e| {
-                std::fs::read_link(e.path().join("exe")).is_ok_and(|exe| {
-                    exe == ours
-                        || exe.file_name().is_some_and(|n| {
-                            ["xtables-nft-multi", "xtables-legacy-multi", "nft"]
-                                .contains(&n.to_str().unwrap_or(""))
-                        })
-                })
-            });
-        if !busy {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(poll);
     }
 }

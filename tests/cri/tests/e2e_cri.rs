@@ -289,8 +289,7 @@ impl CriContainerd {
 
     /// StopPodSandbox + RemovePodSandbox, as kubelet does when a pod goes.
     fn remove_pod(&mut self, id: &str) -> Result<(), CriError> {
-        self.cri().stop_pod_sandbox(id)?;
-        self.cri().remove_pod_sandbox(id)?;
+        self.cri().stop_and_remove_pod_sandbox(id)?;
         self.pods.retain(|p| p != id);
         Ok(())
     }
@@ -303,10 +302,7 @@ impl Drop for CriContainerd {
         if let Some(cri) = self.cri.as_mut() {
             cri.set_timeout(Duration::from_secs(20));
             for id in std::mem::take(&mut self.pods) {
-                if let Err(e) = cri
-                    .stop_pod_sandbox(&id)
-                    .and_then(|()| cri.remove_pod_sandbox(&id))
-                {
+                if let Err(e) = cri.stop_and_remove_pod_sandbox(&id) {
                     eprintln!("cleanup: pod {id}: {e}");
                 }
             }
@@ -556,11 +552,8 @@ fn e2e_cri_pods_hostport_and_teardown() {
 
     // kubelet's teardown: stop and remove the container, then the pods.
     ctrd.cri()
-        .stop_container(&httpd, 5)
-        .unwrap_or_else(|e| panic!("StopContainer: {e}"));
-    ctrd.cri()
-        .remove_container(&httpd)
-        .unwrap_or_else(|e| panic!("RemoveContainer: {e}"));
+        .stop_and_remove_container(&httpd, 5)
+        .unwrap_or_else(|e| panic!("removing the container: {e}"));
     for id in [&pod_a, &pod_b] {
         ctrd.remove_pod(id)
             .unwrap_or_else(|e| panic!("removing pod {id}: {e}\n{}", ctrd.log_tail()));
