@@ -43,15 +43,26 @@ impl Fx {
     }
 
     /// [`Fx::root`] and one container.
-    fn with_container() -> Option<(Self, Netns)> {
+    fn ctr() -> Option<(Self, Netns)> {
         let fx = Self::root()?;
         let ctr = fx.env.add_container();
         Some((fx, ctr))
     }
 
-    /// A config with host-local IPAM over `subnets` (one range set each); `extra` merged in.
-    fn conf(&self, version: &str, subnets: &[&str], extra: Value) -> Value {
+    /// A config of version `version` with host-local IPAM over `subnets` (one range set
+    /// each); `extra` merged in.
+    fn conf_v(&self, version: &str, subnets: &[&str], extra: Value) -> Value {
         self.bridge_conf(version, subnets, extra)
+    }
+
+    /// [`Fx::conf_v`] of version 1.0.0.
+    fn conf(&self, subnets: &[&str], extra: Value) -> Value {
+        self.conf_v("1.0.0", subnets, extra)
+    }
+
+    /// Runs `ip args` in the host namespace.
+    fn host_ip(&self, args: &[&str]) {
+        self.env.host.exec_ok("ip", args);
     }
 
     fn call(&self, cmd: &str, conf: &Value, ctr: Option<&Netns>, id: &str) -> PluginCall {
@@ -146,9 +157,7 @@ fn assert_clean(fx: &Fx, ctr: &Netns) {
 
 #[test]
 fn add_check_del_ipv4_every_version() {
-    let Some(fx) = Fx::root() else {
-        return;
-    };
+    let Some(fx) = Fx::root() else { return };
     // Forwarding off and a new device's arp_notify 0 whatever the defaults inherited
     // from the node: the first ADD turns forwarding on (it reads 0 over netconf and
     // writes the sysctl), later ones find it on; arp_notify is set on every interface.
@@ -156,7 +165,7 @@ fn add_check_del_ipv4_every_version() {
     for v in ALL_VERSIONS {
         let ctr = fx.env.add_container();
         set_sysctl(&ctr, "net.ipv4.conf.default.arp_notify", "0");
-        let conf = fx.conf(v, &["10.10.0.0/24"], json!({"isGateway": true}));
+        let conf = fx.conf_v(v, &["10.10.0.0/24"], json!({"isGateway": true}));
         let r = fx.add(&conf, &ctr, "c1");
         assert_eq!(r["cniVersion"], *v);
         match *v {
@@ -209,12 +218,10 @@ fn add_check_del_ipv4_every_version() {
 
 #[test]
 fn ipv6_only_and_dual_stack_with_default_gateway() {
-    let Some(fx) = Fx::root() else {
-        return;
-    };
+    let Some(fx) = Fx::root() else { return };
     set_sysctl(&fx.env.host, "net.ipv6.conf.all.forwarding", "0");
     let ctr = fx.env.add_container();
-    let conf = fx.conf(
+    let conf = fx.conf_v(
         "1.1.0",
         &["2001:db8:1::/64"],
         json!({"isDefaultGateway": true}),
@@ -236,7 +243,6 @@ fn ipv6_only_and_dual_stack_with_default_gateway() {
 
     let ctr2 = fx.env.add_container();
     let conf = fx.conf(
-        "1.0.0",
         &["10.11.0.0/24", "2001:db8:2::/64"],
         json!({"isDefaultGateway": true}),
     );
@@ -266,10 +272,8 @@ fn ipv6_only_and_dual_stack_with_default_gateway() {
 
 #[test]
 fn enabledad_sets_container_sysctls() {
-    let Some((fx, ctr)) = Fx::with_container() else {
-        return;
-    };
-    let conf = fx.conf("1.0.0", &["2001:db8:5::/64"], json!({"enabledad": true}));
+    let Some((fx, ctr)) = Fx::ctr() else { return };
+    let conf = fx.conf(&["2001:db8:5::/64"], json!({"enabledad": true}));
     fx.add(&conf, &ctr, "dad");
     assert_eq!(sysctl(&ctr, "net.ipv6.conf.eth0.accept_dad"), "1");
     assert_eq!(sysctl(&ctr, "net.ipv6.conf.eth0.enhanced_dad"), "1");
@@ -297,11 +301,9 @@ fn tcp_roundtrip(server_ns: &Netns, bind: SocketAddr, client_ns: &Netns) {
 
 #[test]
 fn two_containers_reach_each_other_and_the_gateway() {
-    let Some(fx) = Fx::root() else {
-        return;
-    };
+    let Some(fx) = Fx::root() else { return };
     let (a, b) = (fx.env.add_container(), fx.env.add_container());
-    let conf = fx.conf("1.0.0", &["10.12.0.0/24"], json!({"isGateway": true}));
+    let conf = fx.conf(&["10.12.0.0/24"], json!({"isGateway": true}));
     let ra = fx.add(&conf, &a, "a");
     let rb = fx.add(&conf, &b, "b");
     let (ipa, ipb) = (first_ip(&ra), first_ip(&rb));
@@ -316,11 +318,8 @@ fn two_containers_reach_each_other_and_the_gateway() {
 
 #[test]
 fn mtu_hairpin_and_isolation() {
-    let Some((fx, ctr)) = Fx::with_container() else {
-        return;
-    };
+    let Some((fx, ctr)) = Fx::ctr() else { return };
     let conf = fx.conf(
-        "1.0.0",
         &["10.13.0.0/24"],
         json!({"mtu": 1400, "hairpinMode": true, "portIsolation": true}),
     );
@@ -343,7 +342,7 @@ fn mtu_hairpin_and_isolation() {
 
     // Defaults: flags explicitly off.
     let ctr2 = fx.env.add_container();
-    let conf2 = fx.conf("1.0.0", &["10.13.0.0/24"], json!({}));
+    let conf2 = fx.conf(&["10.13.0.0/24"], json!({}));
     let r2 = fx.add(&conf2, &ctr2, "m2");
     let hv2 = link(&fx.env.host, r2["interfaces"][1]["name"].as_str().unwrap()).unwrap();
     assert_eq!(hv2["linkinfo"]["info_slave_data"]["hairpin"], false);
@@ -357,10 +356,8 @@ fn mtu_hairpin_and_isolation() {
 
 #[test]
 fn promisc_mode_and_check_compares_it() {
-    let Some((fx, ctr)) = Fx::with_container() else {
-        return;
-    };
-    let conf = fx.conf("1.0.0", &["10.14.0.0/24"], json!({"promiscMode": true}));
+    let Some((fx, ctr)) = Fx::ctr() else { return };
+    let conf = fx.conf(&["10.14.0.0/24"], json!({"promiscMode": true}));
     let r = fx.add(&conf, &ctr, "p");
     assert!(
         link(&fx.env.host, BR).unwrap()["promiscuity"]
@@ -369,7 +366,7 @@ fn promisc_mode_and_check_compares_it() {
             > 0
     );
     fx.check(&conf, &r, &ctr, "p").assert_success();
-    let plain = fx.conf("1.0.0", &["10.14.0.0/24"], json!({}));
+    let plain = fx.conf(&["10.14.0.0/24"], json!({}));
     let out = fx.check(&plain, &r, &ctr, "p");
     out.assert_failure("Promisc");
     fx.del(&conf, Some(&ctr), "p");
@@ -377,9 +374,7 @@ fn promisc_mode_and_check_compares_it() {
 
 #[test]
 fn mac_precedence_cni_args_args_runtime_config() {
-    let Some(fx) = Fx::root() else {
-        return;
-    };
+    let Some(fx) = Fx::root() else { return };
     let cases = [
         (json!({}), "0a:58:00:00:00:01"),
         (
@@ -393,7 +388,7 @@ fn mac_precedence_cni_args_args_runtime_config() {
     ];
     for (extra, want) in cases {
         let ctr = fx.env.add_container();
-        let conf = fx.conf("1.0.0", &["10.15.0.0/24"], extra);
+        let conf = fx.conf(&["10.15.0.0/24"], extra);
         let out = fx.run(
             &fx.call("ADD", &conf, Some(&ctr), "mac")
                 .cni_args("IgnoreUnknown=1;MAC=0a:58:00:00:00:01"),
@@ -406,11 +401,8 @@ fn mac_precedence_cni_args_args_runtime_config() {
 }
 
 fn masq_roundtrip(backend: &str) {
-    let Some((fx, ctr)) = Fx::with_container() else {
-        return;
-    };
+    let Some((fx, ctr)) = Fx::ctr() else { return };
     let conf = fx.conf(
-        "1.0.0",
         &["10.16.0.0/24"],
         json!({"isGateway": true, "ipMasq": true, "ipMasqBackend": backend}),
     );
@@ -471,10 +463,8 @@ fn masquerade_nftables_added_checked_and_removed() {
 
 #[test]
 fn macspoofchk_rules_added_and_removed() {
-    let Some((fx, ctr)) = Fx::with_container() else {
-        return;
-    };
-    let conf = fx.conf("1.0.0", &["10.17.0.0/24"], json!({"macspoofchk": true}));
+    let Some((fx, ctr)) = Fx::ctr() else { return };
+    let conf = fx.conf(&["10.17.0.0/24"], json!({"macspoofchk": true}));
     let r = fx.add(&conf, &ctr, "sp");
     let mac = r["interfaces"][2]["mac"].as_str().unwrap();
     let nft = fx
@@ -491,13 +481,9 @@ fn macspoofchk_rules_added_and_removed() {
 
 #[test]
 fn failure_at_every_step_rolls_back_everything() {
-    let Some(fx) = Fx::root() else {
-        return;
-    };
+    let Some(fx) = Fx::root() else { return };
     for backend in ["iptables", "nftables"] {
-        let conf = fx.conf(
-            "1.0.0",
-            &["10.18.0.0/24", "2001:db8:18::/64"],
+        let conf = fx.conf(&["10.18.0.0/24", "2001:db8:18::/64"],
             json!({"isDefaultGateway": true, "ipMasq": true, "ipMasqBackend": backend, "macspoofchk": true}),
         );
         for step in STEPS {
@@ -507,11 +493,7 @@ fn failure_at_every_step_rolls_back_everything() {
                     .env("CNI_BRIDGE_FAIL_AFTER", step),
             );
             assert!(!out.success(), "step {step}: {}", out.describe());
-            assert!(
-                out.error_msg().unwrap().contains("injected failure"),
-                "{}",
-                out.describe()
-            );
+            out.assert_failure("injected failure");
             assert_clean(&fx, &ctr);
         }
         // And without injection the same ADD works.
@@ -524,20 +506,13 @@ fn failure_at_every_step_rolls_back_everything() {
 
 #[test]
 fn real_failure_after_veth_rolls_back() {
-    let Some(fx) = Fx::root() else {
-        return;
-    };
+    let Some(fx) = Fx::root() else { return };
     // A conflicting address on an existing bridge without forceAddress fails after IPAM
     // and the container configuration.
-    fx.env
-        .host
-        .exec_ok("ip", &["link", "add", BR, "type", "bridge"]);
-    fx.env
-        .host
-        .exec_ok("ip", &["addr", "add", "10.19.9.1/16", "dev", BR]);
+    fx.host_ip(&["link", "add", BR, "type", "bridge"]);
+    fx.host_ip(&["addr", "add", "10.19.9.1/16", "dev", BR]);
     let ctr = fx.env.add_container();
     let conf = fx.conf(
-        "1.0.0",
         &["10.19.0.0/24"],
         json!({"isGateway": true, "ipMasq": true}),
     );
@@ -546,7 +521,6 @@ fn real_failure_after_veth_rolls_back() {
     assert_clean(&fx, &ctr);
     // forceAddress replaces it.
     let conf = fx.conf(
-        "1.0.0",
         &["10.19.0.0/24"],
         json!({"isGateway": true, "forceAddress": true}),
     );
@@ -557,11 +531,9 @@ fn real_failure_after_veth_rolls_back() {
 
 #[test]
 fn existing_container_interface_fails_before_any_change() {
-    let Some((fx, ctr)) = Fx::with_container() else {
-        return;
-    };
+    let Some((fx, ctr)) = Fx::ctr() else { return };
     ctr.exec_ok("ip", &["link", "add", "eth0", "type", "bridge"]);
-    let conf = fx.conf("1.0.0", &["10.20.0.0/24"], json!({}));
+    let conf = fx.conf(&["10.20.0.0/24"], json!({}));
     let out = fx.run(&fx.call("ADD", &conf, Some(&ctr), "ex"));
     out.assert_failure("already exists");
     assert!(
@@ -574,15 +546,10 @@ fn existing_container_interface_fails_before_any_change() {
 
 #[test]
 fn existing_non_bridge_link_is_an_error() {
-    let Some(fx) = Fx::root() else {
-        return;
-    };
-    fx.env.host.exec_ok(
-        "ip",
-        &["link", "add", BR, "type", "veth", "peer", "name", "nb-peer"],
-    );
+    let Some(fx) = Fx::root() else { return };
+    fx.host_ip(&["link", "add", BR, "type", "veth", "peer", "name", "nb-peer"]);
     let ctr = fx.env.add_container();
-    let conf = fx.conf("1.0.0", &["10.21.0.0/24"], json!({}));
+    let conf = fx.conf(&["10.21.0.0/24"], json!({}));
     let out = fx.run(&fx.call("ADD", &conf, Some(&ctr), "nb"));
     out.assert_failure("is not a bridge");
     assert_clean(&fx, &ctr);
@@ -590,25 +557,19 @@ fn existing_non_bridge_link_is_an_error() {
 
 #[test]
 fn check_fails_after_address_removed_and_passes_for_layer2() {
-    let Some((fx, ctr)) = Fx::with_container() else {
-        return;
-    };
-    let conf = fx.conf(
-        "1.0.0",
-        &["10.22.0.0/24"],
-        json!({"isDefaultGateway": true}),
-    );
+    let Some((fx, ctr)) = Fx::ctr() else { return };
+    let conf = fx.conf(&["10.22.0.0/24"], json!({"isDefaultGateway": true}));
     let r = fx.add(&conf, &ctr, "ck");
     fx.check(&conf, &r, &ctr, "ck").assert_success();
     let a = r["ips"][0]["address"].as_str().unwrap().to_string();
     ctr.exec_ok("ip", &["addr", "del", &a, "dev", "eth0"]);
     let out = fx.check(&conf, &r, &ctr, "ck");
     assert_eq!(out.error_code(), Some(103), "{}", out.describe());
-    assert!(out.error_msg().unwrap().contains(&a), "{}", out.describe());
+    out.assert_failure(&a);
     fx.del(&conf, Some(&ctr), "ck");
 
     let ctr2 = fx.env.add_container();
-    let l2 = fx.conf("1.0.0", &[], json!({}));
+    let l2 = fx.conf(&[], json!({}));
     let r2 = fx.add(&l2, &ctr2, "l2");
     assert!(
         r2.get("ips")
@@ -623,10 +584,8 @@ fn check_fails_after_address_removed_and_passes_for_layer2() {
 
 #[test]
 fn layer2_modes() {
-    let Some((fx, ctr)) = Fx::with_container() else {
-        return;
-    };
-    let l2 = fx.conf("1.0.0", &[], json!({}));
+    let Some((fx, ctr)) = Fx::ctr() else { return };
+    let l2 = fx.conf(&[], json!({}));
     fx.add(&l2, &ctr, "l2");
     let e = link(&ctr, "eth0").unwrap();
     assert_eq!(e["operstate"], "UP");
@@ -634,7 +593,7 @@ fn layer2_modes() {
     fx.del(&l2, Some(&ctr), "l2");
 
     // disableContainerInterface leaves it down.
-    let l2d = fx.conf("1.0.0", &[], json!({"disableContainerInterface": true}));
+    let l2d = fx.conf(&[], json!({"disableContainerInterface": true}));
     fx.add(&l2d, &ctr, "l2d");
     let flags = link(&ctr, "eth0").unwrap()["flags"].clone();
     assert!(
@@ -644,7 +603,7 @@ fn layer2_modes() {
     fx.del(&l2d, Some(&ctr), "l2d");
 
     // A 0.2.0 result cannot express L2: the ADD fails and leaves nothing behind.
-    let old = fx.conf("0.2.0", &[], json!({}));
+    let old = fx.conf_v("0.2.0", &[], json!({}));
     let out = fx.run(&fx.call("ADD", &old, Some(&ctr), "l2old"));
     assert!(!out.success());
     assert_clean(&fx, &ctr);
@@ -652,9 +611,7 @@ fn layer2_modes() {
 
 #[test]
 fn invalid_config_codes() {
-    let Some((fx, ctr)) = Fx::with_container() else {
-        return;
-    };
+    let Some((fx, ctr)) = Fx::ctr() else { return };
     let cases = [
         (json!({"vlan": 5000}), 7, "invalid VLAN ID 5000"),
         (
@@ -671,13 +628,12 @@ fn invalid_config_codes() {
         (json!({"mtu": "big"}), 7, ""),
     ];
     for (extra, code, msg) in cases {
-        let conf = fx.conf("1.0.0", &["10.23.0.0/24"], extra.clone());
+        let conf = fx.conf(&["10.23.0.0/24"], extra.clone());
         let out = fx.run(&fx.call("ADD", &conf, Some(&ctr), "bad"));
         assert_eq!(out.error_code(), Some(code), "{extra}: {}", out.describe());
-        assert!(out.error_msg().unwrap().contains(msg), "{}", out.describe());
+        out.assert_failure(msg);
     }
     let conf = fx.conf(
-        "1.0.0",
         &["10.23.0.0/24"],
         json!({"disableContainerInterface": true}),
     );
@@ -691,11 +647,8 @@ fn invalid_config_codes() {
 
 #[test]
 fn dns_from_config_replaces_ipam_dns() {
-    let Some((fx, ctr)) = Fx::with_container() else {
-        return;
-    };
+    let Some((fx, ctr)) = Fx::ctr() else { return };
     let conf = fx.conf(
-        "1.0.0",
         &["10.24.0.0/24"],
         json!({"dns": {"nameservers": ["192.0.2.53"], "search": ["example.test"]}}),
     );
@@ -707,10 +660,8 @@ fn dns_from_config_replaces_ipam_dns() {
 
 #[test]
 fn duplicate_default_route_from_ipam_is_not_added_twice() {
-    let Some((fx, ctr)) = Fx::with_container() else {
-        return;
-    };
-    let mut conf = fx.conf(
+    let Some((fx, ctr)) = Fx::ctr() else { return };
+    let mut conf = fx.conf_v(
         "1.1.0",
         &["10.25.0.0/24"],
         json!({"isDefaultGateway": true}),
@@ -729,11 +680,8 @@ fn duplicate_default_route_from_ipam_is_not_added_twice() {
 
 #[test]
 fn vlan_on_port_or_skip_when_kernel_lacks_support() {
-    let Some((fx, ctr)) = Fx::with_container() else {
-        return;
-    };
+    let Some((fx, ctr)) = Fx::ctr() else { return };
     let conf = fx.conf(
-        "1.0.0",
         &[],
         json!({"vlan": 100, "vlanTrunk": [{"id": 101}, {"minID": 200, "maxID": 202}]}),
     );
@@ -767,38 +715,24 @@ fn vlan_on_port_or_skip_when_kernel_lacks_support() {
 
 #[test]
 fn vlan_on_existing_non_filtering_bridge_rolls_back() {
-    let Some(fx) = Fx::root() else {
-        return;
-    };
-    fx.env
-        .host
-        .exec_ok("ip", &["link", "add", BR, "type", "bridge"]);
+    let Some(fx) = Fx::root() else { return };
+    fx.host_ip(&["link", "add", BR, "type", "bridge"]);
     let ctr = fx.env.add_container();
-    let conf = fx.conf(
-        "1.0.0",
-        &["10.26.0.0/24"],
-        json!({"vlan": 100, "ipMasq": true}),
-    );
+    let conf = fx.conf(&["10.26.0.0/24"], json!({"vlan": 100, "ipMasq": true}));
     let out = fx.run(&fx.call("ADD", &conf, Some(&ctr), "vx"));
     if out.success() {
         // Kernels with VLAN support accept entries on a non-filtering bridge.
         fx.del(&conf, Some(&ctr), "vx");
     } else {
-        assert!(
-            out.error_msg().unwrap().contains("vlan"),
-            "{}",
-            out.describe()
-        );
+        out.assert_failure("vlan");
     }
     assert_clean(&fx, &ctr);
 }
 
 #[test]
 fn status_and_gc() {
-    let Some(fx) = Fx::root() else {
-        return;
-    };
-    let conf = fx.conf(
+    let Some(fx) = Fx::root() else { return };
+    let conf = fx.conf_v(
         "1.1.0",
         &["10.27.0.0/24"],
         json!({"ipMasq": true, "ipMasqBackend": "nftables"}),
@@ -828,15 +762,12 @@ fn status_and_gc() {
 
 #[test]
 fn reference_add_is_checked_and_deleted_by_ours() {
-    let Some((fx, ctr)) = Fx::with_container() else {
-        return;
-    };
+    let Some((fx, ctr)) = Fx::ctr() else { return };
     let Some(reference) = reference_bin("bridge") else {
         eprintln!("skipped: reference bridge not installed");
         return;
     };
     let conf = fx.conf(
-        "1.0.0",
         &["10.28.0.0/24"],
         json!({"isDefaultGateway": true, "ipMasq": true}),
     );
@@ -875,10 +806,8 @@ fn processes_of_container(id: &str) -> Vec<u32> {
 /// pair must already be gone from both namespaces, and the helper must end by itself.
 #[test]
 fn del_returns_with_the_pair_gone_and_its_helper_ends() {
-    let Some((fx, ctr)) = Fx::with_container() else {
-        return;
-    };
-    let conf = fx.conf("1.0.0", &["10.1.9.0/24"], json!({}));
+    let Some((fx, ctr)) = Fx::ctr() else { return };
+    let conf = fx.conf(&["10.1.9.0/24"], json!({}));
     let id = format!("detach-{}", cni_testsupport::random_hex(8));
     fx.add(&conf, &ctr, &id);
     assert_eq!(fx.host_veths().len(), 1);
@@ -908,11 +837,8 @@ fn del_returns_with_the_pair_gone_and_its_helper_ends() {
 /// this ADD hung until killed).
 #[test]
 fn ipmasq_add_and_del_with_debug_logging_complete() {
-    let Some((fx, ctr)) = Fx::with_container() else {
-        return;
-    };
+    let Some((fx, ctr)) = Fx::ctr() else { return };
     let conf = fx.conf(
-        "1.0.0",
         &["10.21.0.0/24"],
         json!({"isGateway": true, "ipMasq": true}),
     );

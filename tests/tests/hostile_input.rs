@@ -453,13 +453,7 @@ fn portmap_nft_conditions_nft_rejects_are_code_7_and_change_nothing() {
             "badcond",
         );
         assert_eq!(out.error_code(), Some(7), "{cond:?}: {}", out.describe());
-        assert!(
-            out.error_msg()
-                .unwrap()
-                .contains("nftables conditions rejected by nft"),
-            "{}",
-            out.describe()
-        );
+        out.assert_failure("nftables conditions rejected by nft");
         assert_eq!(
             ruleset(),
             before,

@@ -324,6 +324,15 @@ impl Pair {
         (crate::require_root() && require_reference()).then(|| Self::new(prefix))
     }
 
+    /// When [`Pair::if_runnable`] gives a pair: `f` on the reference's node, then on ours.
+    pub fn each_side(prefix: &str, mut f: impl FnMut(Side, &Node)) {
+        if let Some(p) = Self::if_runnable(prefix) {
+            for (side, n) in p.sides() {
+                f(side, n);
+            }
+        }
+    }
+
     /// Both sides with their nodes, the reference first.
     pub fn sides(&self) -> [(Side, &Node); 2] {
         [(Side::Ref, &self.reference), (Side::Ours, &self.ours)]
