@@ -95,11 +95,8 @@ impl<'a> Iterator for RoundRobin<'a> {
 mod tests {
     use super::*;
     use crate::range::RangeSpec;
+    use crate::test_util::ip;
     use ipnetwork::IpNetwork;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("test address")
-    }
 
     fn spec(subnet: &str, start: Option<&str>, end: Option<&str>) -> RangeSpec {
         RangeSpec {

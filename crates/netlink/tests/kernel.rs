@@ -29,8 +29,10 @@ fn plain_bridge(h: &mut Handle, name: &str) -> Link {
         mtu: None,
         vlan_filtering: None,
     })
-    .unwrap();
-    h.link_by_name(name).unwrap().unwrap()
+    .expect("add bridge");
+    h.link_by_name(name)
+        .expect("link by name")
+        .expect("the bridge just added")
 }
 
 fn net(s: &str) -> IpNetwork {

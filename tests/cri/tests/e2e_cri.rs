@@ -277,7 +277,6 @@ impl CriContainerd {
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: self.cgroup_parent.clone(),
             }),
-            ..Default::default()
         }
     }
 
@@ -501,7 +500,6 @@ fn e2e_cri_pods_hostport_and_teardown() {
                     .map(String::from)
                     .to_vec(),
                 log_path: "httpd.log".into(),
-                ..Default::default()
             },
             cfg_a,
         )

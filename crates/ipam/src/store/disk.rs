@@ -616,12 +616,9 @@ impl Store for DiskStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::ip;
     use cni_testsupport::dir_names;
     use std::os::unix::fs::PermissionsExt;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("test address")
-    }
 
     fn opts() -> DiskStoreOptions {
         DiskStoreOptions {
