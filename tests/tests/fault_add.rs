@@ -26,19 +26,8 @@ fn without_cap_net_admin_nothing_is_created() {
     let Some(n) = Node::root() else { return };
     let conf = n.bridge_conf("1.0.0", &["10.101.0.0/24"], json!({"isGateway": true}));
     let ctr = n.env.add_container();
-    let dir = tempfile::tempdir().unwrap();
-    let wrapper = write_script(
-        dir.path(),
-        "bridge",
-        &format!(
-            "exec setpriv --bounding-set -net_admin --inh-caps -net_admin {} \"$@\"",
-            Side::Ours.bin("bridge").display()
-        ),
-    );
-    let out = n.env.host.run_in(|| {
-        n.call(Side::Ours, "ADD", &conf, Some(&ctr), "cap")
-            .run_here(&wrapper)
-    });
+    let drop_cap = "exec setpriv --bounding-set -net_admin --inh-caps -net_admin ";
+    let out = n.add_ours_wrapped(drop_cap, &conf, &ctr, "cap");
     assert!(!out.success());
     let msg = out.error_msg().unwrap_or_default();
     assert!(

@@ -385,19 +385,7 @@ fn state_files_are_private_whatever_the_umask() {
     let conf = n.bridge_conf("1.0.0", &["10.135.0.0/24", "fd00:135::/64"], json!({}));
     let ctr = n.env.add_container();
     // A caller with umask 000 (a careless runtime) must not produce world-writable state.
-    let dir = tempfile::tempdir().unwrap();
-    let wrapper = cni_testsupport::write_script(
-        dir.path(),
-        "bridge",
-        &format!(
-            "umask 000\nexec {} \"$@\"",
-            Side::Ours.bin("bridge").display()
-        ),
-    );
-    let out = n.env.host.run_in(|| {
-        n.call(Side::Ours, "ADD", &conf, Some(&ctr), "perm")
-            .run_here(&wrapper)
-    });
+    let out = n.add_ours_wrapped("umask 000\nexec ", &conf, &ctr, "perm");
     out.assert_success();
     let store = n.store();
     assert_eq!(
@@ -442,16 +430,19 @@ fn portmap_nft_conditions_nft_rejects_are_code_7_and_change_nothing() {
             mapping.clone(),
         )
     };
-    let before = ruleset();
-    for cond in rejected {
-        let out = n.exec(
+    let add_with = |cond: &[&str], mapping: &Value, id: &str| {
+        n.exec(
             Side::Ours,
             "portmap",
             "ADD",
-            &with(cond, &mapping),
+            &with(cond, mapping),
             Some(&ctr),
-            "badcond",
-        );
+            id,
+        )
+    };
+    let before = ruleset();
+    for cond in rejected {
+        let out = add_with(cond, &mapping, "badcond");
         assert_eq!(out.error_code(), Some(7), "{cond:?}: {}", out.describe());
         out.assert_failure("nftables conditions rejected by nft");
         assert_eq!(
@@ -479,14 +470,7 @@ fn portmap_nft_conditions_nft_rejects_are_code_7_and_change_nothing() {
     );
     let other = json!({"hostPort": 8136, "containerPort": 80, "protocol": "tcp"});
     for cond in rejected {
-        let out = n.exec(
-            Side::Ours,
-            "portmap",
-            "ADD",
-            &with(cond, &other),
-            Some(&ctr),
-            "goodcond",
-        );
+        let out = add_with(cond, &other, "goodcond");
         assert_eq!(out.error_code(), Some(7), "{cond:?}: {}", out.describe());
         assert_eq!(
             ruleset(),

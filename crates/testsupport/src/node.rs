@@ -160,6 +160,28 @@ impl Node {
             .assert_success();
     }
 
+    /// Our bridge's ADD of `id` run through a shell wrapper `<prefix><bridge> "$@"` in the
+    /// host namespace (`prefix` e.g. a umask, or a command that drops capabilities).
+    pub fn add_ours_wrapped(
+        &self,
+        prefix: &str,
+        conf: &Value,
+        ctr: &Netns,
+        id: &str,
+    ) -> PluginOutput {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = Side::Ours.bin("bridge");
+        let wrapper = crate::write_script(
+            dir.path(),
+            "bridge",
+            &format!("{prefix}{} \"$@\"", bin.display()),
+        );
+        self.env.host.run_in(|| {
+            self.call(Side::Ours, "ADD", conf, Some(ctr), id)
+                .run_here(&wrapper)
+        })
+    }
+
     /// Our bridge's DEL of `id`, which must succeed, then [`Node::assert_clean`].
     #[track_caller]
     pub fn del_clean(&self, conf: &Value, ctr: Option<&Netns>, id: &str) {
