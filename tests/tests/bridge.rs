@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bridge::rollback::STEPS;
-use cni_testsupport::node::{Node, Side, links};
+use cni_testsupport::node::{Node, Side, first_ip, links};
 use cni_testsupport::{Netns, PluginCall, PluginOutput, plugin_bin, reference_bin, require_root};
 use serde_json::{Value, json};
 
@@ -32,15 +32,37 @@ impl std::ops::Deref for Fx {
 }
 
 impl Fx {
-    fn new() -> Self {
+    /// The fixture when running as root; `None` (the test is skipped) otherwise.
+    fn root() -> Option<Self> {
+        if !require_root() {
+            return None;
+        }
         let mut n = Node::new();
         n.bridge = BR.into();
-        Self(n)
+        Some(Self(n))
     }
 
-    /// A config with host-local IPAM over `subnets` (one range set each); `extra` merged in.
-    fn conf(&self, version: &str, subnets: &[&str], extra: Value) -> Value {
+    /// [`Fx::root`] and one container.
+    fn ctr() -> Option<(Self, Netns)> {
+        let fx = Self::root()?;
+        let ctr = fx.env.add_container();
+        Some((fx, ctr))
+    }
+
+    /// A config of version `version` with host-local IPAM over `subnets` (one range set
+    /// each); `extra` merged in.
+    fn conf_v(&self, version: &str, subnets: &[&str], extra: Value) -> Value {
         self.bridge_conf(version, subnets, extra)
+    }
+
+    /// [`Fx::conf_v`] of version 1.0.0.
+    fn conf(&self, subnets: &[&str], extra: Value) -> Value {
+        self.conf_v("1.0.0", subnets, extra)
+    }
+
+    /// Runs `ip args` in the host namespace.
+    fn host_ip(&self, args: &[&str]) {
+        self.env.host.exec_ok("ip", args);
     }
 
     fn call(&self, cmd: &str, conf: &Value, ctr: Option<&Netns>, id: &str) -> PluginCall {
@@ -135,10 +157,7 @@ fn assert_clean(fx: &Fx, ctr: &Netns) {
 
 #[test]
 fn add_check_del_ipv4_every_version() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fx::new();
+    let Some(fx) = Fx::root() else { return };
     // Forwarding off and a new device's arp_notify 0 whatever the defaults inherited
     // from the node: the first ADD turns forwarding on (it reads 0 over netconf and
     // writes the sysctl), later ones find it on; arp_notify is set on every interface.
@@ -146,7 +165,7 @@ fn add_check_del_ipv4_every_version() {
     for v in ALL_VERSIONS {
         let ctr = fx.env.add_container();
         set_sysctl(&ctr, "net.ipv4.conf.default.arp_notify", "0");
-        let conf = fx.conf(v, &["10.10.0.0/24"], json!({"isGateway": true}));
+        let conf = fx.conf_v(v, &["10.10.0.0/24"], json!({"isGateway": true}));
         let r = fx.add(&conf, &ctr, "c1");
         assert_eq!(r["cniVersion"], *v);
         match *v {
@@ -199,13 +218,10 @@ fn add_check_del_ipv4_every_version() {
 
 #[test]
 fn ipv6_only_and_dual_stack_with_default_gateway() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fx::new();
+    let Some(fx) = Fx::root() else { return };
     set_sysctl(&fx.env.host, "net.ipv6.conf.all.forwarding", "0");
     let ctr = fx.env.add_container();
-    let conf = fx.conf(
+    let conf = fx.conf_v(
         "1.1.0",
         &["2001:db8:1::/64"],
         json!({"isDefaultGateway": true}),
@@ -227,7 +243,6 @@ fn ipv6_only_and_dual_stack_with_default_gateway() {
 
     let ctr2 = fx.env.add_container();
     let conf = fx.conf(
-        "1.0.0",
         &["10.11.0.0/24", "2001:db8:2::/64"],
         json!({"isDefaultGateway": true}),
     );
@@ -257,12 +272,8 @@ fn ipv6_only_and_dual_stack_with_default_gateway() {
 
 #[test]
 fn enabledad_sets_container_sysctls() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
-    let conf = fx.conf("1.0.0", &["2001:db8:5::/64"], json!({"enabledad": true}));
+    let Some((fx, ctr)) = Fx::ctr() else { return };
+    let conf = fx.conf(&["2001:db8:5::/64"], json!({"enabledad": true}));
     fx.add(&conf, &ctr, "dad");
     assert_eq!(sysctl(&ctr, "net.ipv6.conf.eth0.accept_dad"), "1");
     assert_eq!(sysctl(&ctr, "net.ipv6.conf.eth0.enhanced_dad"), "1");
@@ -290,24 +301,12 @@ fn tcp_roundtrip(server_ns: &Netns, bind: SocketAddr, client_ns: &Netns) {
 
 #[test]
 fn two_containers_reach_each_other_and_the_gateway() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fx::new();
+    let Some(fx) = Fx::root() else { return };
     let (a, b) = (fx.env.add_container(), fx.env.add_container());
-    let conf = fx.conf("1.0.0", &["10.12.0.0/24"], json!({"isGateway": true}));
+    let conf = fx.conf(&["10.12.0.0/24"], json!({"isGateway": true}));
     let ra = fx.add(&conf, &a, "a");
     let rb = fx.add(&conf, &b, "b");
-    let ip_of = |r: &Value| -> String {
-        r["ips"][0]["address"]
-            .as_str()
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap()
-            .to_string()
-    };
-    let (ipa, ipb) = (ip_of(&ra), ip_of(&rb));
+    let (ipa, ipb) = (first_ip(&ra), first_ip(&rb));
     assert_ne!(ipa, ipb);
     tcp_roundtrip(&a, format!("{ipa}:7001").parse().unwrap(), &b);
     tcp_roundtrip(&b, format!("{ipb}:7002").parse().unwrap(), &a);
@@ -319,13 +318,8 @@ fn two_containers_reach_each_other_and_the_gateway() {
 
 #[test]
 fn mtu_hairpin_and_isolation() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
+    let Some((fx, ctr)) = Fx::ctr() else { return };
     let conf = fx.conf(
-        "1.0.0",
         &["10.13.0.0/24"],
         json!({"mtu": 1400, "hairpinMode": true, "portIsolation": true}),
     );
@@ -348,7 +342,7 @@ fn mtu_hairpin_and_isolation() {
 
     // Defaults: flags explicitly off.
     let ctr2 = fx.env.add_container();
-    let conf2 = fx.conf("1.0.0", &["10.13.0.0/24"], json!({}));
+    let conf2 = fx.conf(&["10.13.0.0/24"], json!({}));
     let r2 = fx.add(&conf2, &ctr2, "m2");
     let hv2 = link(&fx.env.host, r2["interfaces"][1]["name"].as_str().unwrap()).unwrap();
     assert_eq!(hv2["linkinfo"]["info_slave_data"]["hairpin"], false);
@@ -362,12 +356,8 @@ fn mtu_hairpin_and_isolation() {
 
 #[test]
 fn promisc_mode_and_check_compares_it() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
-    let conf = fx.conf("1.0.0", &["10.14.0.0/24"], json!({"promiscMode": true}));
+    let Some((fx, ctr)) = Fx::ctr() else { return };
+    let conf = fx.conf(&["10.14.0.0/24"], json!({"promiscMode": true}));
     let r = fx.add(&conf, &ctr, "p");
     assert!(
         link(&fx.env.host, BR).unwrap()["promiscuity"]
@@ -376,23 +366,15 @@ fn promisc_mode_and_check_compares_it() {
             > 0
     );
     fx.check(&conf, &r, &ctr, "p").assert_success();
-    let plain = fx.conf("1.0.0", &["10.14.0.0/24"], json!({}));
+    let plain = fx.conf(&["10.14.0.0/24"], json!({}));
     let out = fx.check(&plain, &r, &ctr, "p");
-    assert!(!out.success());
-    assert!(
-        out.error_msg().unwrap().contains("Promisc"),
-        "{}",
-        out.describe()
-    );
+    out.assert_failure("Promisc");
     fx.del(&conf, Some(&ctr), "p");
 }
 
 #[test]
 fn mac_precedence_cni_args_args_runtime_config() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fx::new();
+    let Some(fx) = Fx::root() else { return };
     let cases = [
         (json!({}), "0a:58:00:00:00:01"),
         (
@@ -406,7 +388,7 @@ fn mac_precedence_cni_args_args_runtime_config() {
     ];
     for (extra, want) in cases {
         let ctr = fx.env.add_container();
-        let conf = fx.conf("1.0.0", &["10.15.0.0/24"], extra);
+        let conf = fx.conf(&["10.15.0.0/24"], extra);
         let out = fx.run(
             &fx.call("ADD", &conf, Some(&ctr), "mac")
                 .cni_args("IgnoreUnknown=1;MAC=0a:58:00:00:00:01"),
@@ -419,24 +401,13 @@ fn mac_precedence_cni_args_args_runtime_config() {
 }
 
 fn masq_roundtrip(backend: &str) {
-    if !require_root() {
-        return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
+    let Some((fx, ctr)) = Fx::ctr() else { return };
     let conf = fx.conf(
-        "1.0.0",
         &["10.16.0.0/24"],
         json!({"isGateway": true, "ipMasq": true, "ipMasqBackend": backend}),
     );
     let r = fx.add(&conf, &ctr, "mq");
-    let ip = r["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let ip = first_ip(&r);
     let chain = cni_netfilter_chain(&fx.name, "mq");
     if backend == "iptables" {
         let nat = iptables_nat(&fx.env.host);
@@ -492,12 +463,8 @@ fn masquerade_nftables_added_checked_and_removed() {
 
 #[test]
 fn macspoofchk_rules_added_and_removed() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
-    let conf = fx.conf("1.0.0", &["10.17.0.0/24"], json!({"macspoofchk": true}));
+    let Some((fx, ctr)) = Fx::ctr() else { return };
+    let conf = fx.conf(&["10.17.0.0/24"], json!({"macspoofchk": true}));
     let r = fx.add(&conf, &ctr, "sp");
     let mac = r["interfaces"][2]["mac"].as_str().unwrap();
     let nft = fx
@@ -514,14 +481,9 @@ fn macspoofchk_rules_added_and_removed() {
 
 #[test]
 fn failure_at_every_step_rolls_back_everything() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fx::new();
+    let Some(fx) = Fx::root() else { return };
     for backend in ["iptables", "nftables"] {
-        let conf = fx.conf(
-            "1.0.0",
-            &["10.18.0.0/24", "2001:db8:18::/64"],
+        let conf = fx.conf(&["10.18.0.0/24", "2001:db8:18::/64"],
             json!({"isDefaultGateway": true, "ipMasq": true, "ipMasqBackend": backend, "macspoofchk": true}),
         );
         for step in STEPS {
@@ -531,11 +493,7 @@ fn failure_at_every_step_rolls_back_everything() {
                     .env("CNI_BRIDGE_FAIL_AFTER", step),
             );
             assert!(!out.success(), "step {step}: {}", out.describe());
-            assert!(
-                out.error_msg().unwrap().contains("injected failure"),
-                "{}",
-                out.describe()
-            );
+            out.assert_failure("injected failure");
             assert_clean(&fx, &ctr);
         }
         // And without injection the same ADD works.
@@ -548,21 +506,13 @@ fn failure_at_every_step_rolls_back_everything() {
 
 #[test]
 fn real_failure_after_veth_rolls_back() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fx::new();
+    let Some(fx) = Fx::root() else { return };
     // A conflicting address on an existing bridge without forceAddress fails after IPAM
     // and the container configuration.
-    fx.env
-        .host
-        .exec_ok("ip", &["link", "add", BR, "type", "bridge"]);
-    fx.env
-        .host
-        .exec_ok("ip", &["addr", "add", "10.19.9.1/16", "dev", BR]);
+    fx.host_ip(&["link", "add", BR, "type", "bridge"]);
+    fx.host_ip(&["addr", "add", "10.19.9.1/16", "dev", BR]);
     let ctr = fx.env.add_container();
     let conf = fx.conf(
-        "1.0.0",
         &["10.19.0.0/24"],
         json!({"isGateway": true, "ipMasq": true}),
     );
@@ -571,7 +521,6 @@ fn real_failure_after_veth_rolls_back() {
     assert_clean(&fx, &ctr);
     // forceAddress replaces it.
     let conf = fx.conf(
-        "1.0.0",
         &["10.19.0.0/24"],
         json!({"isGateway": true, "forceAddress": true}),
     );
@@ -582,20 +531,11 @@ fn real_failure_after_veth_rolls_back() {
 
 #[test]
 fn existing_container_interface_fails_before_any_change() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
+    let Some((fx, ctr)) = Fx::ctr() else { return };
     ctr.exec_ok("ip", &["link", "add", "eth0", "type", "bridge"]);
-    let conf = fx.conf("1.0.0", &["10.20.0.0/24"], json!({}));
+    let conf = fx.conf(&["10.20.0.0/24"], json!({}));
     let out = fx.run(&fx.call("ADD", &conf, Some(&ctr), "ex"));
-    assert!(!out.success());
-    assert!(
-        out.error_msg().unwrap().contains("already exists"),
-        "{}",
-        out.describe()
-    );
+    out.assert_failure("already exists");
     assert!(
         link(&fx.env.host, BR).is_none(),
         "nothing created, not even the bridge"
@@ -606,49 +546,30 @@ fn existing_container_interface_fails_before_any_change() {
 
 #[test]
 fn existing_non_bridge_link_is_an_error() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fx::new();
-    fx.env.host.exec_ok(
-        "ip",
-        &["link", "add", BR, "type", "veth", "peer", "name", "nb-peer"],
-    );
+    let Some(fx) = Fx::root() else { return };
+    fx.host_ip(&["link", "add", BR, "type", "veth", "peer", "name", "nb-peer"]);
     let ctr = fx.env.add_container();
-    let conf = fx.conf("1.0.0", &["10.21.0.0/24"], json!({}));
+    let conf = fx.conf(&["10.21.0.0/24"], json!({}));
     let out = fx.run(&fx.call("ADD", &conf, Some(&ctr), "nb"));
-    assert!(!out.success());
-    assert!(
-        out.error_msg().unwrap().contains("is not a bridge"),
-        "{}",
-        out.describe()
-    );
+    out.assert_failure("is not a bridge");
     assert_clean(&fx, &ctr);
 }
 
 #[test]
 fn check_fails_after_address_removed_and_passes_for_layer2() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
-    let conf = fx.conf(
-        "1.0.0",
-        &["10.22.0.0/24"],
-        json!({"isDefaultGateway": true}),
-    );
+    let Some((fx, ctr)) = Fx::ctr() else { return };
+    let conf = fx.conf(&["10.22.0.0/24"], json!({"isDefaultGateway": true}));
     let r = fx.add(&conf, &ctr, "ck");
     fx.check(&conf, &r, &ctr, "ck").assert_success();
     let a = r["ips"][0]["address"].as_str().unwrap().to_string();
     ctr.exec_ok("ip", &["addr", "del", &a, "dev", "eth0"]);
     let out = fx.check(&conf, &r, &ctr, "ck");
     assert_eq!(out.error_code(), Some(103), "{}", out.describe());
-    assert!(out.error_msg().unwrap().contains(&a), "{}", out.describe());
+    out.assert_failure(&a);
     fx.del(&conf, Some(&ctr), "ck");
 
     let ctr2 = fx.env.add_container();
-    let l2 = fx.conf("1.0.0", &[], json!({}));
+    let l2 = fx.conf(&[], json!({}));
     let r2 = fx.add(&l2, &ctr2, "l2");
     assert!(
         r2.get("ips")
@@ -663,12 +584,8 @@ fn check_fails_after_address_removed_and_passes_for_layer2() {
 
 #[test]
 fn layer2_modes() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
-    let l2 = fx.conf("1.0.0", &[], json!({}));
+    let Some((fx, ctr)) = Fx::ctr() else { return };
+    let l2 = fx.conf(&[], json!({}));
     fx.add(&l2, &ctr, "l2");
     let e = link(&ctr, "eth0").unwrap();
     assert_eq!(e["operstate"], "UP");
@@ -676,7 +593,7 @@ fn layer2_modes() {
     fx.del(&l2, Some(&ctr), "l2");
 
     // disableContainerInterface leaves it down.
-    let l2d = fx.conf("1.0.0", &[], json!({"disableContainerInterface": true}));
+    let l2d = fx.conf(&[], json!({"disableContainerInterface": true}));
     fx.add(&l2d, &ctr, "l2d");
     let flags = link(&ctr, "eth0").unwrap()["flags"].clone();
     assert!(
@@ -686,7 +603,7 @@ fn layer2_modes() {
     fx.del(&l2d, Some(&ctr), "l2d");
 
     // A 0.2.0 result cannot express L2: the ADD fails and leaves nothing behind.
-    let old = fx.conf("0.2.0", &[], json!({}));
+    let old = fx.conf_v("0.2.0", &[], json!({}));
     let out = fx.run(&fx.call("ADD", &old, Some(&ctr), "l2old"));
     assert!(!out.success());
     assert_clean(&fx, &ctr);
@@ -694,11 +611,7 @@ fn layer2_modes() {
 
 #[test]
 fn invalid_config_codes() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
+    let Some((fx, ctr)) = Fx::ctr() else { return };
     let cases = [
         (json!({"vlan": 5000}), 7, "invalid VLAN ID 5000"),
         (
@@ -715,13 +628,12 @@ fn invalid_config_codes() {
         (json!({"mtu": "big"}), 7, ""),
     ];
     for (extra, code, msg) in cases {
-        let conf = fx.conf("1.0.0", &["10.23.0.0/24"], extra.clone());
+        let conf = fx.conf(&["10.23.0.0/24"], extra.clone());
         let out = fx.run(&fx.call("ADD", &conf, Some(&ctr), "bad"));
         assert_eq!(out.error_code(), Some(code), "{extra}: {}", out.describe());
-        assert!(out.error_msg().unwrap().contains(msg), "{}", out.describe());
+        out.assert_failure(msg);
     }
     let conf = fx.conf(
-        "1.0.0",
         &["10.23.0.0/24"],
         json!({"disableContainerInterface": true}),
     );
@@ -735,13 +647,8 @@ fn invalid_config_codes() {
 
 #[test]
 fn dns_from_config_replaces_ipam_dns() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
+    let Some((fx, ctr)) = Fx::ctr() else { return };
     let conf = fx.conf(
-        "1.0.0",
         &["10.24.0.0/24"],
         json!({"dns": {"nameservers": ["192.0.2.53"], "search": ["example.test"]}}),
     );
@@ -753,12 +660,8 @@ fn dns_from_config_replaces_ipam_dns() {
 
 #[test]
 fn duplicate_default_route_from_ipam_is_not_added_twice() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
-    let mut conf = fx.conf(
+    let Some((fx, ctr)) = Fx::ctr() else { return };
+    let mut conf = fx.conf_v(
         "1.1.0",
         &["10.25.0.0/24"],
         json!({"isDefaultGateway": true}),
@@ -777,13 +680,8 @@ fn duplicate_default_route_from_ipam_is_not_added_twice() {
 
 #[test]
 fn vlan_on_port_or_skip_when_kernel_lacks_support() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
+    let Some((fx, ctr)) = Fx::ctr() else { return };
     let conf = fx.conf(
-        "1.0.0",
         &[],
         json!({"vlan": 100, "vlanTrunk": [{"id": 101}, {"minID": 200, "maxID": 202}]}),
     );
@@ -817,40 +715,24 @@ fn vlan_on_port_or_skip_when_kernel_lacks_support() {
 
 #[test]
 fn vlan_on_existing_non_filtering_bridge_rolls_back() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fx::new();
-    fx.env
-        .host
-        .exec_ok("ip", &["link", "add", BR, "type", "bridge"]);
+    let Some(fx) = Fx::root() else { return };
+    fx.host_ip(&["link", "add", BR, "type", "bridge"]);
     let ctr = fx.env.add_container();
-    let conf = fx.conf(
-        "1.0.0",
-        &["10.26.0.0/24"],
-        json!({"vlan": 100, "ipMasq": true}),
-    );
+    let conf = fx.conf(&["10.26.0.0/24"], json!({"vlan": 100, "ipMasq": true}));
     let out = fx.run(&fx.call("ADD", &conf, Some(&ctr), "vx"));
     if out.success() {
         // Kernels with VLAN support accept entries on a non-filtering bridge.
         fx.del(&conf, Some(&ctr), "vx");
     } else {
-        assert!(
-            out.error_msg().unwrap().contains("vlan"),
-            "{}",
-            out.describe()
-        );
+        out.assert_failure("vlan");
     }
     assert_clean(&fx, &ctr);
 }
 
 #[test]
 fn status_and_gc() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fx::new();
-    let conf = fx.conf(
+    let Some(fx) = Fx::root() else { return };
+    let conf = fx.conf_v(
         "1.1.0",
         &["10.27.0.0/24"],
         json!({"ipMasq": true, "ipMasqBackend": "nftables"}),
@@ -866,20 +748,8 @@ fn status_and_gc() {
     fx.run(&fx.env.call("GC", serde_json::to_vec(&gc).unwrap()))
         .assert_success();
     let res = fx.reservations();
-    let ip_a = ra["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
-    let ip_b = rb["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let ip_a = first_ip(&ra);
+    let ip_b = first_ip(&rb);
     assert_eq!(res, vec![ip_a.clone()], "GC forwarded to IPAM");
     let nft = fx
         .env
@@ -892,17 +762,12 @@ fn status_and_gc() {
 
 #[test]
 fn reference_add_is_checked_and_deleted_by_ours() {
-    if !require_root() {
-        return;
-    }
+    let Some((fx, ctr)) = Fx::ctr() else { return };
     let Some(reference) = reference_bin("bridge") else {
         eprintln!("skipped: reference bridge not installed");
         return;
     };
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
     let conf = fx.conf(
-        "1.0.0",
         &["10.28.0.0/24"],
         json!({"isDefaultGateway": true, "ipMasq": true}),
     );
@@ -941,12 +806,8 @@ fn processes_of_container(id: &str) -> Vec<u32> {
 /// pair must already be gone from both namespaces, and the helper must end by itself.
 #[test]
 fn del_returns_with_the_pair_gone_and_its_helper_ends() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
-    let conf = fx.conf("1.0.0", &["10.1.9.0/24"], json!({}));
+    let Some((fx, ctr)) = Fx::ctr() else { return };
+    let conf = fx.conf(&["10.1.9.0/24"], json!({}));
     let id = format!("detach-{}", cni_testsupport::random_hex(8));
     fx.add(&conf, &ctr, &id);
     assert_eq!(fx.host_veths().len(), 1);
@@ -976,13 +837,8 @@ fn del_returns_with_the_pair_gone_and_its_helper_ends() {
 /// this ADD hung until killed).
 #[test]
 fn ipmasq_add_and_del_with_debug_logging_complete() {
-    if !require_root() {
-        return;
-    }
-    let fx = Fx::new();
-    let ctr = fx.env.add_container();
+    let Some((fx, ctr)) = Fx::ctr() else { return };
     let conf = fx.conf(
-        "1.0.0",
         &["10.21.0.0/24"],
         json!({"isGateway": true, "ipMasq": true}),
     );

@@ -62,17 +62,32 @@ fn bridge_results_store_and_nat_equal_the_reference() {
     }
 }
 
+/// With the reference installed: `f` for the reference then ours, each with a fresh
+/// temporary data directory.
+fn each_side_with_a_data_dir(mut f: impl FnMut(Side, &tempfile::TempDir)) {
+    if !require_reference() {
+        return;
+    }
+    for side in [Side::Ref, Side::Ours] {
+        f(side, &tempfile::tempdir().unwrap());
+    }
+}
+
+/// A temporary resolv.conf holding `content`.
+fn resolv_conf(content: &str) -> tempfile::NamedTempFile {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), content).unwrap();
+    f
+}
+
 #[test]
 fn host_local_results_and_store_equal_the_reference_in_every_version() {
     if !require_reference() {
         return;
     }
-    let resolv = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        resolv.path(),
+    let resolv = resolv_conf(
         "# comment\nnameserver 192.0.2.53\nnameserver 2001:db8::53\ndomain example.test\nsearch a.test b.test\noptions ndots:2 edns0\n",
-    )
-    .unwrap();
+    );
     let ipams = [
         json!({"subnet": "10.62.0.0/24", "routes": [{"dst": "0.0.0.0/0"}, {"dst": "192.0.2.0/24", "gw": "10.62.0.254"}]}),
         json!({"ranges": [[{"subnet": "10.62.1.0/24", "rangeStart": "10.62.1.10", "rangeEnd": "10.62.1.12", "gateway": "10.62.1.254"}]], "resolvConf": resolv.path()}),
@@ -183,33 +198,20 @@ fn bridge_portmap_chain_results_and_nat_equal_the_reference() {
 
 #[test]
 fn difference_error_codes_and_cni_version_in_errors() {
-    let Some(p) = Pair::if_runnable("df") else {
-        return;
-    };
-    for (side, n) in p.sides() {
+    Pair::each_side("df", |side, n| {
         let ctr = n.env.add_container();
         // Invalid configuration: reference 999, ours 7 (spec: invalid network config).
         let bad = n.bridge_conf("1.0.0", &["10.64.0.0/24"], json!({"vlan": 5000}));
         let out = n.exec(side, "bridge", "ADD", &bad, Some(&ctr), "e");
         let v = out.json();
-        assert!(
-            out.error_msg().unwrap().contains("invalid VLAN ID 5000"),
-            "{}",
-            out.describe()
-        );
+        out.assert_failure("invalid VLAN ID 5000");
         // Exhausted range: reference 999, ours 100 (host-local's own code).
         let tiny = n.bridge_conf("1.0.0", &["10.64.1.0/30"], json!({}));
         let c2 = n.env.add_container();
         n.add(side, "bridge", &tiny, &c2, "e1");
         let c3 = n.env.add_container();
         let ex = n.exec(side, "bridge", "ADD", &tiny, Some(&c3), "e2");
-        assert!(
-            ex.error_msg()
-                .unwrap()
-                .contains("no IP addresses available"),
-            "{}",
-            ex.describe()
-        );
+        ex.assert_failure("no IP addresses available");
         match side {
             Side::Ref => {
                 assert_eq!(out.error_code(), Some(999));
@@ -229,15 +231,12 @@ fn difference_error_codes_and_cni_version_in_errors() {
             }
         }
         n.del(side, "bridge", &tiny, Some(&c2), "e1");
-    }
+    });
 }
 
 #[test]
 fn difference_version_command_lists_1_1_0_and_status_gc_work() {
-    let Some(p) = Pair::if_runnable("df") else {
-        return;
-    };
-    for (side, n) in p.sides() {
+    Pair::each_side("df", |side, n| {
         for plugin in ["bridge", "host-local", "portmap"] {
             let out = n.run(
                 side,
@@ -267,15 +266,12 @@ fn difference_version_command_lists_1_1_0_and_status_gc_work() {
                 }
             }
         }
-    }
+    });
 }
 
 #[test]
 fn difference_empty_dns_is_omitted_in_1_x_results() {
-    let Some(p) = Pair::if_runnable("df") else {
-        return;
-    };
-    for (side, n) in p.sides() {
+    Pair::each_side("df", |side, n| {
         let conf = n.bridge_conf("1.0.0", &["10.66.0.0/24"], json!({}));
         let ctr = n.env.add_container();
         let r = n.add(side, "bridge", &conf, &ctr, "dns");
@@ -284,16 +280,12 @@ fn difference_empty_dns_is_omitted_in_1_x_results() {
             Side::Ours => assert!(r.get("dns").is_none(), "{r}"),
         }
         n.del(side, "bridge", &conf, Some(&ctr), "dns");
-    }
+    });
 }
 
 #[test]
 fn difference_state_files_are_0600() {
-    if !require_reference() {
-        return;
-    }
-    for side in [Side::Ref, Side::Ours] {
-        let data = tempfile::tempdir().unwrap();
+    each_side_with_a_data_dir(|side, data| {
         let conf = json!({"cniVersion": "1.0.0", "name": "modes", "type": "bridge",
             "ipam": {"type": "host-local", "subnet": "10.67.0.0/24", "dataDir": data.path()}});
         PluginCall::new("ADD", conf.to_string())
@@ -316,15 +308,12 @@ fn difference_state_files_are_0600() {
             0,
             "{side:?} lock not group/world-writable"
         );
-    }
+    });
 }
 
 #[test]
 fn difference_failed_add_rolls_back_the_veth() {
-    let Some(p) = Pair::if_runnable("df") else {
-        return;
-    };
-    for (side, n) in p.sides() {
+    Pair::each_side("df", |side, n| {
         // The bridge already has another address and forceAddress is off: fails after
         // the container interface was configured.
         n.env
@@ -356,15 +345,12 @@ fn difference_failed_add_rolls_back_the_veth() {
                 assert_eq!(n.host_veths(), Vec::<String>::new());
             }
         }
-    }
+    });
 }
 
 #[test]
 fn difference_del_without_netns_removes_masquerade() {
-    let Some(p) = Pair::if_runnable("df") else {
-        return;
-    };
-    for (side, n) in p.sides() {
+    Pair::each_side("df", |side, n| {
         let conf = n.bridge_conf("1.0.0", &["10.69.0.0/24"], json!({"ipMasq": true}));
         let ctr = n.env.add_container();
         n.add(side, "bridge", &conf, &ctr, "nons");
@@ -374,42 +360,31 @@ fn difference_del_without_netns_removes_masquerade() {
         let nat = n.nat();
         let leaked = nat.contains("id: \\\"nons\\\"");
         assert_eq!(leaked, side == Side::Ref, "{side:?} (plugins #810): {nat}");
-    }
+    });
 }
 
 #[test]
 fn difference_check_of_a_layer2_attachment_passes() {
-    let Some(p) = Pair::if_runnable("df") else {
-        return;
-    };
-    for (side, n) in p.sides() {
+    Pair::each_side("df", |side, n| {
         let conf = n.bridge_conf("1.0.0", &[], json!({}));
         let ctr = n.env.add_container();
         let r = n.add(side, "bridge", &conf, &ctr, "l2");
         let out = n.check(side, "bridge", &conf, &r, &ctr, "l2");
         match side {
             Side::Ref => {
-                assert!(!out.success());
-                assert!(
-                    out.error_msg().unwrap().contains("no plugin name provided"),
-                    "{}",
-                    out.describe()
-                );
+                out.assert_failure("no plugin name provided");
             }
             Side::Ours => {
                 out.assert_success();
             }
         }
         n.del(side, "bridge", &conf, Some(&ctr), "l2");
-    }
+    });
 }
 
 #[test]
 fn difference_ipam_default_route_without_gw_and_is_default_gateway() {
-    let Some(p) = Pair::if_runnable("df") else {
-        return;
-    };
-    for (side, n) in p.sides() {
+    Pair::each_side("df", |side, n| {
         let mut conf = n.bridge_conf(
             "1.0.0",
             &["10.70.0.0/24"],
@@ -420,12 +395,7 @@ fn difference_ipam_default_route_without_gw_and_is_default_gateway() {
         let out = n.exec(side, "bridge", "ADD", &conf, Some(&ctr), "dr");
         match side {
             Side::Ref => {
-                assert!(!out.success());
-                assert!(
-                    out.error_msg().unwrap().contains("file exists"),
-                    "{}",
-                    out.describe()
-                );
+                out.assert_failure("file exists");
             }
             Side::Ours => {
                 out.assert_success();
@@ -433,22 +403,13 @@ fn difference_ipam_default_route_without_gw_and_is_default_gateway() {
             }
         }
         n.del(side, "bridge", &conf, Some(&ctr), "dr");
-    }
+    });
 }
 
 #[test]
 fn difference_bridge_passes_ipam_dns_through() {
-    if !require_root() || !require_reference() {
-        return;
-    }
-    let resolv = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        resolv.path(),
-        "nameserver 192.0.2.53\nsearch example.test\n",
-    )
-    .unwrap();
-    let p = Pair::new("df");
-    for (side, n) in p.sides() {
+    let resolv = resolv_conf("nameserver 192.0.2.53\nsearch example.test\n");
+    Pair::each_side("df", |side, n| {
         let mut conf = n.bridge_conf("0.4.0", &["10.71.0.0/24"], json!({}));
         conf["ipam"]["resolvConf"] = json!(resolv.path());
         let ctr = n.env.add_container();
@@ -461,15 +422,12 @@ fn difference_bridge_passes_ipam_dns_through() {
             ),
         }
         n.del(side, "bridge", &conf, Some(&ctr), "dns");
-    }
+    });
 }
 
 #[test]
 fn difference_ipv6_keeps_addresses_on_link_down() {
-    let Some(p) = Pair::if_runnable("df") else {
-        return;
-    };
-    for (side, n) in p.sides() {
+    Pair::each_side("df", |side, n| {
         let conf = n.bridge_conf("1.0.0", &["fd00:72::/64"], json!({}));
         let ctr = n.env.add_container();
         n.add(side, "bridge", &conf, &ctr, "v6");
@@ -480,15 +438,12 @@ fn difference_ipv6_keeps_addresses_on_link_down() {
             "{side:?}"
         );
         n.del(side, "bridge", &conf, Some(&ctr), "v6");
-    }
+    });
 }
 
 #[test]
 fn difference_portmap_check_and_del_without_mappings() {
-    let Some(p) = Pair::if_runnable("df") else {
-        return;
-    };
-    for (side, n) in p.sides() {
+    Pair::each_side("df", |side, n| {
         let conf = n.bridge_conf("0.4.0", &["10.73.0.0/24"], json!({}));
         let ctr = n.env.add_container();
         let br = n.add(side, "bridge", &conf, &ctr, "pmd");
@@ -513,16 +468,12 @@ fn difference_portmap_check_and_del_without_mappings() {
         n.del(side, "portmap", &pm, Some(&ctr), "pmd");
         n.del(side, "bridge", &conf, Some(&ctr), "pmd");
         n.assert_clean(Some(&ctr), "pmd");
-    }
+    });
 }
 
 #[test]
 fn difference_symlinks_planted_in_the_store_are_not_followed() {
-    if !require_reference() {
-        return;
-    }
-    for side in [Side::Ref, Side::Ours] {
-        let data = tempfile::tempdir().unwrap();
+    each_side_with_a_data_dir(|side, data| {
         let outside = tempfile::tempdir().unwrap();
         let name = cni_testsupport::unique_name("sl");
         let conf = json!({"cniVersion": "1.0.0", "name": name, "type": "bridge",
@@ -562,5 +513,5 @@ fn difference_symlinks_planted_in_the_store_are_not_followed() {
                 assert_eq!(std::fs::read_to_string(&cursor).unwrap(), "10.114.0.9");
             }
         }
-    }
+    });
 }

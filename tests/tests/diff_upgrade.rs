@@ -62,6 +62,22 @@ impl Chain {
         b["prevResult"] = prev.clone();
         n.del(side, "bridge", &b, ctr, id);
     }
+
+    /// After the last DEL only the shared state is left ([`shared_only`]), and an ADD by
+    /// `side` in a new container (on the store the other side used before) gets `want`
+    /// as its first address; then its DEL leaves nothing behind.
+    fn after_last_del_next_add_gets(&self, n: &Node, side: Side, id: &str, want: &str) {
+        shared_only(n);
+        let c = n.env.add_container();
+        let r = self.add(n, side, &c, id);
+        assert_eq!(
+            first_ip(&r),
+            want,
+            "round robin continues after the other side's cursor"
+        );
+        self.del(n, side, Some(&c), id, &r);
+        n.assert_clean(Some(&c), id);
+    }
 }
 
 /// The shared state both implementations leave after the last DEL (chains created on
@@ -82,19 +98,26 @@ fn shared_only(n: &Node) {
     }
 }
 
-#[test]
-fn reference_attachments_are_checked_and_deleted_by_ours() {
+/// Runs `test` on a new node with the chain in each result layout the reference writes
+/// (0.4.0 and 1.0.0), when running as root with the reference installed.
+fn for_each_version(test: impl Fn(&Node, &Chain)) {
     if !require_root() || !require_reference() {
         return;
     }
     for version in ["0.4.0", "1.0.0"] {
         let n = Node::new();
-        let chain = Chain::new(&n, version);
+        test(&n, &Chain::new(&n, version));
+    }
+}
+
+#[test]
+fn reference_attachments_are_checked_and_deleted_by_ours() {
+    for_each_version(|n, chain| {
         let ctrs: Vec<Netns> = (0..2).map(|_| n.env.add_container()).collect();
         let results: Vec<Value> = ctrs
             .iter()
             .enumerate()
-            .map(|(i, c)| chain.add(&n, Side::Ref, c, &format!("up-{i}")))
+            .map(|(i, c)| chain.add(n, Side::Ref, c, &format!("up-{i}")))
             .collect();
         assert_eq!(n.reservations().len(), 4);
         for (i, (c, r)) in ctrs.iter().zip(&results).enumerate() {
@@ -102,42 +125,28 @@ fn reference_attachments_are_checked_and_deleted_by_ours() {
             // Our CHECK accepts what the reference built (bridge, then portmap).
             n.check(Side::Ours, "bridge", &chain.bridge, r, c, &id)
                 .assert_success();
-            n.check(Side::Ours, "portmap", &chain.portmap(&n, None), r, c, &id)
+            n.check(Side::Ours, "portmap", &chain.portmap(n, None), r, c, &id)
                 .assert_success();
         }
         // Our DEL of the first, with the netns; of the second after its netns is gone.
-        chain.del(&n, Side::Ours, Some(&ctrs[0]), "up-0", &results[0]);
+        chain.del(n, Side::Ours, Some(&ctrs[0]), "up-0", &results[0]);
         let mut ctrs = ctrs;
         let last = ctrs.pop().unwrap();
         drop(last);
-        chain.del(&n, Side::Ours, None, "up-1", &results[1]);
+        chain.del(n, Side::Ours, None, "up-1", &results[1]);
         n.wait_veths_gone();
         n.assert_clean(Some(&ctrs[0]), "up-0");
         n.assert_clean(None, "up-1");
-        shared_only(&n);
         // Our ADD continues on the reference's store.
-        let c = n.env.add_container();
-        let r = chain.add(&n, Side::Ours, &c, "after");
-        assert_eq!(
-            first_ip(&r),
-            "10.81.0.4",
-            "round robin continues after the reference's cursor"
-        );
-        chain.del(&n, Side::Ours, Some(&c), "after", &r);
-        n.assert_clean(Some(&c), "after");
-    }
+        chain.after_last_del_next_add_gets(n, Side::Ours, "after", "10.81.0.4");
+    });
 }
 
 #[test]
 fn our_attachments_are_deleted_by_the_reference() {
-    if !require_root() || !require_reference() {
-        return;
-    }
-    for version in ["0.4.0", "1.0.0"] {
-        let n = Node::new();
-        let chain = Chain::new(&n, version);
+    for_each_version(|n, chain| {
         let ctr = n.env.add_container();
-        let r = chain.add(&n, Side::Ours, &ctr, "down");
+        let r = chain.add(n, Side::Ours, &ctr, "down");
         assert_eq!(n.reservations().len(), 2);
         assert!(n.nat().contains(":CNI-DN-"));
         assert!(n.nft().contains("cni-br-iface-down-eth0"));
@@ -145,16 +154,11 @@ fn our_attachments_are_deleted_by_the_reference() {
         // fails on any dual-stack host: see diff_reference.rs.)
         n.check(Side::Ref, "bridge", &chain.bridge, &r, &ctr, "down")
             .assert_success();
-        chain.del(&n, Side::Ref, Some(&ctr), "down", &r);
+        chain.del(n, Side::Ref, Some(&ctr), "down", &r);
         n.assert_clean(Some(&ctr), "down");
-        shared_only(&n);
         // The reference ADDs on our store afterwards.
-        let c2 = n.env.add_container();
-        let r2 = chain.add(&n, Side::Ref, &c2, "down2");
-        assert_eq!(first_ip(&r2), "10.81.0.3");
-        chain.del(&n, Side::Ref, Some(&c2), "down2", &r2);
-        n.assert_clean(Some(&c2), "down2");
-    }
+        chain.after_last_del_next_add_gets(n, Side::Ref, "down2", "10.81.0.3");
+    });
 }
 
 #[test]

@@ -27,8 +27,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cni_testsupport::{Netns, bin_dir, e2e, require_root, unique_name};
-use e2e::{HOST_IP, OUTSIDE_IP, eventually, mentions_ip, netfilter_dump, reservations, veths};
+use cni_testsupport::{Netns, bin_dir, e2e, unique_name};
+use e2e::{HOST_IP, OUTSIDE_IP, eventually, netfilter_dump};
+use serde_json::json;
 
 const SUBNET_PREFIX: &str = "10.90.";
 const CTR_NS: &str = "cnie2e";
@@ -57,16 +58,12 @@ struct Containerd<'a> {
 
 impl<'a> Containerd<'a> {
     fn start(host: &'a Netns, conflist: &serde_json::Value) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = e2e::runtime_dir(
+            &["etc-cni/net.d", "opt/cni/bin", "root", "state", "runc"],
+            "etc-cni/net.d/10-e2e.conflist",
+            conflist,
+        );
         let d = dir.path();
-        for sub in ["etc-cni/net.d", "opt/cni/bin", "root", "state", "runc"] {
-            std::fs::create_dir_all(d.join(sub)).expect("mkdir");
-        }
-        std::fs::write(
-            d.join("etc-cni/net.d/10-e2e.conflist"),
-            conflist.to_string(),
-        )
-        .expect("conflist");
         // ctr also attaches a loopback network (go-cni's WithLoNetwork): ours too.
         for p in ["bridge", "host-local", "portmap", "loopback"] {
             std::os::unix::fs::symlink(bin_dir().join(p), d.join("opt/cni/bin").join(p))
@@ -80,14 +77,12 @@ impl<'a> Containerd<'a> {
             ),
         )
         .expect("config.toml");
-        let log = std::fs::File::create(d.join("containerd.log")).expect("log");
-        let daemon = Command::new("containerd")
-            .arg("--config")
-            .arg(d.join("config.toml"))
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn containerd");
+        let daemon = e2e::spawn_logged(
+            Command::new("containerd")
+                .arg("--config")
+                .arg(d.join("config.toml")),
+            &d.join("containerd.log"),
+        );
         let me = Self {
             host,
             dir,
@@ -252,30 +247,13 @@ fn ipv4_of(c: &Containerd<'_>, id: &str) -> String {
 
 #[test]
 fn e2e_containerd_ctr_run_cni() {
-    if !require_root() {
-        return;
-    }
-    if !e2e::require_programs(&[
-        ("containerd", "containerd"),
-        ("ctr", "containerd"),
-        ("runc", "runc"),
-        ("busybox", "busybox-static"),
-    ]) {
-        return;
-    }
     let started = Instant::now();
-    let (host, outside) = e2e::host_and_outside();
-
-    let net = unique_name("cnie2e-");
-    let data = tempfile::tempdir().expect("tempdir");
-    let conf = e2e::bridge_portmap_conflist(
-        &net,
-        "cnie2e1",
-        &format!("{SUBNET_PREFIX}0.0/24"),
-        data.path(),
-        serde_json::json!({}),
-    );
-    let mut ctrd = Containerd::start(&host, &conf);
+    let programs = [("containerd", "containerd"), ("ctr", "containerd")];
+    let subnet = format!("{SUBNET_PREFIX}0.0/24");
+    let Some(tb) = e2e::testbed(&programs, "cnie2e-", "cnie2e1", &subnet, json!({})) else {
+        return;
+    };
+    let mut ctrd = Containerd::start(&tb.host, &tb.conf);
     let image = "localhost/cnie2e-busybox:latest";
     let tar = oci_image(ctrd.dir.path(), image);
     ctrd.ctr(&["images", "import", &tar.to_string_lossy()]);
@@ -338,7 +316,9 @@ fn e2e_containerd_ctr_run_cni() {
     );
 
     // To the outside through the bridge plugin's masquerade.
-    let listener = outside.run_in(|| TcpListener::bind((OUTSIDE_IP, 9000)).expect("bind"));
+    let listener = tb
+        .outside
+        .run_in(|| TcpListener::bind((OUTSIDE_IP, 9000)).expect("bind"));
     let accept = std::thread::spawn(move || {
         let (mut s, peer) = listener.accept().expect("accept");
         let mut buf = String::new();
@@ -357,7 +337,7 @@ fn e2e_containerd_ctr_run_cni() {
         "the outside must see the host's address"
     );
     let full_id = format!("{CTR_NS}-{c2}");
-    let rules = netfilter_dump(&host);
+    let rules = netfilter_dump(&tb.host);
     assert!(
         rules.contains(&full_id),
         "no masquerade rule for {full_id}:\n{rules}"
@@ -377,33 +357,9 @@ fn e2e_containerd_ctr_run_cni() {
     }
     // The DEL came without a netns, so the host ends go when the kernel destroys the
     // tasks' namespaces, which it does asynchronously (later on a loaded machine).
-    let left = || -> Vec<String> {
-        veths(&host)
-            .into_iter()
-            .filter(|v| v != "uplink0")
-            .collect()
-    };
-    eventually(Duration::from_secs(20), || left().is_empty());
-    assert_eq!(left(), Vec::<String>::new(), "veths left");
-    assert_eq!(
-        reservations(data.path(), &net),
-        Vec::<String>::new(),
-        "IP reservations left"
-    );
-    let rules = netfilter_dump(&host);
-    for id in [&c1, &c2] {
-        assert!(
-            !rules.contains(&format!("{CTR_NS}-{id}")),
-            "rule for {id} left:\n{rules}"
-        );
-    }
-    for ip in [&ip1, &ip2] {
-        assert!(!mentions_ip(&rules, ip), "rule for {ip} left:\n{rules}");
-    }
-    let cached: Vec<String> = e2e::cache_entries(Path::new("/var/lib/cni"))
-        .into_iter()
-        .filter(|f| f.starts_with(&net))
-        .collect();
-    assert_eq!(cached, Vec::<String>::new(), "libcni cache entries left");
+    eventually(Duration::from_secs(20), || tb.veths_left().is_empty());
+    assert_eq!(tb.veths_left(), Vec::<String>::new(), "veths left");
+    let names = [&c1, &c2].map(|id| format!("{CTR_NS}-{id}"));
+    tb.assert_released(&names, &[ip1, ip2]);
     eprintln!("containerd e2e took {:?}", started.elapsed());
 }

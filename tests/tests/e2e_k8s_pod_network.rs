@@ -35,6 +35,12 @@ use e2e::{Cnitool, assert_nothing_left, ping, result_ips};
 
 const CLUSTER_CIDR: &str = "10.244.0.0/16";
 const NET: &str = "k8s-pod-network";
+/// The node's `NETCONFPATH`, under its directory.
+const NETCONF: &str = "net.d";
+/// The node's host-local `dataDir`, under its directory.
+const IPAM_DATA: &str = "ipam";
+/// The node's `CNI_CACHE_DIR`, under its directory.
+const CACHE: &str = "cache";
 
 struct Node {
     ns: Netns,
@@ -47,7 +53,7 @@ impl Node {
             ns: Netns::new(),
             dir: tempfile::tempdir().expect("tempdir"),
         };
-        std::fs::create_dir(node.netconf_dir()).expect("mkdir net.d");
+        std::fs::create_dir(node.path(NETCONF)).expect("mkdir net.d");
         let conf = serde_json::json!({
             "cniVersion": "1.0.0",
             "name": NET,
@@ -60,14 +66,14 @@ impl Node {
                     "type": "host-local",
                     "ranges": [[{"subnet": pod_cidr}]],
                     "routes": [{"dst": "0.0.0.0/0"}],
-                    "dataDir": node.data_dir()
+                    "dataDir": node.path(IPAM_DATA)
                 }
             }, {
                 "type": "portmap",
                 "capabilities": {"portMappings": true}
             }]
         });
-        std::fs::write(node.netconf_dir().join("10-k8s.conflist"), conf.to_string())
+        std::fs::write(node.path(NETCONF).join("10-k8s.conflist"), conf.to_string())
             .expect("write conflist");
         // Cluster traffic is never masqueraded (ip-masq-agent's nonMasqueradeCIDRs).
         node.ns.exec_ok(
@@ -89,23 +95,16 @@ impl Node {
         node
     }
 
-    fn netconf_dir(&self) -> PathBuf {
-        self.dir.path().join("net.d")
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("ipam")
-    }
-
-    fn cache_dir(&self) -> PathBuf {
-        self.dir.path().join("cache")
+    /// `sub` (one of [`NETCONF`], [`IPAM_DATA`], [`CACHE`]) in the node's directory.
+    fn path(&self, sub: &str) -> PathBuf {
+        self.dir.path().join(sub)
     }
 
     fn cnitool(&self) -> Cnitool<'_> {
         Cnitool {
             host: &self.ns,
-            netconf_dir: self.netconf_dir(),
-            cache_dir: self.cache_dir(),
+            netconf_dir: self.path(NETCONF),
+            cache_dir: self.path(CACHE),
             cni_path: bin_dir(),
         }
     }
@@ -259,8 +258,8 @@ fn e2e_k8s_pod_network_model() {
     assert_nothing_left(
         &node1.ns,
         &[&phys1, &uplink],
-        &node1.data_dir(),
-        &node1.cache_dir(),
+        &node1.path(IPAM_DATA),
+        &node1.path(CACHE),
         NET,
         &[&ids[0], &ids[1]],
         &[ip_a, ip_b],
@@ -268,8 +267,8 @@ fn e2e_k8s_pod_network_model() {
     assert_nothing_left(
         &node2.ns,
         &[&phys2],
-        &node2.data_dir(),
-        &node2.cache_dir(),
+        &node2.path(IPAM_DATA),
+        &node2.path(CACHE),
         NET,
         &[&ids[2]],
         &[ip_c],

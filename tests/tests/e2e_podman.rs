@@ -20,12 +20,12 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use cni_testsupport::{Netns, bin_dir, checked_stdout, e2e, require_root, unique_name};
-use e2e::{HOST_IP, mentions_ip, netfilter_dump, reservations, veths};
+use cni_testsupport::{Netns, bin_dir, checked_stdout, e2e, unique_name};
+use e2e::{HOST_IP, mentions_ip, netfilter_dump};
+use serde_json::json;
 
 const SUBNET_PREFIX: &str = "10.89.";
 const HOST_PORT: u16 = 18080;
@@ -40,12 +40,9 @@ struct Podman<'a> {
 
 impl<'a> Podman<'a> {
     fn new(host: &'a Netns, net_conf: &serde_json::Value) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let subdirs = ["net.d", "root", "runroot", "tmp", "runc"];
+        let dir = e2e::runtime_dir(&subdirs, "net.d/10-e2e.conflist", net_conf);
         let p = dir.path();
-        for d in ["net.d", "root", "runroot", "tmp", "runc"] {
-            std::fs::create_dir_all(p.join(d)).expect("mkdir");
-        }
-        std::fs::write(p.join("net.d/10-e2e.conflist"), net_conf.to_string()).expect("conflist");
         let wrapper = cni_testsupport::write_script(
             p,
             "runc-wrapper",
@@ -171,31 +168,15 @@ fn http_get(host: &Netns, addr: &str) -> String {
 
 #[test]
 fn e2e_podman_cni_backend() {
-    if !require_root() {
-        return;
-    }
-    if !e2e::require_programs(&[
-        ("podman", "podman"),
-        ("runc", "runc"),
-        ("conmon", "conmon"),
-        ("busybox", "busybox-static"),
-    ]) {
-        return;
-    }
     let started = Instant::now();
+    let programs = [("podman", "podman"), ("conmon", "conmon")];
+    let subnet = format!("{SUBNET_PREFIX}0.0/24");
+    let extra = json!({"hairpinMode": true});
     // The host's own address, on a veth to an "outside" namespace.
-    let (host, outside) = e2e::host_and_outside();
-
-    let net = unique_name("cnie2e-");
-    let data = tempfile::tempdir().expect("tempdir");
-    let conf = e2e::bridge_portmap_conflist(
-        &net,
-        "cnie2e0",
-        &format!("{SUBNET_PREFIX}0.0/24"),
-        data.path(),
-        serde_json::json!({"hairpinMode": true}),
-    );
-    let podman = Podman::new(&host, &conf);
+    let Some(tb) = e2e::testbed(&programs, "cnie2e-", "cnie2e0", &subnet, extra) else {
+        return;
+    };
+    let podman = Podman::new(&tb.host, &tb.conf);
     let tar = e2e::busybox_rootfs_tar(podman.dir.path(), "hello from podman c1\n");
     let image = "localhost/cnie2e-busybox:latest";
     podman.ok(&[
@@ -213,7 +194,7 @@ fn e2e_podman_cni_backend() {
             "--name".to_owned(),
             name.to_owned(),
             "--network".to_owned(),
-            net.clone(),
+            tb.net.clone(),
             "--cgroup-parent".to_owned(),
             podman.cgroup_parent.clone(),
             "--cap-add".to_owned(),
@@ -245,7 +226,10 @@ fn e2e_podman_cni_backend() {
         podman.ok(&[
             "inspect",
             "--format",
-            &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
+            &format!(
+                "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
+                tb.net
+            ),
             name,
         ])
     };
@@ -272,45 +256,24 @@ fn e2e_podman_cni_backend() {
         "HTTP c2 -> c1: {page}"
     );
 
-    // The published port serves from the host itself and from outside.
-    for client in [&host, &outside] {
+    // The published port serves from the host itself and from tb.outside.
+    for client in [&tb.host, &tb.outside] {
         let page = http_get(client, &format!("{HOST_IP}:{HOST_PORT}"));
         assert!(page.contains("200 OK"), "{page}");
     }
-    let rules = netfilter_dump(&host);
+    let rules = netfilter_dump(&tb.host);
     assert!(
         mentions_ip(&rules, &ip1) && rules.contains(&id1),
         "rules for c1 missing:\n{rules}"
     );
 
     podman.ok(&["rm", "--force", "--time", "0", &n1, &n2]);
-    let left: Vec<String> = veths(&host)
-        .into_iter()
-        .filter(|v| v != "uplink0")
-        .collect();
-    assert_eq!(left, Vec::<String>::new(), "veths left after podman rm");
     assert_eq!(
-        reservations(data.path(), &net),
+        tb.veths_left(),
         Vec::<String>::new(),
-        "IP reservations left"
+        "veths left after podman rm"
     );
-    let rules = netfilter_dump(&host);
-    for needle in [&id1, &id2] {
-        assert!(
-            !rules.contains(needle.as_str()),
-            "rule for {needle} left:\n{rules}"
-        );
-    }
-    for ip in [&ip1, &ip2] {
-        assert!(
-            !mentions_ip(&rules, ip),
-            "rule for {ip} left (DNAT/masquerade):\n{rules}"
-        );
-    }
-    let cached: Vec<String> = e2e::cache_entries(Path::new("/var/lib/cni"))
-        .into_iter()
-        .filter(|f| f.starts_with(&net))
-        .collect();
-    assert_eq!(cached, Vec::<String>::new(), "libcni cache entries left");
+    // No DNAT or masquerade rule names a container or its address.
+    tb.assert_released(&[id1, id2], &[ip1, ip2]);
     eprintln!("podman e2e took {:?}", started.elapsed());
 }

@@ -9,9 +9,9 @@
     reason = "test helpers panic with the failing value"
 )]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use cni_testsupport::{Netns, node, require_root, write_script};
+use cni_testsupport::{Netns, node, wait_for_file, write_script};
 use node::{Node, Side, links};
 use serde_json::{Value, json};
 
@@ -23,25 +23,11 @@ fn bridge_exists(n: &Node) -> bool {
 
 #[test]
 fn without_cap_net_admin_nothing_is_created() {
-    if !require_root() {
-        return;
-    }
-    let n = Node::new();
+    let Some(n) = Node::root() else { return };
     let conf = n.bridge_conf("1.0.0", &["10.101.0.0/24"], json!({"isGateway": true}));
     let ctr = n.env.add_container();
-    let dir = tempfile::tempdir().unwrap();
-    let wrapper = write_script(
-        dir.path(),
-        "bridge",
-        &format!(
-            "exec setpriv --bounding-set -net_admin --inh-caps -net_admin {} \"$@\"",
-            Side::Ours.bin("bridge").display()
-        ),
-    );
-    let out = n.env.host.run_in(|| {
-        n.call(Side::Ours, "ADD", &conf, Some(&ctr), "cap")
-            .run_here(&wrapper)
-    });
+    let drop_cap = "exec setpriv --bounding-set -net_admin --inh-caps -net_admin ";
+    let out = n.add_ours_wrapped(drop_cap, &conf, &ctr, "cap");
     assert!(!out.success());
     let msg = out.error_msg().unwrap_or_default();
     assert!(
@@ -56,10 +42,7 @@ fn without_cap_net_admin_nothing_is_created() {
 
 #[test]
 fn requested_address_taken_by_another_container_rolls_back() {
-    if !require_root() {
-        return;
-    }
-    let n = Node::new();
+    let Some(n) = Node::root() else { return };
     let conf = n.bridge_conf("1.0.0", &["10.102.0.0/24"], json!({"ipMasq": true}));
     let (a, b) = (n.env.add_container(), n.env.add_container());
     let first = n
@@ -78,16 +61,12 @@ fn requested_address_taken_by_another_container_rolls_back() {
     assert_eq!(n.host_veths().len(), 1, "only the owner's veth");
     assert_eq!(n.reservations(), vec!["10.102.0.5".to_string()]);
     assert!(!n.nat().contains("thief"));
-    n.del(Side::Ours, "bridge", &conf, Some(&a), "owner");
-    n.assert_clean(Some(&a), "owner");
+    n.del_clean(&conf, Some(&a), "owner");
 }
 
 #[test]
 fn ipam_failures_are_returned_and_roll_back() {
-    if !require_root() {
-        return;
-    }
-    let n = Node::new();
+    let Some(n) = Node::root() else { return };
     let fake = tempfile::tempdir().unwrap();
     let log = fake.path().join("calls");
     // garbage: not JSON; empty: a result without addresses; fails: a CNI error with code 11.
@@ -148,16 +127,12 @@ fn ipam_failures_are_returned_and_roll_back() {
         .assert_error(100, "no IP addresses available");
     assert!(links(&b).iter().all(|l| l["ifname"] != "eth0"));
     assert_eq!(n.host_veths().len(), 1);
-    n.del(Side::Ours, "bridge", &conf, Some(&a), "ex-a");
-    n.assert_clean(Some(&a), "ex-a");
+    n.del_clean(&conf, Some(&a), "ex-a");
 }
 
 #[test]
 fn missing_netfilter_backend_is_an_error_before_or_rolled_back() {
-    if !require_root() {
-        return;
-    }
-    let n = Node::new();
+    let Some(n) = Node::root() else { return };
     let empty = tempfile::tempdir().unwrap();
     let no_tools = empty.path().display().to_string();
     let cases = [
@@ -205,10 +180,7 @@ fn missing_netfilter_backend_is_an_error_before_or_rolled_back() {
 
 #[test]
 fn netns_gone_before_add_changes_nothing() {
-    if !require_root() {
-        return;
-    }
-    let n = Node::new();
+    let Some(n) = Node::root() else { return };
     let conf = n.bridge_conf("1.0.0", &["10.105.0.0/24"], json!({"ipMasq": true}));
     let ctr = n.env.add_container();
     let path = ctr.path().to_path_buf();
@@ -242,14 +214,11 @@ fn netns_deleted_during(n: &Node, conf: &Value, step: &str) {
     let out = std::thread::scope(|s| {
         let h = s.spawn(|| n.run(Side::Ours, "bridge", &call));
         let marker = pause.path().join("go.paused");
-        let t0 = Instant::now();
-        while !marker.exists() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "{step}: ADD never paused"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for_file(
+            &marker,
+            Duration::from_secs(20),
+            &format!("{step}: ADD never paused"),
+        );
         drop(ctr); // ip netns del while ADD holds the namespace open
         std::fs::write(&go, "").unwrap();
         h.join().unwrap()
@@ -267,10 +236,7 @@ fn netns_deleted_during(n: &Node, conf: &Value, step: &str) {
 
 #[test]
 fn netns_deleted_in_the_middle_of_add() {
-    if !require_root() {
-        return;
-    }
-    let n = Node::new();
+    let Some(n) = Node::root() else { return };
     let conf = n.bridge_conf(
         "1.0.0",
         &["10.106.0.0/24", "fd00:106::/64"],

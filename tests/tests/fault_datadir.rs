@@ -13,10 +13,10 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cni_testsupport::{PluginOutput, node, require_root};
+use cni_testsupport::{LockHolder, PluginOutput, node};
 use node::{Node, Side};
 use serde_json::{Value, json};
 
@@ -89,10 +89,7 @@ impl Drop for Tmpfs {
 
 #[test]
 fn data_dir_that_is_a_file() {
-    if !require_root() {
-        return;
-    }
-    let n = Node::new();
+    let Some(n) = Node::root() else { return };
     let file = n.env.data_path().join("a-file");
     std::fs::write(&file, "x").unwrap();
     add_fails(&n, &conf_with_data_dir(&n, &file), 5, "Not a directory");
@@ -101,10 +98,7 @@ fn data_dir_that_is_a_file() {
 
 #[test]
 fn read_only_data_dir() {
-    if !require_root() {
-        return;
-    }
-    let n = Node::new();
+    let Some(n) = Node::root() else { return };
     let ro = Tmpfs::new("size=1m,mode=0755");
     std::fs::create_dir(ro.path().join(&n.name)).unwrap();
     let st = Command::new("mount")
@@ -144,10 +138,7 @@ fn fill(dir: &Path) {
 
 #[test]
 fn full_data_dir_blocks_and_inodes() {
-    if !require_root() {
-        return;
-    }
-    let n = Node::new();
+    let Some(n) = Node::root() else { return };
     // No free block: the network directory and the empty lock can be created, the
     // reservation's content cannot be written.
     let full = Tmpfs::new("size=256k,mode=0755");
@@ -185,10 +176,7 @@ fn full_data_dir_blocks_and_inodes() {
 
 #[test]
 fn symlinked_network_directory() {
-    if !require_root() {
-        return;
-    }
-    let n = Node::new();
+    let Some(n) = Node::root() else { return };
     let data = tempfile::tempdir().unwrap();
     let conf = conf_with_data_dir(&n, data.path());
     let link = data.path().join(&n.name);
@@ -219,10 +207,7 @@ fn symlinked_network_directory() {
 
 #[test]
 fn data_dir_that_is_a_symlink() {
-    if !require_root() {
-        return;
-    }
-    let n = Node::new();
+    let Some(n) = Node::root() else { return };
     let data = tempfile::tempdir().unwrap();
     // A dangling dataDir link: code 5 with the OS error, nothing created at its target.
     let target = data.path().join("real");
@@ -362,42 +347,14 @@ fn planted_index_symlink_is_not_followed() {
     planted_symlink_is_refused(".host-local-index.{net}", true);
 }
 
-struct Holder(Child);
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn lock_held_longer_than_the_bounded_wait() {
-    if !require_root() {
-        return;
-    }
-    let n = Node::new();
+    let Some(n) = Node::root() else { return };
     let conf = n.bridge_conf("1.0.0", &["10.112.0.0/24"], json!({"ipMasq": true}));
     std::fs::create_dir_all(n.store()).unwrap();
-    let ready = n.env.data_path().join("holding");
-    let holder = Holder(
-        // -o: the lock is held by flock itself, so killing it releases the lock.
-        Command::new("flock")
-            .arg("-o")
-            .arg(n.store().join("lock"))
-            .args(["sh", "-c"])
-            .arg(format!("touch {}; sleep 60", ready.display()))
-            .spawn()
-            .unwrap(),
-    );
-    let t0 = Instant::now();
-    while !ready.exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "flock did not start"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let Some(holder) = LockHolder::hold(&n.store().join("lock")) else {
+        return;
+    };
     let ctr = n.env.add_container();
     let add = n
         .call(Side::Ours, "ADD", &conf, Some(&ctr), "lk")
@@ -415,7 +372,7 @@ fn lock_held_longer_than_the_bounded_wait() {
         .call(Side::Ours, "DEL", &conf, Some(&ctr), "lk")
         .env("CNI_IPAM_LOCK_TIMEOUT_MS", "500");
     n.run(Side::Ours, "bridge", &del).assert_error(11, "lock");
-    drop(holder);
+    holder.release();
     n.add(Side::Ours, "bridge", &conf, &ctr, "lk");
     n.del_clean(&conf, Some(&ctr), "lk");
 }

@@ -43,10 +43,7 @@ fn next_add_works(n: &Node, conf: &Value, id: &str) {
 
 #[test]
 fn bridge_aborted_after_every_step_is_cleaned_by_del() {
-    if !require_root() {
-        return;
-    }
-    let n = Node::new();
+    let Some(n) = Node::root() else { return };
     for backend in ["iptables", "nftables"] {
         let conf = full_conf(&n, backend);
         for (i, step) in STEPS.iter().enumerate() {
@@ -79,10 +76,7 @@ fn bridge_aborted_after_every_step_is_cleaned_by_del() {
 
 #[test]
 fn bridge_sigkilled_at_random_points_of_add_and_del() {
-    if !require_root() {
-        return;
-    }
-    let n = Node::new();
+    let Some(n) = Node::root() else { return };
     let conf = full_conf(&n, "iptables");
     let mut killed = 0;
     for i in 0..16u64 {
@@ -157,7 +151,6 @@ fn portmap_sigkilled_at_random_points_then_del_removes_every_rule() {
         n.check(Side::Ours, "portmap", &pm, &r, &ctr, "pk")
             .assert_success();
         n.del(Side::Ours, "portmap", &pm, Some(&ctr), "pk");
-        n.del(Side::Ours, "bridge", &bconf, Some(&ctr), "pk");
-        n.assert_clean(Some(&ctr), "pk");
+        n.del_clean(&bconf, Some(&ctr), "pk");
     }
 }

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cni_testsupport::{TestEnv, plugin_bin, require_root};
+use cni_testsupport::{TestEnv, plugin_bin, require_root, wait_for_file};
 
 /// Seconds the wrapper sleeps before it runs the real tool.
 const WRAPPER_SLEEP_SECS: u64 = 3;
@@ -109,11 +109,11 @@ fn killed_portmap_leaves_no_restore_running() {
         stdin.write_all(conf.as_bytes()).unwrap();
     }
     let started = tools.path().join("started");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !started.exists() {
-        assert!(Instant::now() < deadline, "the restore wrapper never ran");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_file(
+        &started,
+        Duration::from_secs(10),
+        "the restore wrapper never ran",
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 

@@ -329,10 +329,7 @@ fn host_local_add(
 /// code 4 (invalid environment), the reference 999. `IgnoreUnknown` does not excuse it.
 #[test]
 fn cni_args_malformed_pair_is_an_error() {
-    let Some(p) = Pair::if_runnable("gd") else {
-        return;
-    };
-    for (side, n) in p.sides() {
+    Pair::each_side("gd", |side, n| {
         let conf = n.bridge_conf("1.0.0", &["10.86.0.0/24"], json!({}));
         let ctr = n.env.add_container();
         for args in [
@@ -354,7 +351,7 @@ fn cni_args_malformed_pair_is_an_error() {
         }
         assert!(n.reservations().is_empty(), "{side:?}: nothing reserved");
         assert!(n.host_veths().is_empty(), "{side:?}: nothing created");
-    }
+    });
 }
 
 /// CONVENTIONS.md: when `args.cni.ips` (or the `ips` capability) names addresses, the

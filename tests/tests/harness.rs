@@ -8,10 +8,7 @@ use cni_testsupport::{NetNs, Netns, PluginCall, require_root, write_script};
 
 #[test]
 fn netns_is_created_and_deleted_on_drop() {
-    if !require_root() {
-        return;
-    }
-    let ns = Netns::new();
+    let Some(ns) = Netns::root() else { return };
     let name = ns.name().to_string();
     assert!(Netns::exists(&name));
     assert_eq!(ns.path(), PathBuf::from(format!("/run/netns/{name}")));
@@ -38,12 +35,16 @@ fn netns_is_deleted_after_panic() {
     assert!(!Netns::exists(&name), "{name} leaked after panic");
 }
 
+/// A temporary directory holding the script `name` running `body`, and its path.
+fn fake_plugin(name: &str, body: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = write_script(dir.path(), name, body);
+    (dir, bin)
+}
+
 #[test]
 fn run_in_executes_inside_namespace() {
-    if !require_root() {
-        return;
-    }
-    let ns = Netns::new();
+    let Some(ns) = Netns::root() else { return };
     let target = std::fs::metadata(ns.path()).unwrap().ino();
     let inside = ns.run_in(|| std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino());
     let outside = std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino();
@@ -53,10 +54,7 @@ fn run_in_executes_inside_namespace() {
 
 #[test]
 fn plugin_call_runs_in_host_namespace_with_clean_env() {
-    if !require_root() {
-        return;
-    }
-    let host = Netns::new();
+    let Some(host) = Netns::root() else { return };
     let target = std::fs::metadata(host.path()).unwrap().ino();
     let script = "echo $(stat -L -c %i /proc/self/ns/net) $CNI_COMMAND $CNI_IFNAME $CNI_NETNS; env | grep -c . ; cat";
     let call = PluginCall::new("ADD", "hello-stdin")
@@ -64,8 +62,7 @@ fn plugin_call_runs_in_host_namespace_with_clean_env() {
         .netns("/run/netns/x")
         .env("SCRIPT", script);
     // A tiny "plugin": sh reading its script from the environment.
-    let dir = tempfile::tempdir().unwrap();
-    let bin = write_script(dir.path(), "plugin.sh", "eval \"$SCRIPT\"");
+    let (_dir, bin) = fake_plugin("plugin.sh", "eval \"$SCRIPT\"");
     let out = call.run_in(&host, &bin);
     assert!(out.success(), "{}", out.describe());
     let text = String::from_utf8(out.stdout).unwrap();
@@ -82,16 +79,8 @@ fn plugin_call_runs_in_host_namespace_with_clean_env() {
 
 #[test]
 fn plugin_output_parses_error_code() {
-    if !require_root() {
-        return;
-    }
-    let host = Netns::new();
-    let dir = tempfile::tempdir().unwrap();
-    let bin = write_script(
-        dir.path(),
-        "fail.sh",
-        "echo '{\"code\": 7, \"msg\": \"bad\"}'\nexit 1",
-    );
+    let Some(host) = Netns::root() else { return };
+    let (_dir, bin) = fake_plugin("fail.sh", "echo '{\"code\": 7, \"msg\": \"bad\"}'\nexit 1");
     let out = PluginCall::new("ADD", "").run_in(&host, &bin);
     assert!(!out.success());
     assert_eq!(out.error_code(), Some(7));
@@ -125,12 +114,8 @@ fn parallel_creation_gives_unique_names() {
 
 #[test]
 fn timeout_kills_hanging_plugin() {
-    if !require_root() {
-        return;
-    }
-    let host = Netns::new();
-    let dir = tempfile::tempdir().unwrap();
-    let bin = write_script(dir.path(), "hang.sh", "exec sleep 30");
+    let Some(host) = Netns::root() else { return };
+    let (_dir, bin) = fake_plugin("hang.sh", "exec sleep 30");
     let call = PluginCall::new("ADD", "").timeout(Duration::from_millis(300));
     let start = Instant::now();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call.run_in(&host, &bin)));
@@ -140,10 +125,7 @@ fn timeout_kills_hanging_plugin() {
 
 #[test]
 fn netns_handle_matches_path() {
-    if !require_root() {
-        return;
-    }
-    let ns = Netns::new();
+    let Some(ns) = Netns::root() else { return };
     let h = NetNs::open(ns.path()).unwrap();
     assert!(h.is_same(ns.handle()).unwrap());
     assert!(!h.is_current().unwrap());

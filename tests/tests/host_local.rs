@@ -12,7 +12,9 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cni_testsupport::{PluginCall, PluginOutput, bin_dir, plugin_bin, reference_bin};
+use cni_testsupport::{
+    LockHolder, PluginCall, PluginOutput, bin_dir, dir_names, plugin_bin, reference_bin,
+};
 use serde_json::{Value, json};
 
 const NET: &str = "hlnet";
@@ -40,6 +42,14 @@ impl Net {
     /// `<dataDir>/<network>`.
     fn dir(&self) -> PathBuf {
         self.data.path().join(NET)
+    }
+
+    /// The temporary files (names starting with '.') in the network's directory.
+    fn temp_files(&self) -> Vec<String> {
+        dir_names(&self.dir())
+            .into_iter()
+            .filter(|n| n.starts_with('.'))
+            .collect()
     }
 
     /// A configuration with the given `ipam` keys (dataDir added).
@@ -646,11 +656,7 @@ fn concurrent_adds_in_64_processes_get_unique_addresses() {
             assert_eq!(content, &format!("{id}\r\neth0"));
         }
     }
-    let names: Vec<String> = fs::read_dir(net.dir())
-        .expect("read_dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect();
+    let names = net.temp_files();
     assert!(names.is_empty(), "temporary files left: {names:?}");
 }
 
@@ -697,43 +703,17 @@ fn killed_adds_never_leave_a_partial_reservation() {
     }
     // the next ADD works and clears temporary files a kill may have left
     add(&stdin, "after", "eth0").assert_success();
-    let temp: Vec<String> = fs::read_dir(net.dir())
-        .expect("read_dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect();
+    let temp = net.temp_files();
     assert!(temp.is_empty(), "{temp:?}");
 }
 
 #[test]
 fn lock_held_elsewhere_ends_in_code_11() {
-    let flock = Path::new("/usr/bin/flock");
-    if !flock.is_file() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "flock(1) required when CI=true"
-        );
-        eprintln!("skipped: flock(1) not installed");
-        return;
-    }
     let net = Net::new();
     fs::create_dir_all(net.dir()).expect("mkdir");
-    let ready = net.data_dir().join("holding");
-    let mut holder = Command::new(flock)
-        .arg("-o")
-        .arg(net.dir().join("lock"))
-        .args(["sh", "-c"])
-        .arg(format!("touch {}; sleep 30", ready.display()))
-        .spawn()
-        .expect("spawn flock");
-    let t0 = Instant::now();
-    while !ready.exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "flock did not start"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    let Some(holder) = LockHolder::hold(&net.dir().join("lock")) else {
+        return;
+    };
     let stdin = net.conf("1.0.0", json!({"ranges": [[{"subnet": "10.66.0.0/24"}]]}));
     let started = Instant::now();
     let out = run(&call("ADD", &stdin)
@@ -744,8 +724,7 @@ fn lock_held_elsewhere_ends_in_code_11() {
         .container_id("w")
         .no_netns()
         .env("CNI_IPAM_LOCK_TIMEOUT_MS", "300"));
-    let _ = holder.kill();
-    let _ = holder.wait();
+    holder.release();
     assert_code(&out, 11, "lock");
     assert_code(&del_out, 11, "lock");
     assert!(took < Duration::from_secs(5), "bounded wait took {took:?}");

@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use cni_testsupport::{PluginOutput, node, require_root};
+use cni_testsupport::{PluginOutput, node};
 use node::{Node, Side, links, mode};
 use serde_json::{Value, json};
 
@@ -57,10 +57,7 @@ fn assert_rejected(n: &Node, out: &PluginOutput, code: u64, what: &str) {
 
 #[test]
 fn hostile_container_ids_ifnames_and_network_names_change_nothing() {
-    if !require_root() {
-        return;
-    }
-    let n = Node::new();
+    let Some(n) = Node::root() else { return };
     let conf = n.bridge_conf(
         "1.0.0",
         &["10.130.0.0/24"],
@@ -125,12 +122,9 @@ fn hostile_container_ids_ifnames_and_network_names_change_nothing() {
 
 #[test]
 fn quotes_and_separators_in_interface_names_reach_netfilter_as_data() {
-    if !require_root() {
-        return;
-    }
+    let Some(n) = Node::root() else { return };
     // The spec allows any 1..15 byte name without '/', ':' and whitespace: quotes,
     // semicolons and braces must not break (or extend) the nft and iptables input.
-    let n = Node::new();
     for backend in ["nftables", "iptables"] {
         let conf = n.bridge_conf(
             "1.0.0",
@@ -174,10 +168,7 @@ fn quotes_and_separators_in_interface_names_reach_netfilter_as_data() {
 
 #[test]
 fn over_long_container_id_either_works_or_fails_without_trace() {
-    if !require_root() {
-        return;
-    }
-    let n = Node::new();
+    let Some(n) = Node::root() else { return };
     let long = "x".repeat(1000);
     let cases = [
         json!({"ipMasq": true, "ipMasqBackend": "iptables"}),
@@ -230,10 +221,7 @@ fn netfilter(n: &Node) -> String {
 
 #[test]
 fn portmap_rejects_injection_in_host_ip_protocol_and_conditions() {
-    if !require_root() {
-        return;
-    }
-    let n = Node::new();
+    let Some(n) = Node::root() else { return };
     let ctr = n.env.add_container();
     let before = netfilter(&n);
     let ok = json!({"hostPort": 8133, "containerPort": 80, "protocol": "tcp"});
@@ -317,10 +305,7 @@ fn portmap_rejects_injection_in_host_ip_protocol_and_conditions() {
 
 #[test]
 fn portmap_nft_conditions_cannot_inject_commands() {
-    if !require_root() {
-        return;
-    }
-    let n = Node::new();
+    let Some(n) = Node::root() else { return };
     let ctr = n.env.add_container();
     let ok = json!({"hostPort": 8134, "containerPort": 80, "protocol": "tcp"});
     for cond in [
@@ -396,26 +381,11 @@ fn data_dir_must_be_a_clean_absolute_path() {
 
 #[test]
 fn state_files_are_private_whatever_the_umask() {
-    if !require_root() {
-        return;
-    }
-    let n = Node::new();
+    let Some(n) = Node::root() else { return };
     let conf = n.bridge_conf("1.0.0", &["10.135.0.0/24", "fd00:135::/64"], json!({}));
     let ctr = n.env.add_container();
     // A caller with umask 000 (a careless runtime) must not produce world-writable state.
-    let dir = tempfile::tempdir().unwrap();
-    let wrapper = cni_testsupport::write_script(
-        dir.path(),
-        "bridge",
-        &format!(
-            "umask 000\nexec {} \"$@\"",
-            Side::Ours.bin("bridge").display()
-        ),
-    );
-    let out = n.env.host.run_in(|| {
-        n.call(Side::Ours, "ADD", &conf, Some(&ctr), "perm")
-            .run_here(&wrapper)
-    });
+    let out = n.add_ours_wrapped("umask 000\nexec ", &conf, &ctr, "perm");
     out.assert_success();
     let store = n.store();
     assert_eq!(
@@ -441,10 +411,7 @@ fn state_files_are_private_whatever_the_umask() {
 /// re-ADD would have replaced. A failure the conditions did not cause is not code 7.
 #[test]
 fn portmap_nft_conditions_nft_rejects_are_code_7_and_change_nothing() {
-    if !require_root() {
-        return;
-    }
-    let n = Node::new();
+    let Some(n) = Node::root() else { return };
     let ctr = n.env.add_container();
     let mapping = json!({"hostPort": 8135, "containerPort": 80, "protocol": "tcp"});
     let ruleset = || n.env.host.exec_ok("nft", &["list", "ruleset"]);
@@ -463,24 +430,21 @@ fn portmap_nft_conditions_nft_rejects_are_code_7_and_change_nothing() {
             mapping.clone(),
         )
     };
-    let before = ruleset();
-    for cond in rejected {
-        let out = n.exec(
+    let add_with = |cond: &[&str], mapping: &Value, id: &str| {
+        n.exec(
             Side::Ours,
             "portmap",
             "ADD",
-            &with(cond, &mapping),
+            &with(cond, mapping),
             Some(&ctr),
-            "badcond",
-        );
+            id,
+        )
+    };
+    let before = ruleset();
+    for cond in rejected {
+        let out = add_with(cond, &mapping, "badcond");
         assert_eq!(out.error_code(), Some(7), "{cond:?}: {}", out.describe());
-        assert!(
-            out.error_msg()
-                .unwrap()
-                .contains("nftables conditions rejected by nft"),
-            "{}",
-            out.describe()
-        );
+        out.assert_failure("nftables conditions rejected by nft");
         assert_eq!(
             ruleset(),
             before,
@@ -506,14 +470,7 @@ fn portmap_nft_conditions_nft_rejects_are_code_7_and_change_nothing() {
     );
     let other = json!({"hostPort": 8136, "containerPort": 80, "protocol": "tcp"});
     for cond in rejected {
-        let out = n.exec(
-            Side::Ours,
-            "portmap",
-            "ADD",
-            &with(cond, &other),
-            Some(&ctr),
-            "goodcond",
-        );
+        let out = add_with(cond, &other, "goodcond");
         assert_eq!(out.error_code(), Some(7), "{cond:?}: {}", out.describe());
         assert_eq!(
             ruleset(),

@@ -587,11 +587,7 @@ fn failed_add_releases_the_address_in_either_mode() {
                 .env("CNI_BRIDGE_FAIL_AFTER", step);
             let (out, execs) = traced(&env, &call);
             assert!(!out.success(), "{mode:?} {step}: {}", out.describe());
-            assert!(
-                out.error_msg().unwrap().contains("injected failure"),
-                "{}",
-                out.describe()
-            );
+            out.assert_failure("injected failure");
             // ADD and the rollback's DEL: exec'd twice, or not at all.
             let want = if mode == Mode::Exec { 2 } else { 0 };
             assert_eq!(

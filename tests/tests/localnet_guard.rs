@@ -54,17 +54,14 @@ impl Topo {
     }
 
     fn new() -> Topo {
-        let env = TestEnv::new();
-        for cmd in [
+        let env = TestEnv::with_host_setup(&[
             "ip link set lo up",
             "ip link add br0 type bridge",
             &format!("ip addr add {GATEWAY}/24 dev br0"),
             "ip link set br0 up",
             "sysctl -qw net.ipv4.ip_forward=1",
             "sysctl -qw net.ipv4.conf.br0.route_localnet=0",
-        ] {
-            env.host.exec_ok("sh", &["-c", cmd]);
-        }
+        ]);
         Topo {
             env,
             containers: Vec::new(),

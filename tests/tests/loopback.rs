@@ -41,6 +41,12 @@ fn run(
     call.run_in(&env.host, &side.bin("loopback"))
 }
 
+/// A test environment when running as root with the reference loopback installed;
+/// `None` (the test is skipped) otherwise.
+fn env_with_reference() -> Option<TestEnv> {
+    (require_root() && require_reference(&["loopback"])).then(TestEnv::new)
+}
+
 /// Whether `lo` is administratively up in `ns` (`ip -j link show lo`).
 fn lo_up(ns: &Netns) -> bool {
     let v: Value = serde_json::from_str(&ns.exec_ok("ip", &["-j", "link", "show", "lo"])).unwrap();
@@ -61,10 +67,9 @@ fn fresh_container() -> Netns {
 
 #[test]
 fn add_results_equal_the_reference_in_every_version() {
-    if !require_root() || !require_reference(&["loopback"]) {
+    let Some(env) = env_with_reference() else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     // "" is a configuration without cniVersion (0.1.0, printed in the 0.1.0 layout).
     for version in ["", "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0"] {
         let mut results = Vec::new();
@@ -106,10 +111,9 @@ fn add_results_equal_the_reference_in_every_version() {
 
 #[test]
 fn add_passes_prev_result_through_like_the_reference() {
-    if !require_root() || !require_reference(&["loopback"]) {
+    let Some(env) = env_with_reference() else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     let prevs = [
         (
             "0.2.0",
@@ -149,10 +153,9 @@ fn add_passes_prev_result_through_like_the_reference() {
 
 #[test]
 fn del_sets_lo_down_is_idempotent_and_succeeds_without_the_netns() {
-    if !require_root() || !require_reference(&["loopback"]) {
+    let Some(env) = env_with_reference() else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     for side in [Side::Ref, Side::Ours] {
         for version in ["0.3.1", "1.0.0"] {
             let c = conf(version);
@@ -183,10 +186,9 @@ fn del_sets_lo_down_is_idempotent_and_succeeds_without_the_netns() {
 
 #[test]
 fn check_passes_on_up_and_fails_on_down_lo() {
-    if !require_root() || !require_reference(&["loopback"]) {
+    let Some(env) = env_with_reference() else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     for side in [Side::Ref, Side::Ours] {
         let c = conf("1.0.0");
         let ctr = fresh_container();
@@ -216,10 +218,9 @@ fn check_passes_on_up_and_fails_on_down_lo() {
 
 #[test]
 fn version_lists_what_each_supports_and_our_status_gc_succeed() {
-    if !require_root() || !require_reference(&["loopback"]) {
+    let Some(env) = env_with_reference() else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     for side in [Side::Ref, Side::Ours] {
         let out = run(&env, side, "VERSION", &conf("1.0.0"), None);
         let v = out.json();
@@ -267,10 +268,7 @@ fn version_lists_what_each_supports_and_our_status_gc_succeed() {
 
 #[test]
 fn bad_input_is_a_cni_error_object_and_changes_nothing() {
-    if !require_root() {
-        return;
-    }
-    let env = TestEnv::new();
+    let Some(env) = TestEnv::root() else { return };
     let ctr = fresh_container();
     let cases: Vec<(&str, PluginCall, u64)> = vec![
         (
@@ -349,10 +347,9 @@ fn bad_input_is_a_cni_error_object_and_changes_nothing() {
 
 #[test]
 fn failed_add_leaves_lo_as_it_was_unlike_the_reference() {
-    if !require_root() || !require_reference(&["loopback"]) {
+    let Some(env) = env_with_reference() else {
         return;
-    }
-    let env = TestEnv::new();
+    };
     for side in [Side::Ref, Side::Ours] {
         let ctr = fresh_container();
         ctr.exec_ok("ip", &["addr", "add", "10.71.0.1/8", "dev", "lo"]);
@@ -378,10 +375,7 @@ fn failed_add_leaves_lo_as_it_was_unlike_the_reference() {
 
 #[test]
 fn ifname_is_ignored_and_only_the_container_lo_changes() {
-    if !require_root() {
-        return;
-    }
-    let env = TestEnv::new();
+    let Some(env) = TestEnv::root() else { return };
     let ctr = fresh_container();
     let host_lo_before = lo_up(&env.host);
     let out = PluginCall::new("ADD", conf("1.0.0").to_string())

@@ -192,10 +192,7 @@ fn nft_tables(node: &Node) -> String {
 /// nftables table); what is left is exactly what was there before the container.
 #[test]
 fn del_is_one_restore_per_plugin_and_runs_no_absent_tool() {
-    if !require_root() {
-        return;
-    }
-    let node = Node::new();
+    let Some(node) = Node::root() else { return };
     let chain = Chain::masq(&node, &["10.65.0.0/24"], None);
     let rec = Recorder::new();
     let (a, b) = (node.env.add_container(), node.env.add_container());
@@ -231,10 +228,7 @@ fn del_is_one_restore_per_plugin_and_runs_no_absent_tool() {
 /// iptables `nat` table that does not exist costs no process either.
 #[test]
 fn del_lists_only_existing_nft_tables_and_removes_their_rules() {
-    if !require_root() {
-        return;
-    }
-    let node = Node::new();
+    let Some(node) = Node::root() else { return };
     let chain = Chain::masq(&node, &["10.66.0.0/24"], Some("nftables"));
     let rec = Recorder::new();
     let a = node.env.add_container();
@@ -371,14 +365,11 @@ fn fast_del_leaves_the_same_ruleset_as_the_full_path() {
 /// table (legacy rules are not in nf_tables), and the fast DEL works the same way.
 #[test]
 fn legacy_iptables_reads_every_family_and_deletes_fast() {
-    if !require_root() {
-        return;
-    }
+    let Some(node) = Node::root() else { return };
     if !std::path::Path::new("/usr/sbin/iptables-legacy-restore").exists() {
         println!("skipped: no iptables-legacy");
         return;
     }
-    let node = Node::new();
     let rec = Recorder::legacy();
     let chain = Chain {
         bridge: json!(null),
@@ -452,10 +443,7 @@ fn legacy_iptables_reads_every_family_and_deletes_fast() {
 /// itself is covered by `portmap.rs` (`udp_flow_retargeted_after_delete`).
 #[test]
 fn no_conntrack_dump_in_a_namespace_without_entries() {
-    if !require_root() {
-        return;
-    }
-    let node = Node::new();
+    let Some(node) = Node::root() else { return };
     let ctr = node.env.add_container();
     let prev = json!({"cniVersion": "1.0.0",
         "interfaces": [{"name": "eth0", "sandbox": ctr.path()}],

@@ -16,7 +16,7 @@
 )]
 
 use cni_testsupport::{
-    Netns, PluginOutput, TestEnv, reference_bin, require_root, serve, tcp_get, udp_ask,
+    Netns, PluginCall, PluginOutput, TestEnv, reference_bin, require_root, serve, tcp_get, udp_ask,
     write_script,
 };
 
@@ -57,9 +57,13 @@ impl NoConntrackCli {
 }
 
 impl Topo {
+    /// A topology when running as root; `None` (the test is skipped) otherwise.
+    fn root() -> Option<Topo> {
+        require_root().then(Topo::new)
+    }
+
     fn new() -> Topo {
-        let env = TestEnv::new();
-        for cmd in [
+        let env = TestEnv::with_host_setup(&[
             "ip link add br0 type bridge",
             "ip addr add 10.99.0.1/24 dev br0",
             "ip -6 addr add fd00:99::1/64 dev br0 nodad",
@@ -70,9 +74,7 @@ impl Topo {
             "sysctl -qw net.ipv4.ip_forward=1",
             // Off whatever the node's defaults are: portmap ADD must turn it on.
             "sysctl -qw net.ipv4.conf.br0.route_localnet=0",
-        ] {
-            env.host.exec_ok("sh", &["-c", cmd]);
-        }
+        ]);
         Topo {
             env,
             containers: Vec::new(),
@@ -112,17 +114,28 @@ impl Topo {
         self.containers.len() - 1
     }
 
+    /// [`Topo::container`] for each of `ns`; returns their indexes.
+    fn containers<const N: usize>(&mut self, ns: [u8; N]) -> [usize; N] {
+        ns.map(|n| self.container(n))
+    }
+
     fn ns(&self, i: usize) -> &Netns {
         &self.containers[i]
     }
 
-    fn portmap(&self, command: &str, cid: &str, netns: &Netns, conf: &str) -> PluginOutput {
-        let call = self
-            .env
+    /// A portmap call of `command` for container `cid` whose `eth0` is in `netns`.
+    fn call(&self, command: &str, cid: &str, netns: &Netns, conf: &str) -> PluginCall {
+        self.env
             .call(command, conf)
             .container_id(cid)
             .netns(netns.path())
             .ifname("eth0")
+    }
+
+    /// Runs our portmap with [`Topo::call`] and the fake `conntrack` first in `PATH`.
+    fn portmap(&self, command: &str, cid: &str, netns: &Netns, conf: &str) -> PluginOutput {
+        let call = self
+            .call(command, cid, netns, conf)
             .env("PATH", &self.no_conntrack_cli.path());
         self.env.run("portmap", &call)
     }
@@ -156,12 +169,8 @@ const MAPPINGS: &str = r#"[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}
   {"hostPort":9191,"containerPort":80,"protocol":"tcp","hostIP":"10.99.0.1"},{"hostPort":8086,"containerPort":80,"protocol":"tcp","hostIP":"::"}]"#;
 
 fn traffic(backend: &str) {
-    if !require_root() {
-        return;
-    }
-    let mut t = Topo::new();
-    let server = t.container(2);
-    let client = t.container(3);
+    let Some(mut t) = Topo::root() else { return };
+    let [server, client] = t.containers([2, 3]);
     serve(t.ns(server), "A");
     let route_localnet = |t: &Topo| {
         t.env
@@ -171,12 +180,15 @@ fn traffic(backend: &str) {
             .to_string()
     };
     assert_eq!(route_localnet(&t), "0", "set off in Topo::new");
-    let add = t.portmap(
-        "ADD",
-        "ctrA",
-        t.ns(server),
-        &conf("1.0.0", Some(backend), MAPPINGS, 2),
-    );
+    let pm = |command: &str, mappings: &str| {
+        t.portmap(
+            command,
+            "ctrA",
+            t.ns(server),
+            &conf("1.0.0", Some(backend), mappings, 2),
+        )
+    };
+    let add = pm("ADD", MAPPINGS);
     add.assert_success();
     assert_eq!(
         route_localnet(&t),
@@ -190,84 +202,48 @@ fn traffic(backend: &str) {
         add.describe()
     );
     let host = &t.env.host;
-    assert_eq!(
-        tcp_get(t.ns(client), "10.99.0.1:8080").unwrap(),
-        "A",
-        "from another container"
-    );
-    assert_eq!(
-        tcp_get(t.ns(client), "10.98.0.1:8080").unwrap(),
-        "A",
-        "via another host address"
-    );
-    assert_eq!(
-        tcp_get(host, "10.99.0.1:8080").unwrap(),
-        "A",
-        "from the host netns"
-    );
-    assert_eq!(
-        tcp_get(host, "127.0.0.1:8080").unwrap(),
-        "A",
-        "via localhost (snat, route_localnet)"
-    );
-    assert_eq!(
-        tcp_get(t.ns(server), "10.99.0.1:8080").unwrap(),
-        "A",
-        "hairpin"
-    );
+    let reaches = |rows: &[(&Netns, &str, &str)]| {
+        for (from, addr, why) in rows {
+            assert_eq!(tcp_get(from, addr).unwrap(), "A", "{why}");
+        }
+    };
+    reaches(&[
+        (t.ns(client), "10.99.0.1:8080", "from another container"),
+        (t.ns(client), "10.98.0.1:8080", "via another host address"),
+        (host, "10.99.0.1:8080", "from the host netns"),
+        (
+            host,
+            "127.0.0.1:8080",
+            "via localhost (snat, route_localnet)",
+        ),
+        (t.ns(server), "10.99.0.1:8080", "hairpin"),
+    ]);
     assert_eq!(
         udp_ask(t.ns(client), "0.0.0.0:0", "10.99.0.1:8053").unwrap(),
         "A",
         "udp"
     );
-    assert_eq!(
-        tcp_get(t.ns(client), "10.99.0.1:9191").unwrap(),
-        "A",
-        "hostIP matches"
-    );
+    reaches(&[(t.ns(client), "10.99.0.1:9191", "hostIP matches")]);
     assert!(
         tcp_get(t.ns(client), "10.98.0.1:9191").is_err(),
         "hostIP restricts the mapping"
     );
     // IPv6 from the host netns (the nftables layout masquerades only the container's own
     // address, as the reference does, so a same-subnet IPv6 peer would get an asymmetric reply).
-    assert_eq!(
-        tcp_get(host, "[fd00:99::1]:8086").unwrap(),
-        "A",
-        "IPv6 mapping"
-    );
-    assert_eq!(
-        tcp_get(host, "[fd00:99::1]:8080").unwrap(),
-        "A",
-        "IPv6 any-address mapping"
-    );
-    let check = t.portmap(
-        "CHECK",
-        "ctrA",
-        t.ns(server),
-        &conf("1.0.0", Some(backend), MAPPINGS, 2),
-    );
-    check.assert_success();
+    reaches(&[
+        (host, "[fd00:99::1]:8086", "IPv6 mapping"),
+        (host, "[fd00:99::1]:8080", "IPv6 any-address mapping"),
+    ]);
+    pm("CHECK", MAPPINGS).assert_success();
     // Re-ADD with other mappings: old ports stop working, the new one works.
     let re = r#"[{"hostPort":7070,"containerPort":80,"protocol":"tcp"}]"#;
-    t.portmap(
-        "ADD",
-        "ctrA",
-        t.ns(server),
-        &conf("1.0.0", Some(backend), re, 2),
-    )
-    .assert_success();
+    pm("ADD", re).assert_success();
     assert!(
         tcp_get(t.ns(client), "10.99.0.1:8080").is_err(),
         "stale mapping still forwards"
     );
     assert_eq!(tcp_get(t.ns(client), "10.99.0.1:7070").unwrap(), "A");
-    let failed = t.portmap(
-        "CHECK",
-        "ctrA",
-        t.ns(server),
-        &conf("1.0.0", Some(backend), MAPPINGS, 2),
-    );
+    let failed = pm("CHECK", MAPPINGS);
     assert_eq!(
         failed.error_code(),
         Some(103),
@@ -297,13 +273,8 @@ fn traffic_nftables() {
 
 #[test]
 fn udp_flow_retargeted_after_delete() {
-    if !require_root() {
-        return;
-    }
-    let mut t = Topo::new();
-    let a = t.container(2);
-    let c = t.container(4);
-    let client = t.container(3);
+    let Some(mut t) = Topo::root() else { return };
+    let [a, c, client] = t.containers([2, 4, 3]);
     serve(t.ns(a), "A");
     serve(t.ns(c), "C");
     let udp = r#"[{"hostPort":8053,"containerPort":53,"protocol":"udp"}]"#;
@@ -329,38 +300,60 @@ fn udp_flow_retargeted_after_delete() {
     );
 }
 
+/// Our portmap and the reference, each on a topology of its own with container 2.
+struct Both {
+    ours: Topo,
+    theirs: Topo,
+    reference: std::path::PathBuf,
+}
+
+impl Both {
+    /// `None` (the test is skipped) when not root or without the reference portmap.
+    fn new() -> Option<Both> {
+        let Some(reference) = reference_bin("portmap") else {
+            println!("skipped: no reference portmap");
+            return None;
+        };
+        let (mut ours, mut theirs) = (Topo::root()?, Topo::new());
+        ours.container(2);
+        theirs.container(2);
+        Some(Both {
+            ours,
+            theirs,
+            reference,
+        })
+    }
+
+    /// The same ADD of container `cid` (0.4.0, [`MAPPINGS`], address .`last`) on both.
+    fn add(&self, cid: &str, last: u8) {
+        let input = conf("0.4.0", None, MAPPINGS, last);
+        let (ours, theirs) = (&self.ours, &self.theirs);
+        ours.portmap("ADD", cid, ours.ns(0), &input)
+            .assert_success();
+        theirs
+            .call("ADD", cid, theirs.ns(0), &input)
+            .run_in(&theirs.env.host, &self.reference)
+            .assert_success();
+    }
+
+    /// Both list the same iptables and ip6tables NAT rules.
+    fn assert_same_listing(&self) {
+        let v6 = |t: &Topo| t.env.host.exec_ok("ip6tables", &["-t", "nat", "-S"]);
+        assert_eq!(self.ours.nat(), self.theirs.nat());
+        assert_eq!(v6(&self.ours), v6(&self.theirs));
+    }
+}
+
 #[test]
 fn listing_matches_reference_and_our_del_removes_reference_rules() {
-    if !require_root() {
-        return;
-    }
-    let Some(reference) = reference_bin("portmap") else {
-        println!("skipped: no reference portmap");
-        return;
-    };
-    let mut ours = Topo::new();
-    let s1 = ours.container(2);
-    let mut theirs = Topo::new();
-    let s2 = theirs.container(2);
-    let input = conf("0.4.0", None, MAPPINGS, 2);
-    ours.portmap("ADD", "ctrA", ours.ns(s1), &input)
-        .assert_success();
-    let call = theirs
-        .env
-        .call("ADD", input.as_str())
-        .container_id("ctrA")
-        .netns(theirs.ns(s2).path())
-        .ifname("eth0");
-    call.run_in(&theirs.env.host, &reference).assert_success();
-    assert_eq!(ours.nat(), theirs.nat());
-    assert_eq!(
-        ours.env.host.exec_ok("ip6tables", &["-t", "nat", "-S"]),
-        theirs.env.host.exec_ok("ip6tables", &["-t", "nat", "-S"])
-    );
+    let Some(both) = Both::new() else { return };
+    both.add("ctrA", 2);
+    both.assert_same_listing();
+    let (ours, theirs) = (&both.ours, &both.theirs);
     // Our DEL (no runtimeConfig) cleans up what the reference created.
     let bare = r#"{"cniVersion":"0.4.0","name":"pmnet","type":"portmap"}"#;
     theirs
-        .portmap("DEL", "ctrA", theirs.ns(s2), bare)
+        .portmap("DEL", "ctrA", theirs.ns(0), bare)
         .assert_success();
     assert!(!theirs.nat().contains("CNI-DN-"), "{}", theirs.nat());
     // GC keeps valid attachments only.
@@ -372,10 +365,7 @@ fn listing_matches_reference_and_our_del_removes_reference_rules() {
 
 #[test]
 fn errors_carry_cni_codes() {
-    if !require_root() {
-        return;
-    }
-    let mut t = Topo::new();
+    let Some(mut t) = Topo::root() else { return };
     let s = t.container(2);
     let bad_port = conf(
         "1.0.0",
@@ -447,10 +437,7 @@ fn tools_log(dir: &tempfile::TempDir) -> String {
 
 #[test]
 fn del_skips_absent_tools() {
-    if !require_root() {
-        return;
-    }
-    let mut t = Topo::new();
+    let Some(mut t) = Topo::root() else { return };
     let s = t.container(2);
     let input = conf("1.0.0", Some("iptables"), MAPPINGS, 2);
     t.portmap("ADD", "ctrA", t.ns(s), &input).assert_success();
@@ -458,13 +445,7 @@ fn del_skips_absent_tools() {
     assert!(t.nat().contains("CNI-DN-") && v6().contains("CNI-DN-"));
     let bare = r#"{"cniVersion":"1.0.0","name":"pmnet","type":"portmap"}"#;
     let del = |path: &str| {
-        let call = t
-            .env
-            .call("DEL", bare)
-            .container_id("ctrA")
-            .netns(t.ns(s).path())
-            .ifname("eth0")
-            .env("PATH", path);
+        let call = t.call("DEL", "ctrA", t.ns(s), bare).env("PATH", path);
         t.env.run("portmap", &call)
     };
 
@@ -498,13 +479,7 @@ fn del_skips_absent_tools() {
     t.portmap("ADD", "ctrB", t.ns(s), &nft_input)
         .assert_success();
     assert!(t.nft().contains("ctrB"));
-    let call = t
-        .env
-        .call("DEL", bare)
-        .container_id("ctrB")
-        .netns(t.ns(s).path())
-        .ifname("eth0")
-        .env("PATH", &path);
+    let call = t.call("DEL", "ctrB", t.ns(s), bare).env("PATH", &path);
     std::fs::remove_file(dir.path().join("tools.log")).ok();
     t.env.run("portmap", &call).assert_success();
     assert!(!t.nft().contains("ctrB"), "{}", t.nft());
@@ -516,10 +491,7 @@ fn del_skips_absent_tools() {
 
 #[test]
 fn add_fast_path_for_new_containers_and_fallback_otherwise() {
-    if !require_root() {
-        return;
-    }
-    let mut t = Topo::new();
+    let Some(mut t) = Topo::root() else { return };
     let s = t.container(2);
     let (dir, path) = logging_path(&[
         "iptables-save",
@@ -530,13 +502,7 @@ fn add_fast_path_for_new_containers_and_fallback_otherwise() {
     let add = |cid: &str, ip_last: u8, mappings: &str| {
         std::fs::remove_file(dir.path().join("tools.log")).ok();
         let input = conf("1.0.0", Some("iptables"), mappings, ip_last);
-        let call = t
-            .env
-            .call("ADD", input.as_str())
-            .container_id(cid)
-            .netns(t.ns(s).path())
-            .ifname("eth0")
-            .env("PATH", &path);
+        let call = t.call("ADD", cid, t.ns(s), &input).env("PATH", &path);
         t.env.run("portmap", &call).assert_success();
         tools_log(&dir)
     };
@@ -598,34 +564,11 @@ fn add_fast_path_for_new_containers_and_fallback_otherwise() {
 
 #[test]
 fn fast_path_listing_matches_reference_for_several_containers() {
-    if !require_root() {
-        return;
-    }
-    let Some(reference) = reference_bin("portmap") else {
-        println!("skipped: no reference portmap");
-        return;
-    };
-    let mut ours = Topo::new();
-    let s1 = ours.container(2);
-    let mut theirs = Topo::new();
-    let s2 = theirs.container(2);
+    let Some(both) = Both::new() else { return };
     for (cid, last) in [("ctrA", 2), ("ctrB", 3), ("ctrC", 4)] {
-        let input = conf("0.4.0", None, MAPPINGS, last);
-        ours.portmap("ADD", cid, ours.ns(s1), &input)
-            .assert_success();
-        let call = theirs
-            .env
-            .call("ADD", input.as_str())
-            .container_id(cid)
-            .netns(theirs.ns(s2).path())
-            .ifname("eth0");
-        call.run_in(&theirs.env.host, &reference).assert_success();
+        both.add(cid, last);
     }
-    assert_eq!(ours.nat(), theirs.nat());
-    assert_eq!(
-        ours.env.host.exec_ok("ip6tables", &["-t", "nat", "-S"]),
-        theirs.env.host.exec_ok("ip6tables", &["-t", "nat", "-S"])
-    );
+    both.assert_same_listing();
 }
 
 /// A `PATH` directory with the fake `conntrack` and an `nft` wrapper that logs
@@ -699,13 +642,8 @@ fn plus_conditions(json_listing: &str) -> String {
 /// a re-ADD replaces the container's rules, still in one transaction.
 #[test]
 fn nft_conditions_add_is_one_transaction() {
-    if !require_root() {
-        return;
-    }
-    let mut t = Topo::new();
-    let server = t.container(2);
-    let client = t.container(3);
-    let excluded = t.container(4);
+    let Some(mut t) = Topo::root() else { return };
+    let [server, client, excluded] = t.containers([2, 3, 4]);
     serve(t.ns(server), "A");
     // The same topology for the JSON path, without conditions.
     let mut j = Topo::new();
@@ -714,11 +652,7 @@ fn nft_conditions_add_is_one_transaction() {
     let add = |mappings: &str| {
         let input = conf_with_conditions(mappings);
         let call = t
-            .env
-            .call("ADD", input.as_str())
-            .container_id("ctrA")
-            .netns(t.ns(server).path())
-            .ifname("eth0")
+            .call("ADD", "ctrA", t.ns(server), &input)
             .env("PATH", &path);
         t.env.run("portmap", &call).assert_success();
         j.portmap(

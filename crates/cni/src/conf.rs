@@ -320,16 +320,17 @@ pub struct GcAttachment {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// The plugin's keys of a bridge-like plugin, for the NetConf tests (here and in
+    /// `gojson`'s).
     #[derive(Debug, Default, Deserialize)]
     #[serde(rename_all = "camelCase")]
-    struct Bridgeish {
+    pub(crate) struct Bridgeish {
+        pub(crate) bridge: Option<String>,
         #[serde(default)]
-        bridge: Option<String>,
-        #[serde(default)]
-        is_gateway: bool,
+        pub(crate) is_gateway: bool,
     }
 
     #[test]

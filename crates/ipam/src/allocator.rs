@@ -176,10 +176,7 @@ mod tests {
     use super::*;
     use crate::range::RangeSpec;
     use crate::store::MemStore;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("test address")
-    }
+    use crate::test_util::ip;
 
     fn set(subnets: &[(&str, Option<&str>, Option<&str>)]) -> RangeSet {
         let specs: Vec<RangeSpec> = subnets

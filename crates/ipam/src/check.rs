@@ -113,10 +113,7 @@ mod tests {
     use super::*;
     use crate::range::RangeSpec;
     use crate::store::MemStore;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("test address")
-    }
+    use crate::test_util::ip;
 
     fn sets() -> Vec<RangeSet> {
         ["10.1.2.0/24", "2001:db8::/64"]

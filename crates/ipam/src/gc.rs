@@ -79,11 +79,8 @@ pub fn gc<S: Store + ?Sized>(
 mod tests {
     use super::*;
     use crate::store::MemStore;
+    use crate::test_util::ip;
     use std::net::IpAddr;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("test address")
-    }
 
     #[test]
     fn releases_only_unknown_attachments() {

@@ -106,10 +106,7 @@ pub fn to_text(ip: IpAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("test address")
-    }
+    use crate::test_util::ip;
 
     #[test]
     fn next_and_prev_ipv4() {

@@ -95,11 +95,8 @@ impl<'a> Iterator for RoundRobin<'a> {
 mod tests {
     use super::*;
     use crate::range::RangeSpec;
+    use crate::test_util::ip;
     use ipnetwork::IpNetwork;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("test address")
-    }
 
     fn spec(subnet: &str, start: Option<&str>, end: Option<&str>) -> RangeSpec {
         RangeSpec {
@@ -121,48 +118,19 @@ mod tests {
     }
 
     #[test]
-    fn fresh_walk_skips_gateway_and_broadcast() {
+    fn walk_skips_gateway_and_broadcast_and_wraps_after_the_cursor() {
         let s = set(&[spec("192.168.1.0/29", None, None)]);
-        assert_eq!(
-            walk(&s, None),
-            [
-                "192.168.1.2",
-                "192.168.1.3",
-                "192.168.1.4",
-                "192.168.1.5",
-                "192.168.1.6"
-            ]
-        );
-    }
-
-    #[test]
-    fn walk_from_middle_wraps_and_offers_cursor_last() {
-        let s = set(&[spec("192.168.1.0/29", None, None)]);
-        assert_eq!(
-            walk(&s, Some("192.168.1.4")),
-            [
-                "192.168.1.5",
-                "192.168.1.6",
-                "192.168.1.2",
-                "192.168.1.3",
-                "192.168.1.4"
-            ]
-        );
-    }
-
-    #[test]
-    fn walk_from_end_wraps_to_start() {
-        let s = set(&[spec("192.168.1.0/29", None, None)]);
-        assert_eq!(
-            walk(&s, Some("192.168.1.6")),
-            [
-                "192.168.1.2",
-                "192.168.1.3",
-                "192.168.1.4",
-                "192.168.1.5",
-                "192.168.1.6"
-            ]
-        );
+        // (cursor, last octets in the order offered): a fresh walk; from the middle,
+        // wrapping and offering the cursor last; from the end, wrapping to the start.
+        let cases: [(Option<&str>, [u8; 5]); 3] = [
+            (None, [2, 3, 4, 5, 6]),
+            (Some("192.168.1.4"), [5, 6, 2, 3, 4]),
+            (Some("192.168.1.6"), [2, 3, 4, 5, 6]),
+        ];
+        for (cursor, octets) in cases {
+            let want: Vec<String> = octets.iter().map(|o| format!("192.168.1.{o}")).collect();
+            assert_eq!(walk(&s, cursor), want, "cursor {cursor:?}");
+        }
     }
 
     #[test]

@@ -45,3 +45,14 @@ pub use status::StatusError;
 pub use store::{
     Attachment, DiskStore, DiskStoreOptions, MemStore, Reservation, Store, StoreError,
 };
+
+/// Helpers shared by the unit tests of every module.
+#[cfg(test)]
+mod test_util {
+    use std::net::IpAddr;
+
+    /// `s`, an address literal of a test, parsed.
+    pub(crate) fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test address")
+    }
+}

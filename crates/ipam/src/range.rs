@@ -259,10 +259,7 @@ impl fmt::Display for Range {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("test address")
-    }
+    use crate::test_util::ip;
 
     fn net(s: &str) -> IpNetwork {
         s.parse().expect("test network")
@@ -281,112 +278,146 @@ mod tests {
         Range::canonicalize(s).map_err(|e| e.to_string())
     }
 
+    /// The range of `subnet` alone, which must be valid.
+    fn valid(subnet: &str) -> Range {
+        canon(&RangeSpec::subnet(net(subnet))).expect("valid")
+    }
+
+    /// `r` runs from `start` to `end` with gateway `gateway`.
+    fn assert_bounds(r: &Range, start: &str, end: &str, gateway: &str) {
+        assert_eq!(
+            (r.range_start, r.range_end, r.gateway),
+            (ip(start), ip(end), ip(gateway)),
+            "{r}"
+        );
+    }
+
+    /// Each (subnet, message): the subnet alone is rejected with that message.
+    fn assert_subnets_rejected(cases: &[(&str, &str)]) {
+        let specs: Vec<_> = cases
+            .iter()
+            .map(|(subnet, msg)| (RangeSpec::subnet(net(subnet)), *msg))
+            .collect();
+        assert_specs_rejected(&specs);
+    }
+
+    /// Each (spec, message): the spec is rejected with that message.
+    fn assert_specs_rejected(cases: &[(RangeSpec, &str)]) {
+        for (spec, msg) in cases {
+            assert_eq!(canon(spec).unwrap_err(), *msg, "{spec:?}");
+        }
+    }
+
     #[test]
     fn defaults_for_slash_24() {
-        let r = canon(&RangeSpec::subnet(net("192.0.2.0/24"))).expect("valid");
-        assert_eq!(r.range_start, ip("192.0.2.1"));
-        assert_eq!(r.range_end, ip("192.0.2.254"));
-        assert_eq!(r.gateway, ip("192.0.2.1"));
+        let r = valid("192.0.2.0/24");
+        assert_bounds(&r, "192.0.2.1", "192.0.2.254", "192.0.2.1");
         assert_eq!(r.to_string(), "192.0.2.1-192.0.2.254");
         assert_eq!(r.capacity(), 253);
     }
 
     #[test]
     fn defaults_for_slash_25_30_and_first_byte_zero() {
-        let r = canon(&RangeSpec::subnet(net("192.0.2.0/25"))).expect("valid");
+        let r = valid("192.0.2.0/25");
         assert_eq!(r.range_end, ip("192.0.2.126"));
-        let r = canon(&RangeSpec::subnet(net("10.1.2.0/30"))).expect("valid");
+        let r = valid("10.1.2.0/30");
         assert_eq!(
             (r.range_start, r.range_end),
             (ip("10.1.2.1"), ip("10.1.2.2"))
         );
         assert_eq!(r.capacity(), 1);
-        let r = canon(&RangeSpec::subnet(net("0.0.0.0/30"))).expect("valid");
+        let r = valid("0.0.0.0/30");
         assert_eq!(r.to_string(), "0.0.0.1-0.0.0.2");
         assert_eq!(r.gateway, ip("0.0.0.1"));
     }
 
     #[test]
     fn defaults_for_ipv6() {
-        let r = canon(&RangeSpec::subnet(net("2001:db8:1::/64"))).expect("valid");
-        assert_eq!(r.range_start, ip("2001:db8:1::1"));
-        assert_eq!(r.range_end, ip("2001:db8:1::ffff:ffff:ffff:ffff"));
-        assert_eq!(r.gateway, ip("2001:db8:1::1"));
+        let r = valid("2001:db8:1::/64");
+        assert_bounds(
+            &r,
+            "2001:db8:1::1",
+            "2001:db8:1::ffff:ffff:ffff:ffff",
+            "2001:db8:1::1",
+        );
         assert_eq!(r.capacity(), (1u128 << 64) - 2);
-        let r = canon(&RangeSpec::subnet(net("2001:db8::/126"))).expect("valid");
+        let r = valid("2001:db8::/126");
         assert_eq!(r.to_string(), "2001:db8::1-2001:db8::3");
         assert_eq!(r.capacity(), 2);
-        let r = canon(&RangeSpec::subnet(net("::/126"))).expect("valid");
+        let r = valid("::/126");
         assert_eq!(r.to_string(), "::1-::3");
     }
 
     #[test]
     fn host_bits_rejected_with_network_address() {
-        assert_eq!(
-            canon(&RangeSpec::subnet(net("10.1.2.3/24"))).unwrap_err(),
-            "Network has host bits set. For a subnet mask of length 24 the network address is 10.1.2.0"
-        );
-        assert_eq!(
-            canon(&RangeSpec::subnet(net("10.1.3.0/23"))).unwrap_err(),
-            "Network has host bits set. For a subnet mask of length 23 the network address is 10.1.2.0"
-        );
-        assert_eq!(
-            canon(&RangeSpec::subnet(net("2001:db8::3/64"))).unwrap_err(),
-            "Network has host bits set. For a subnet mask of length 64 the network address is 2001:db8::"
-        );
-        assert_eq!(
-            canon(&RangeSpec::subnet(net("2001:db8:0:1::/63"))).unwrap_err(),
-            "Network has host bits set. For a subnet mask of length 63 the network address is 2001:db8::"
-        );
+        assert_subnets_rejected(&[
+            (
+                "10.1.2.3/24",
+                "Network has host bits set. For a subnet mask of length 24 the network address is 10.1.2.0",
+            ),
+            (
+                "10.1.3.0/23",
+                "Network has host bits set. For a subnet mask of length 23 the network address is 10.1.2.0",
+            ),
+            (
+                "2001:db8::3/64",
+                "Network has host bits set. For a subnet mask of length 64 the network address is 2001:db8::",
+            ),
+            (
+                "2001:db8:0:1::/63",
+                "Network has host bits set. For a subnet mask of length 63 the network address is 2001:db8::",
+            ),
+        ]);
     }
 
     #[test]
     fn too_small_rejected() {
-        assert_eq!(
-            canon(&RangeSpec::subnet(net("10.1.2.0/31"))).unwrap_err(),
-            "Network 10.1.2.0/31 too small to allocate from"
-        );
-        assert_eq!(
-            canon(&RangeSpec::subnet(net("10.1.2.1/32"))).unwrap_err(),
-            "Network 10.1.2.1/32 too small to allocate from"
-        );
-        assert_eq!(
-            canon(&RangeSpec::subnet(net("2001:db8::/127"))).unwrap_err(),
-            "Network 2001:db8::/127 too small to allocate from"
-        );
+        assert_subnets_rejected(&[
+            (
+                "10.1.2.0/31",
+                "Network 10.1.2.0/31 too small to allocate from",
+            ),
+            (
+                "10.1.2.1/32",
+                "Network 10.1.2.1/32 too small to allocate from",
+            ),
+            (
+                "2001:db8::/127",
+                "Network 2001:db8::/127 too small to allocate from",
+            ),
+        ]);
     }
 
     #[test]
     fn ipv4_mapped_subnet_is_a_family_mismatch() {
-        assert_eq!(
-            canon(&RangeSpec::subnet(net("::ffff:10.1.2.0/120"))).unwrap_err(),
-            "IPNet IP and Mask version mismatch"
-        );
+        assert_subnets_rejected(&[("::ffff:10.1.2.0/120", "IPNet IP and Mask version mismatch")]);
     }
 
     #[test]
     fn start_and_end_outside_subnet() {
-        assert_eq!(
-            canon(&spec("10.1.2.0/24", Some("10.1.3.5"), None, None)).unwrap_err(),
-            "RangeStart 10.1.3.5 not in network 10.1.2.0/24"
-        );
-        assert_eq!(
-            canon(&spec("10.1.2.0/24", None, Some("10.1.3.5"), None)).unwrap_err(),
-            "RangeEnd 10.1.3.5 not in network 10.1.2.0/24"
-        );
-        assert_eq!(
-            canon(&spec("10.1.2.0/24", Some("2001:db8::1"), None, None)).unwrap_err(),
-            "RangeStart 2001:db8::1 not in network 10.1.2.0/24"
-        );
-        assert_eq!(
-            canon(&spec("2001:db8::/64", None, Some("2001:db9::1"), None)).unwrap_err(),
-            "RangeEnd 2001:db9::1 not in network 2001:db8::/64"
-        );
-        // an end before the default start
-        assert_eq!(
-            canon(&spec("10.1.2.0/24", None, Some("10.1.2.0"), None)).unwrap_err(),
-            "RangeEnd 10.1.2.0 not in network 10.1.2.0/24"
-        );
+        assert_specs_rejected(&[
+            (
+                spec("10.1.2.0/24", Some("10.1.3.5"), None, None),
+                "RangeStart 10.1.3.5 not in network 10.1.2.0/24",
+            ),
+            (
+                spec("10.1.2.0/24", None, Some("10.1.3.5"), None),
+                "RangeEnd 10.1.3.5 not in network 10.1.2.0/24",
+            ),
+            (
+                spec("10.1.2.0/24", Some("2001:db8::1"), None, None),
+                "RangeStart 2001:db8::1 not in network 10.1.2.0/24",
+            ),
+            (
+                spec("2001:db8::/64", None, Some("2001:db9::1"), None),
+                "RangeEnd 2001:db9::1 not in network 2001:db8::/64",
+            ),
+            // an end before the default start
+            (
+                spec("10.1.2.0/24", None, Some("10.1.2.0"), None),
+                "RangeEnd 10.1.2.0 not in network 10.1.2.0/24",
+            ),
+        ]);
     }
 
     #[test]
@@ -412,9 +443,7 @@ mod tests {
             Some("10.9.9.9"),
         ))
         .expect("valid");
-        assert_eq!(r.range_start, ip("10.1.2.40"));
-        assert_eq!(r.range_end, ip("10.1.2.50"));
-        assert_eq!(r.gateway, ip("10.9.9.9"));
+        assert_bounds(&r, "10.1.2.40", "10.1.2.50", "10.9.9.9");
         assert_eq!(r.capacity(), 11);
         // the network and broadcast addresses are allowed when explicit
         let r = canon(&spec(
@@ -444,7 +473,7 @@ mod tests {
         assert!(!r.contains(ip("10.1.2.21")));
         assert!(!r.contains(ip("10.1.3.15")));
         assert!(!r.contains(ip("2001:db8::15")));
-        let r6 = canon(&RangeSpec::subnet(net("2001:db8::/64"))).expect("valid");
+        let r6 = valid("2001:db8::/64");
         assert!(r6.contains(ip("2001:db8::ffff:ffff:ffff:ffff")));
         assert!(!r6.contains(ip("2001:db8::")));
         assert!(!r6.contains(ip("10.1.2.15")));
@@ -478,7 +507,7 @@ mod tests {
 
     #[test]
     fn with_prefix_uses_subnet_prefix() {
-        let r = canon(&RangeSpec::subnet(net("10.1.2.0/24"))).expect("valid");
+        let r = valid("10.1.2.0/24");
         assert_eq!(r.with_prefix(ip("10.1.2.7")).to_string(), "10.1.2.7/24");
     }
 }

@@ -152,11 +152,8 @@ impl fmt::Display for RangeSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::ip;
     use ipnetwork::IpNetwork;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("test address")
-    }
 
     fn sub(s: &str) -> RangeSpec {
         RangeSpec::subnet(s.parse::<IpNetwork>().expect("test network"))

@@ -102,10 +102,7 @@ mod tests {
     use super::*;
     use crate::range::RangeSpec;
     use crate::store::{Attachment, MemStore};
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("test address")
-    }
+    use crate::test_util::ip;
 
     fn set(s: &str) -> RangeSet {
         RangeSet::canonicalize(&[RangeSpec::subnet(s.parse().expect("net"))]).expect("set")

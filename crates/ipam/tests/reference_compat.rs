@@ -10,12 +10,12 @@
 use std::fs;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use cni_ipam::{Attachment, DiskStore, DiskStoreOptions, RangeSet, RangeSpec, Store, allocate_all};
-use cni_testsupport::PluginCall;
+use cni_testsupport::{LockHolder, PluginCall, dir_names};
 
 const REFERENCE: &str = "/usr/lib/cni/host-local";
 
@@ -82,15 +82,6 @@ fn run_ref(bin: &Path, command: &str, id: &str, ifname: &str, stdin: &str) -> Ou
     out
 }
 
-fn file_names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .expect("read_dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn reference_state_is_read_continued_and_released_by_us() {
     let Some(bin) = reference() else { return };
@@ -128,7 +119,7 @@ fn reference_state_is_read_continued_and_released_by_us() {
     let mut released = store.release(&who).expect("release");
     released.sort();
     assert_eq!(released, [ip("10.1.2.2"), ip("2001:db8:1::2")]);
-    assert_eq!(file_names(store.dir()), AFTER_RELEASE_OF_THE_FIRST);
+    assert_eq!(dir_names(store.dir()), AFTER_RELEASE_OF_THE_FIRST);
 }
 
 #[test]
@@ -152,7 +143,7 @@ fn our_state_is_read_and_released_by_the_reference() {
     // the reference's DEL removes exactly our reservation files
     run_ref(&bin, "DEL", "ours", "eth0", &stdin);
     let dir = data.path().join("compat");
-    assert_eq!(file_names(&dir), AFTER_RELEASE_OF_THE_FIRST);
+    assert_eq!(dir_names(&dir), AFTER_RELEASE_OF_THE_FIRST);
 }
 
 #[test]
@@ -175,7 +166,7 @@ fn legacy_id_only_files_are_released_by_both() {
         );
     }
     run_ref(&bin, "DEL", "old-b", "eth0", &conf(data.path()));
-    assert_eq!(file_names(&dir), ["lock"]);
+    assert_eq!(dir_names(&dir), ["lock"]);
 }
 
 #[test]
@@ -200,44 +191,19 @@ fn reference_waits_for_our_lock() {
 
 #[test]
 fn we_time_out_on_a_lock_held_by_another_process() {
-    if !Path::new("/usr/bin/flock").is_file() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "flock(1) required when CI=true"
-        );
-        eprintln!("skipped: flock(1) not installed");
-        return;
-    }
     let data = tempfile::tempdir().expect("tempdir");
     let dir = data.path().join("compat");
     fs::create_dir_all(&dir).expect("mkdir");
-    let lock = dir.join("lock");
-    let ready = dir.join("holding");
-    // -o: the lock stays with flock(1) itself, so killing it releases it
-    let mut holder = Command::new("/usr/bin/flock")
-        .arg("-o")
-        .arg(&lock)
-        .arg("sh")
-        .arg("-c")
-        .arg(format!("touch {}; sleep 30", ready.display()))
-        .spawn()
-        .expect("spawn flock");
-    let started = Instant::now();
-    while !ready.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "flock never took the lock"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    let Some(holder) = LockHolder::hold(&dir.join("lock")) else {
+        return;
+    };
     let short = DiskStoreOptions {
         lock_timeout: Duration::from_millis(300),
     };
     let t0 = Instant::now();
     let err = DiskStore::open(data.path(), "compat", &short).expect_err("held by flock(1)");
     let waited = t0.elapsed();
-    holder.kill().expect("kill holder");
-    holder.wait().expect("reap holder");
+    holder.release();
     assert!(err.is_try_again(), "{err}");
     assert!(
         waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),

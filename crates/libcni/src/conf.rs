@@ -394,6 +394,23 @@ pub fn load_network(dir: &Path, name: &str) -> Result<NetworkConfigList, Error> 
 mod tests {
     use super::*;
 
+    /// Writes `content` to `dir/name`.
+    fn write(dir: &Path, name: &str, content: &str) {
+        std::fs::write(dir.join(name), content).unwrap();
+    }
+
+    /// A temporary configuration directory holding `files` (name, content); a name
+    /// may have one subdirectory.
+    fn conf_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, content).unwrap();
+        }
+        dir
+    }
+
     fn list(json: &str) -> NetworkConfigList {
         NetworkConfigList::from_bytes(json.as_bytes()).unwrap()
     }
@@ -496,24 +513,22 @@ mod tests {
 
     #[test]
     fn loads_by_name_conflist_before_conf() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = conf_dir(&[
+            (
+                "10-a.conflist",
+                r#"{"name":"a","cniVersion":"1.0.0","plugins":[{"type":"bridge"}]}"#,
+            ),
+            (
+                "20-b.conf",
+                r#"{"name":"b","cniVersion":"0.4.0","type":"bridge","bridge":"br9"}"#,
+            ),
+            (
+                "05-a.json",
+                r#"{"name":"a","cniVersion":"0.3.1","type":"other"}"#,
+            ),
+            ("notes.txt", "ignored"),
+        ]);
         let d = dir.path();
-        std::fs::write(
-            d.join("10-a.conflist"),
-            r#"{"name":"a","cniVersion":"1.0.0","plugins":[{"type":"bridge"}]}"#,
-        )
-        .unwrap();
-        std::fs::write(
-            d.join("20-b.conf"),
-            r#"{"name":"b","cniVersion":"0.4.0","type":"bridge","bridge":"br9"}"#,
-        )
-        .unwrap();
-        std::fs::write(
-            d.join("05-a.json"),
-            r#"{"name":"a","cniVersion":"0.3.1","type":"other"}"#,
-        )
-        .unwrap();
-        std::fs::write(d.join("notes.txt"), "ignored").unwrap();
         let a = load_network(d, "a").unwrap();
         assert_eq!(a.plugins[0].plugin_type, "bridge");
         let b = load_network(d, "b").unwrap();
@@ -554,28 +569,27 @@ mod tests {
 
     #[test]
     fn plugins_from_network_subdirectory() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = conf_dir(&[
+            (
+                "n.conflist",
+                r#"{"name":"n","cniVersion":"1.1.0","plugins":[{"type":"bridge"}]}"#,
+            ),
+            ("n/20-pm.conf", r#"{"type":"portmap"}"#),
+            ("n/10-fw.conf", r#"{"type":"firewall"}"#),
+        ]);
         let d = dir.path();
-        std::fs::write(
-            d.join("n.conflist"),
-            r#"{"name":"n","cniVersion":"1.1.0","plugins":[{"type":"bridge"}]}"#,
-        )
-        .unwrap();
-        std::fs::create_dir(d.join("n")).unwrap();
-        std::fs::write(d.join("n/20-pm.conf"), r#"{"type":"portmap"}"#).unwrap();
-        std::fs::write(d.join("n/10-fw.conf"), r#"{"type":"firewall"}"#).unwrap();
         let l = load_network(d, "n").unwrap();
         let types: Vec<_> = l.plugins.iter().map(|p| p.plugin_type.as_str()).collect();
         assert_eq!(types, ["bridge", "firewall", "portmap"]);
 
-        std::fs::write(
-            d.join("n.conflist"),
+        write(
+            d,
+            "n.conflist",
             r#"{"name":"n","cniVersion":"1.1.0","loadOnlyInlinedPlugins":true,"plugins":[{"type":"bridge"}]}"#,
-        )
-        .unwrap();
+        );
         assert_eq!(load_network(d, "n").unwrap().plugins.len(), 1);
 
-        std::fs::write(d.join("m.conflist"), r#"{"name":"m","cniVersion":"1.1.0"}"#).unwrap();
+        write(d, "m.conflist", r#"{"name":"m","cniVersion":"1.1.0"}"#);
         let e = load_network(d, "m").unwrap_err();
         assert!(e.to_string().contains("no plugin configs found"), "{e}");
     }

@@ -209,12 +209,26 @@ fn normalized(v: &Value, version: SpecVersion) -> Value {
         .unwrap()
 }
 
-#[test]
-fn add_chains_prev_result_injects_name_version_and_declared_capabilities() {
+/// Plugins `a` and `b` answering [`result_a`] and [`result_b`], and the list of both
+/// with `version`.
+fn two_plugins_answering(version: &str) -> (Fixture, NetworkConfigList) {
     let f = Fixture::new(&["a", "b"]);
     f.set_result("a", &result_a());
     f.set_result("b", &result_b());
-    let l = two_plugin_list("1.0.0");
+    (f, two_plugin_list(version))
+}
+
+/// (plugin, command) of each call, in order.
+fn order(calls: &[Call]) -> Vec<(&str, &str)> {
+    calls
+        .iter()
+        .map(|c| (c.plugin.as_str(), c.command.as_str()))
+        .collect()
+}
+
+#[test]
+fn add_chains_prev_result_injects_name_version_and_declared_capabilities() {
+    let (f, l) = two_plugins_answering("1.0.0");
     let got = f.runtime().add_network_list(&l, &rt()).unwrap();
     assert_eq!(
         got,
@@ -281,10 +295,7 @@ fn add_chains_prev_result_injects_name_version_and_declared_capabilities() {
 
 #[test]
 fn del_runs_in_reverse_with_cached_result_after_restart_and_drops_the_entry() {
-    let f = Fixture::new(&["a", "b"]);
-    f.set_result("a", &result_a());
-    f.set_result("b", &result_b());
-    let l = two_plugin_list("1.0.0");
+    let (f, l) = two_plugins_answering("1.0.0");
     f.runtime().add_network_list(&l, &rt()).unwrap();
     f.take_calls();
 
@@ -293,10 +304,7 @@ fn del_runs_in_reverse_with_cached_result_after_restart_and_drops_the_entry() {
     del_rt.capability_args.remove("portMappings");
     f.runtime().del_network_list(&l, &del_rt).unwrap();
     let calls = f.take_calls();
-    let order: Vec<_> = calls
-        .iter()
-        .map(|c| (c.plugin.as_str(), c.command.as_str()))
-        .collect();
+    let order = order(&calls);
     assert_eq!(order, [("b", "DEL"), ("a", "DEL")]);
     for c in &calls {
         assert_eq!(
@@ -315,10 +323,7 @@ fn del_runs_in_reverse_with_cached_result_after_restart_and_drops_the_entry() {
 
 #[test]
 fn del_failure_keeps_the_cache_entry() {
-    let f = Fixture::new(&["a", "b"]);
-    f.set_result("a", &result_a());
-    f.set_result("b", &result_b());
-    let l = two_plugin_list("1.0.0");
+    let (f, l) = two_plugins_answering("1.0.0");
     let cni = f.runtime();
     cni.add_network_list(&l, &rt()).unwrap();
     f.set_failure(
@@ -400,10 +405,7 @@ fn check_sends_cached_result_converted_to_the_list_version() {
         .unwrap();
     f.runtime().check_network_list(&l, &rt()).unwrap();
     let calls = f.take_calls();
-    let order: Vec<_> = calls
-        .iter()
-        .map(|c| (c.plugin.as_str(), c.command.as_str()))
-        .collect();
+    let order = order(&calls);
     assert_eq!(order, [("a", "CHECK"), ("b", "CHECK")]);
     for c in &calls {
         assert_eq!(c.stdin["prevResult"]["cniVersion"], "0.4.0");
@@ -499,10 +501,7 @@ fn invalid_attachment_is_rejected_before_any_plugin_runs() {
 
 #[test]
 fn gc_deletes_stale_attachments_then_runs_plugin_gc_with_the_valid_list() {
-    let f = Fixture::new(&["a", "b"]);
-    f.set_result("a", &result_a());
-    f.set_result("b", &result_b());
-    let l = two_plugin_list("1.1.0");
+    let (f, l) = two_plugins_answering("1.1.0");
     let cni = f.runtime();
     let mut rt2 = RuntimeConf::new("ctr2", "/run/netns/c2", "eth0");
     rt2.capability_args.insert(
@@ -522,10 +521,7 @@ fn gc_deletes_stale_attachments_then_runs_plugin_gc_with_the_valid_list() {
     }];
     cni.gc_network_list(&l, Some(&valid)).unwrap();
     let calls = f.take_calls();
-    let order: Vec<_> = calls
-        .iter()
-        .map(|c| (c.plugin.as_str(), c.command.as_str()))
-        .collect();
+    let order = order(&calls);
     assert_eq!(
         order,
         [("b", "DEL"), ("a", "DEL"), ("a", "GC"), ("b", "GC")]

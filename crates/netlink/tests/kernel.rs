@@ -4,17 +4,35 @@
 use std::os::fd::AsFd;
 
 use cni_netlink::{
-    BridgeSpec, Handle, IpFamily, Ipv4ConfKey, Ipv4DevConf, LinkId, MacAddr, OperState, PortFlags,
-    RouteSpec, VethSpec, VlanEntry,
+    BridgeSpec, Handle, IpFamily, Ipv4ConfKey, Ipv4DevConf, Link, LinkId, MacAddr, OperState,
+    PortFlags, RouteSpec, VethSpec, VlanEntry,
 };
 use cni_netns::NetNs;
 use cni_testsupport::{anonymous_netns, require_root};
 use ipnetwork::IpNetwork;
 
+/// [`ns_with_handle`] when running as root; `None` (the test is skipped) otherwise.
+fn root_handle() -> Option<(NetNs, Handle)> {
+    require_root().then(ns_with_handle)
+}
+
 fn ns_with_handle() -> (NetNs, Handle) {
     let ns = anonymous_netns();
     let h = Handle::new_in(&ns).expect("handle");
     (ns, h)
+}
+
+/// Adds bridge `name` with the kernel's default MTU and VLAN filtering; returns it.
+fn plain_bridge(h: &mut Handle, name: &str) -> Link {
+    h.add_bridge(&BridgeSpec {
+        name,
+        mtu: None,
+        vlan_filtering: None,
+    })
+    .expect("add bridge");
+    h.link_by_name(name)
+        .expect("link by name")
+        .expect("the bridge just added")
 }
 
 fn net(s: &str) -> IpNetwork {
@@ -23,10 +41,9 @@ fn net(s: &str) -> IpNetwork {
 
 #[test]
 fn absent_link_is_none_and_delete_is_not_found() {
-    if !require_root() {
+    let Some((_ns, mut h)) = root_handle() else {
         return;
-    }
-    let (_ns, mut h) = ns_with_handle();
+    };
     assert!(h.link_by_name("nope0").unwrap().is_none());
     assert!(h.link_by_index(4242).unwrap().is_none());
     let e = h.del_link(LinkId::Name("nope0")).unwrap_err();
@@ -39,10 +56,9 @@ fn absent_link_is_none_and_delete_is_not_found() {
 
 #[test]
 fn bridge_create_exists_and_delete() {
-    if !require_root() {
+    let Some((_ns, mut h)) = root_handle() else {
         return;
-    }
-    let (_ns, mut h) = ns_with_handle();
+    };
     let spec = BridgeSpec {
         name: "br-t0",
         mtu: Some(1400),
@@ -74,18 +90,11 @@ fn bridge_create_exists_and_delete() {
 
 #[test]
 fn veth_across_namespaces_with_port_flags() {
-    if !require_root() {
+    let Some((_host, mut hh)) = root_handle() else {
         return;
-    }
-    let (_host, mut hh) = ns_with_handle();
+    };
     let (ctr, mut ch) = ns_with_handle();
-    hh.add_bridge(&BridgeSpec {
-        name: "br-t1",
-        mtu: None,
-        vlan_filtering: None,
-    })
-    .unwrap();
-    let br = hh.link_by_name("br-t1").unwrap().unwrap();
+    let br = plain_bridge(&mut hh, "br-t1");
     let mac: MacAddr = "0a:58:0a:00:00:02".parse().unwrap();
     hh.add_veth(&VethSpec {
         name: "veth-t1",
@@ -175,17 +184,10 @@ fn veth_across_namespaces_with_port_flags() {
 
 #[test]
 fn addresses_add_list_delete() {
-    if !require_root() {
+    let Some((_ns, mut h)) = root_handle() else {
         return;
-    }
-    let (_ns, mut h) = ns_with_handle();
-    h.add_bridge(&BridgeSpec {
-        name: "br-a",
-        mtu: None,
-        vlan_filtering: None,
-    })
-    .unwrap();
-    let br = h.link_by_name("br-a").unwrap().unwrap();
+    };
+    let br = plain_bridge(&mut h, "br-a");
     h.add_addr(br.index, net("10.7.0.1/24")).unwrap();
     h.add_addr(br.index, net("2001:db8:7::1/64")).unwrap();
     let e = h.add_addr(br.index, net("10.7.0.1/24")).unwrap_err();
@@ -220,17 +222,10 @@ fn addresses_add_list_delete() {
 
 #[test]
 fn routes_add_list_lookup_delete() {
-    if !require_root() {
+    let Some((_ns, mut h)) = root_handle() else {
         return;
-    }
-    let (_ns, mut h) = ns_with_handle();
-    h.add_bridge(&BridgeSpec {
-        name: "br-r",
-        mtu: None,
-        vlan_filtering: None,
-    })
-    .unwrap();
-    let br = h.link_by_name("br-r").unwrap().unwrap();
+    };
+    let br = plain_bridge(&mut h, "br-r");
     h.set_up(br.index).unwrap();
     h.add_addr(br.index, net("10.8.0.2/24")).unwrap();
     // Default route via gateway with metric.
@@ -288,17 +283,11 @@ fn routes_add_list_lookup_delete() {
 
 #[test]
 fn ecmp_append_ipv6() {
-    if !require_root() {
+    let Some((_ns, mut h)) = root_handle() else {
         return;
-    }
-    let (_ns, mut h) = ns_with_handle();
+    };
     for n in ["br-e1", "br-e2"] {
-        h.add_bridge(&BridgeSpec {
-            name: n,
-            mtu: None,
-            vlan_filtering: None,
-        })
-        .unwrap();
+        plain_bridge(&mut h, n);
     }
     let a = h.link_by_name("br-e1").unwrap().unwrap();
     let b = h.link_by_name("br-e2").unwrap().unwrap();
@@ -328,10 +317,9 @@ fn ecmp_append_ipv6() {
 
 #[test]
 fn vlan_entries_on_port_or_skip() {
-    if !require_root() {
+    let Some((_ns, mut h)) = root_handle() else {
         return;
-    }
-    let (_ns, mut h) = ns_with_handle();
+    };
     match h.add_bridge(&BridgeSpec {
         name: "br-v",
         mtu: None,
@@ -404,12 +392,7 @@ fn handle_stays_bound_to_its_namespace() {
     let mut h = Handle::new_in(&ns).unwrap();
     // The calling thread is back in its own namespace...
     assert!(!ns.is_current().unwrap());
-    h.add_bridge(&BridgeSpec {
-        name: "br-bound",
-        mtu: None,
-        vlan_filtering: None,
-    })
-    .unwrap();
+    plain_bridge(&mut h, "br-bound");
     // ...and the bridge exists only inside `ns`.
     let seen_inside = ns
         .run(|| {
@@ -444,21 +427,15 @@ fn proc_write(ns: &NetNs, key: &str, value: &str) {
 /// changes made on either side.
 #[test]
 fn ipv4_devconf_matches_proc_sys_and_netlink_set_is_visible() {
-    if !require_root() {
+    let Some((ns, mut h)) = root_handle() else {
         return;
-    }
-    let (ns, mut h) = ns_with_handle();
+    };
     // A new device takes conf/default/*, which a new namespace copies from the host's
     // (net.core.devconf_inherit_init_net=0): start from 0 whatever the machine has.
     for key in ["route_localnet", "arp_notify", "forwarding"] {
         proc_write(&ns, &format!("net/ipv4/conf/default/{key}"), "0");
     }
-    h.add_bridge(&BridgeSpec {
-        name: "br-conf",
-        mtu: None,
-        vlan_filtering: None,
-    })
-    .unwrap();
+    plain_bridge(&mut h, "br-conf");
     let dir = "net/ipv4/conf/br-conf";
     let conf = |h: &mut Handle| {
         h.link_by_name("br-conf")
@@ -527,10 +504,9 @@ fn ipv4_devconf_matches_proc_sys_and_netlink_set_is_visible() {
 /// `net.ipv6.conf.all.forwarding` of a private namespace, for 0 and 1.
 #[test]
 fn netconf_forwarding_matches_proc_sys() {
-    if !require_root() {
+    let Some((ns, mut h)) = root_handle() else {
         return;
-    }
-    let (ns, mut h) = ns_with_handle();
+    };
     let mut keys = vec![(IpFamily::V4, "net/ipv4/ip_forward")];
     if std::path::Path::new("/proc/sys/net/ipv6").exists() {
         keys.push((IpFamily::V6, "net/ipv6/conf/all/forwarding"));

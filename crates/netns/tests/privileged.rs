@@ -6,6 +6,12 @@ use cni_netns::{Error, NetNs, sysctl};
 use cni_testsupport::{anonymous_netns, require_root};
 use nix::sched::{CloneFlags, unshare};
 
+/// A fresh anonymous namespace when running as root; `None` (the test is skipped)
+/// otherwise.
+fn root_netns() -> Option<NetNs> {
+    require_root().then(anonymous_netns)
+}
+
 #[test]
 fn open_rejects_non_namespace_files() {
     let e = NetNs::open("/etc/hostname").unwrap_err();
@@ -31,10 +37,7 @@ fn current_is_current_and_same_as_proc_self() {
 
 #[test]
 fn enter_switches_and_guard_switches_back() {
-    if !require_root() {
-        return;
-    }
-    let ns = anonymous_netns();
+    let Some(ns) = root_netns() else { return };
     let before = NetNs::current().unwrap();
     assert!(!ns.is_current().unwrap());
     {
@@ -48,10 +51,7 @@ fn enter_switches_and_guard_switches_back() {
 
 #[test]
 fn run_executes_in_namespace_and_children_inherit_it() {
-    if !require_root() {
-        return;
-    }
-    let ns = anonymous_netns();
+    let Some(ns) = root_netns() else { return };
     let id = ns.id().unwrap();
     let (inside, links) = ns
         .run(|| {
@@ -70,10 +70,7 @@ fn run_executes_in_namespace_and_children_inherit_it() {
 
 #[test]
 fn run_reports_panics_as_errors() {
-    if !require_root() {
-        return;
-    }
-    let ns = anonymous_netns();
+    let Some(ns) = root_netns() else { return };
     let e = ns.run(|| panic!("kaboom")).unwrap_err();
     assert!(matches!(e, Error::Thread { .. }));
     assert!(e.to_string().contains("kaboom"), "{e}");
@@ -81,10 +78,7 @@ fn run_reports_panics_as_errors() {
 
 #[test]
 fn sysctl_set_is_per_namespace_and_handles_dotted_names() {
-    if !require_root() {
-        return;
-    }
-    let ns = anonymous_netns();
+    let Some(ns) = root_netns() else { return };
     ns.run(|| {
         let ok = Command::new("ip")
             .args(["link", "add", "br.5", "type", "bridge"])

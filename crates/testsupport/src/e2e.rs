@@ -77,6 +77,109 @@ pub fn bridge_portmap_conflist(
     })
 }
 
+/// Where an end-to-end test of a container runtime starts: [`host_and_outside`] and
+/// the runtime's network `net` ([`bridge_portmap_conflist`] in `conf`) whose IPAM state
+/// is in `data`.
+pub struct Testbed {
+    /// The "host" namespace the runtime and the plugins run in.
+    pub host: Netns,
+    /// The "outside" namespace at the other end of the host's uplink.
+    pub outside: Netns,
+    /// The network's unique name.
+    pub net: String,
+    /// host-local's `dataDir`.
+    pub data: tempfile::TempDir,
+    /// The conflist.
+    pub conf: Value,
+}
+
+/// A [`Testbed`] when running as root with runc, busybox and every one of `programs`
+/// installed ([`require_programs`]); `None` (the test is skipped) otherwise. The network
+/// is named `<prefix><unique>`, on bridge `bridge` over `subnet`, `bridge_extra` merged
+/// into the bridge entry.
+pub fn testbed(
+    programs: &[(&str, &str)],
+    prefix: &str,
+    bridge: &str,
+    subnet: &str,
+    bridge_extra: Value,
+) -> Option<Testbed> {
+    let every_runtime = [("runc", "runc"), ("busybox", "busybox-static")];
+    if !crate::require_root() || !require_programs(programs) || !require_programs(&every_runtime) {
+        return None;
+    }
+    let (host, outside) = host_and_outside();
+    let net = crate::unique_name(prefix);
+    let data = tempfile::tempdir().expect("tempdir");
+    let conf = bridge_portmap_conflist(&net, bridge, subnet, data.path(), bridge_extra);
+    Some(Testbed {
+        host,
+        outside,
+        net,
+        data,
+        conf,
+    })
+}
+
+impl Testbed {
+    /// The veths in the host namespace but its uplink: those of the attachments.
+    pub fn veths_left(&self) -> Vec<String> {
+        veths(&self.host)
+            .into_iter()
+            .filter(|v| v != "uplink0")
+            .collect()
+    }
+
+    /// Nothing of the network's attachments is left where the runtime's plugins write:
+    /// no reservation, no netfilter rule naming one of `names` or `ips`, no entry of the
+    /// network in libcni's cache at `/var/lib/cni` (the host's own entries are not looked at).
+    pub fn assert_released(&self, names: &[String], ips: &[String]) {
+        assert_eq!(
+            reservations(self.data.path(), &self.net),
+            Vec::<String>::new(),
+            "IP reservations left"
+        );
+        let rules = netfilter_dump(&self.host);
+        for name in names {
+            assert!(!rules.contains(name), "rule for {name} left:\n{rules}");
+        }
+        for ip in ips {
+            assert!(!mentions_ip(&rules, ip), "rule for {ip} left:\n{rules}");
+        }
+        let cached: Vec<String> = cache_entries(Path::new("/var/lib/cni"))
+            .into_iter()
+            .filter(|f| f.starts_with(&self.net))
+            .collect();
+        assert_eq!(cached, Vec::<String>::new(), "libcni cache entries left");
+    }
+}
+
+/// A runtime's private directory: a temporary directory with `subdirs` and `conflist`
+/// written to the relative path `conflist_at`.
+///
+/// # Panics
+/// When a directory or the file cannot be made.
+pub fn runtime_dir(subdirs: &[&str], conflist_at: &str, conflist: &Value) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for sub in subdirs {
+        std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+    }
+    std::fs::write(dir.path().join(conflist_at), conflist.to_string()).expect("conflist");
+    dir
+}
+
+/// Spawns `cmd` with its stdout and stderr appended to a new file `log`.
+///
+/// # Panics
+/// When the log cannot be created or `cmd` not spawned.
+pub fn spawn_logged(cmd: &mut Command, log: &Path) -> Child {
+    let file = std::fs::File::create(log).expect("log");
+    cmd.stdout(file.try_clone().expect("dup log"))
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()))
+}
+
 /// The repository root: the nearest directory above this package that holds `Cargo.lock`.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -97,6 +97,19 @@ pub fn write_script(dir: &Path, name: &str, body: &str) -> PathBuf {
     p
 }
 
+/// The names of the entries of `dir`, sorted.
+///
+/// # Panics
+/// When `dir` cannot be read.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
 /// A short random hex string (not cryptographic; for unique names only).
 pub fn random_hex(len: usize) -> String {
     let mut buf = vec![0u8; len.div_ceil(2)];
@@ -143,6 +156,11 @@ pub struct Netns {
 }
 
 impl Netns {
+    /// [`Netns::new`] when running as root; `None` (the test is skipped) otherwise.
+    pub fn root() -> Option<Self> {
+        require_root().then(Self::new)
+    }
+
     /// Creates `cnit-<pid>-<counter>-<random>` and brings its `lo` up.
     ///
     /// # Panics
@@ -696,6 +714,11 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
+    /// [`TestEnv::new`] when running as root; `None` (the test is skipped) otherwise.
+    pub fn root() -> Option<Self> {
+        require_root().then(Self::new)
+    }
+
     /// Creates the host namespace and a temp dir.
     ///
     /// # Panics
@@ -706,6 +729,18 @@ impl TestEnv {
             data_dir: tempfile::tempdir().expect("tempdir"),
             cni_path: bin_dir(),
         }
+    }
+
+    /// [`TestEnv::new`], then each of `setup` run by `sh -c` in the host namespace.
+    ///
+    /// # Panics
+    /// When a command fails.
+    pub fn with_host_setup(setup: &[&str]) -> Self {
+        let env = Self::new();
+        for cmd in setup {
+            env.host.sh(cmd);
+        }
+        env
     }
 
     /// A new container namespace (dropped by the caller).
@@ -855,4 +890,69 @@ pub fn enable_conntrack(ns: &Netns) {
     ns.sh("nft 'add table inet cttest; \
          add chain inet cttest pre { type filter hook prerouting priority 0; }; \
          add rule inet cttest pre ct state new counter'");
+}
+
+/// Waits until `path` exists, polling every 10 ms.
+///
+/// # Panics
+/// With `what` when it does not exist within `within`.
+#[track_caller]
+pub fn wait_for_file(path: &Path, within: Duration, what: &str) {
+    let t0 = Instant::now();
+    while !path.exists() {
+        assert!(t0.elapsed() < within, "{what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Another process holding a lock file, as a second plugin instance would: `flock -o`
+/// on it (the lock stays with flock itself, so killing it releases the lock). Dropping
+/// it (or [`LockHolder::release`]) kills and reaps that process.
+#[derive(Debug)]
+pub struct LockHolder {
+    child: std::process::Child,
+    _marker_dir: tempfile::TempDir,
+}
+
+impl LockHolder {
+    /// Starts the holder of `lock` and waits (at most 10 s) until it holds it. `None`
+    /// (the test is skipped) when flock(1) is not installed, which `CI=true` forbids.
+    ///
+    /// # Panics
+    /// When flock cannot be started or does not take the lock in time.
+    pub fn hold(lock: &Path) -> Option<Self> {
+        if !Path::new("/usr/bin/flock").is_file() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "flock(1) required when CI=true"
+            );
+            eprintln!("skipped: flock(1) not installed");
+            return None;
+        }
+        let marker_dir = tempfile::tempdir().expect("tempdir");
+        let ready = marker_dir.path().join("holding");
+        let child = Command::new("/usr/bin/flock")
+            .arg("-o")
+            .arg(lock)
+            .args(["sh", "-c"])
+            .arg(format!("touch {}; sleep 60", ready.display()))
+            .spawn()
+            .expect("spawn flock");
+        let holder = Self {
+            child,
+            _marker_dir: marker_dir,
+        };
+        wait_for_file(&ready, Duration::from_secs(10), "flock never took the lock");
+        Some(holder)
+    }
+
+    /// Kills the holder now, which releases the lock.
+    pub fn release(self) {}
+}
+
+impl Drop for LockHolder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -62,6 +62,11 @@ pub struct Node {
 }
 
 impl Node {
+    /// [`Node::new`] when running as root; `None` (the test is skipped) otherwise.
+    pub fn root() -> Option<Self> {
+        crate::require_root().then(Self::new)
+    }
+
     /// A node with a unique network name.
     pub fn new() -> Self {
         Self::named(&crate::unique_name("net"))
@@ -153,6 +158,28 @@ impl Node {
     pub fn del(&self, side: Side, plugin: &str, conf: &Value, ctr: Option<&Netns>, id: &str) {
         self.exec(side, plugin, "DEL", conf, ctr, id)
             .assert_success();
+    }
+
+    /// Our bridge's ADD of `id` run through a shell wrapper `<prefix><bridge> "$@"` in the
+    /// host namespace (`prefix` e.g. a umask, or a command that drops capabilities).
+    pub fn add_ours_wrapped(
+        &self,
+        prefix: &str,
+        conf: &Value,
+        ctr: &Netns,
+        id: &str,
+    ) -> PluginOutput {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = Side::Ours.bin("bridge");
+        let wrapper = crate::write_script(
+            dir.path(),
+            "bridge",
+            &format!("{prefix}{} \"$@\"", bin.display()),
+        );
+        self.env.host.run_in(|| {
+            self.call(Side::Ours, "ADD", conf, Some(ctr), id)
+                .run_here(&wrapper)
+        })
     }
 
     /// Our bridge's DEL of `id`, which must succeed, then [`Node::assert_clean`].
@@ -319,6 +346,15 @@ impl Pair {
         (crate::require_root() && require_reference()).then(|| Self::new(prefix))
     }
 
+    /// When [`Pair::if_runnable`] gives a pair: `f` on the reference's node, then on ours.
+    pub fn each_side(prefix: &str, mut f: impl FnMut(Side, &Node)) {
+        if let Some(p) = Self::if_runnable(prefix) {
+            for (side, n) in p.sides() {
+                f(side, n);
+            }
+        }
+    }
+
     /// Both sides with their nodes, the reference first.
     pub fn sides(&self) -> [(Side, &Node); 2] {
         [(Side::Ref, &self.reference), (Side::Ours, &self.ours)]
@@ -438,6 +474,30 @@ pub fn wait_group_gone(pgid: u32) {
             .and_then(|(_, rest)| rest.split_whitespace().nth(2))
             .is_some_and(|g| g == pgid.to_string())
     };
+    wait_until_no_process(Duration::from_millis(5), |proc_dir| {
+        std::fs::read_to_string(proc_dir.join("stat")).is_ok_and(|s| in_group(&s))
+    });
+}
+
+/// Waits (at most 10 s) until no helper a killed plugin may have left running (the
+/// delegated host-local, iptables-restore, nft) is alive: they finish their work after
+/// the parent died, and a DEL must come after that work to see it.
+pub fn wait_for_orphans() {
+    let ours = Side::Ours.bin("host-local");
+    wait_until_no_process(Duration::from_millis(10), |proc_dir| {
+        std::fs::read_link(proc_dir.join("exe")).is_ok_and(|exe| {
+            exe == ours
+                || exe.file_name().is_some_and(|n| {
+                    ["xtables-nft-multi", "xtables-legacy-multi", "nft"]
+                        .contains(&n.to_str().unwrap_or(""))
+                })
+        })
+    });
+}
+
+/// Polls `/proc` every `poll` (for at most 10 s) until no process directory
+/// `/proc/<pid>` satisfies `matches`.
+fn wait_until_no_process(poll: Duration, matches: impl Fn(&Path) -> bool) {
     let t0 = std::time::Instant::now();
     while t0.elapsed() < Duration::from_secs(10) {
         let busy = std::fs::read_dir("/proc")
@@ -449,36 +509,10 @@ pub fn wait_group_gone(pgid: u32) {
                     .bytes()
                     .all(|b| b.is_ascii_digit())
             })
-            .any(|e| std::fs::read_to_string(e.path().join("stat")).is_ok_and(|s| in_group(&s)));
+            .any(|e| matches(&e.path()));
         if !busy {
             return;
         }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Waits (at most 10 s) until no helper a killed plugin may have left running (the
-/// delegated host-local, iptables-restore, nft) is alive: they finish their work after
-/// the parent died, and a DEL must come after that work to see it.
-pub fn wait_for_orphans() {
-    let ours = Side::Ours.bin("host-local");
-    let t0 = std::time::Instant::now();
-    while t0.elapsed() < Duration::from_secs(10) {
-        let busy = std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(Result::ok)
-            .any(|e| {
-                std::fs::read_link(e.path().join("exe")).is_ok_and(|exe| {
-                    exe == ours
-                        || exe.file_name().is_some_and(|n| {
-                            ["xtables-nft-multi", "xtables-legacy-multi", "nft"]
-                                .contains(&n.to_str().unwrap_or(""))
-                        })
-                })
-            });
-        if !busy {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(poll);
     }
 }

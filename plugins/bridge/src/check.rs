@@ -22,6 +22,27 @@ fn fail(msg: impl Into<String>) -> Error {
     Error::plugin(cni::error::codes::CHECK_MISMATCH, msg)
 }
 
+/// The link that the result's interface `i` names, in `handle`'s namespace, checked
+/// against it: a mismatch with message `missing` when there is no such link, with
+/// `wrong_kind(link)` when `is_kind` does not hold, then [`mac_matches`].
+fn verified_link(
+    handle: &mut Handle,
+    i: &Interface,
+    missing: String,
+    is_kind: impl Fn(&Link) -> bool,
+    wrong_kind: impl FnOnce(&Link) -> String,
+) -> cni::Result<Link> {
+    let link = handle
+        .link_by_name(&i.name)
+        .ctx("failed to retrieve link")?
+        .ok_or_else(|| fail(missing))?;
+    if !is_kind(&link) {
+        return Err(fail(wrong_kind(&link)));
+    }
+    mac_matches(i, &link)?;
+    Ok(link)
+}
+
 fn mac_matches(i: &Interface, l: &Link) -> cni::Result<()> {
     if let Some(want) = &i.mac {
         let have = l.mac.map(|m| m.to_string()).unwrap_or_default();
@@ -68,22 +89,16 @@ pub fn check(args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<()> {
             br_if.name
         )));
     }
-    let br = host
-        .link_by_name(&s.bridge)
-        .ctx("failed to retrieve link")?
-        .ok_or_else(|| {
-            fail(format!(
-                "CNI created bridge {} in host namespace was not found",
-                s.bridge
-            ))
-        })?;
-    if !br.is_bridge() {
-        return Err(fail(format!(
-            "Interface {} does not have link type of bridge",
-            br.name
-        )));
-    }
-    mac_matches(br_if, &br)?;
+    let br = verified_link(
+        &mut host,
+        br_if,
+        format!(
+            "CNI created bridge {} in host namespace was not found",
+            s.bridge
+        ),
+        Link::is_bridge,
+        |l| format!("Interface {} does not have link type of bridge", l.name),
+    )?;
     if br.promisc != s.promisc {
         return Err(fail(format!(
             "Bridge interface {} configured Promisc Mode {} doesn't match current state: {}",
@@ -109,22 +124,16 @@ pub fn check(args: &CmdArgs, conf: &NetConf<BridgeConf>) -> cni::Result<()> {
             "Sandbox in prevResult {sandbox} doesn't match configured netns: {netns}"
         )));
     }
-    let cv = ctr
-        .link_by_name(&args.ifname)
-        .ctx("failed to retrieve link")?
-        .ok_or_else(|| {
-            fail(format!(
-                "CNI created interface in container {} not found",
-                args.ifname
-            ))
-        })?;
-    if !cv.is_veth() {
-        return Err(fail(format!(
-            "Error: Container interface {} not of type veth",
-            cv.name
-        )));
-    }
-    mac_matches(ctr_if, &cv)?;
+    let cv = verified_link(
+        &mut ctr,
+        ctr_if,
+        format!(
+            "CNI created interface in container {} not found",
+            args.ifname
+        ),
+        Link::is_veth,
+        |l| format!("Error: Container interface {} not of type veth", l.name),
+    )?;
 
     // Host veth: a host-side result interface whose peer is the container interface.
     let mut host_veth = None;

@@ -90,16 +90,17 @@ impl Cri {
         self.timeout = timeout;
     }
 
-    /// Runs one call on the runtime service, bounded by the timeout.
-    fn call<T, F>(
+    /// Runs one call on `client` (a clone of the runtime or the image service client),
+    /// bounded by the timeout.
+    fn call<C, T, F>(
         &mut self,
         what: &str,
-        f: impl FnOnce(RuntimeServiceClient<Channel>) -> F,
+        client: C,
+        f: impl FnOnce(C) -> F,
     ) -> Result<T, CriError>
     where
         F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let client = self.runtime.clone();
         let timeout = self.timeout;
         self.rt.block_on(async move {
             match tokio::time::timeout(timeout, f(client)).await {
@@ -110,17 +111,28 @@ impl Cri {
         })
     }
 
+    /// [`Cri::call`] on the runtime service.
+    fn runtime<T, F>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(RuntimeServiceClient<Channel>) -> F,
+    ) -> Result<T, CriError>
+    where
+        F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let client = self.runtime.clone();
+        self.call(what, client, f)
+    }
+
     /// `Version`.
     ///
     /// # Errors
     /// On a gRPC error or timeout.
     pub fn version(&mut self) -> Result<v1::VersionResponse, CriError> {
-        self.call("Version", |mut c| async move {
-            c.version(v1::VersionRequest {
-                version: "v1".into(),
-            })
-            .await
-        })
+        let req = v1::VersionRequest {
+            version: "v1".into(),
+        };
+        self.runtime("Version", |mut c| async move { c.version(req).await })
     }
 
     /// `RunPodSandbox`; returns the sandbox id.
@@ -128,12 +140,12 @@ impl Cri {
     /// # Errors
     /// On a gRPC error or timeout.
     pub fn run_pod_sandbox(&mut self, config: v1::PodSandboxConfig) -> Result<String, CriError> {
-        self.call("RunPodSandbox", |mut c| async move {
-            c.run_pod_sandbox(v1::RunPodSandboxRequest {
-                config: Some(config),
-                runtime_handler: String::new(),
-            })
-            .await
+        let req = v1::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        };
+        self.runtime("RunPodSandbox", |mut c| async move {
+            c.run_pod_sandbox(req).await
         })
         .map(|r| r.pod_sandbox_id)
     }
@@ -147,40 +159,34 @@ impl Cri {
         &mut self,
         id: &str,
     ) -> Result<v1::PodSandboxStatusResponse, CriError> {
-        let id = id.to_owned();
-        self.call("PodSandboxStatus", |mut c| async move {
-            c.pod_sandbox_status(v1::PodSandboxStatusRequest {
-                pod_sandbox_id: id,
-                verbose: true,
-            })
-            .await
+        let req = v1::PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_owned(),
+            verbose: true,
+        };
+        self.runtime("PodSandboxStatus", |mut c| async move {
+            c.pod_sandbox_status(req).await
         })
     }
 
-    /// `StopPodSandbox` (tears the pod's network down).
+    /// `StopPodSandbox` (tears the pod's network down), then `RemovePodSandbox`, as
+    /// kubelet does when a pod goes.
     ///
     /// # Errors
-    /// On a gRPC error or timeout.
-    pub fn stop_pod_sandbox(&mut self, id: &str) -> Result<(), CriError> {
-        let id = id.to_owned();
-        self.call("StopPodSandbox", |mut c| async move {
-            c.stop_pod_sandbox(v1::StopPodSandboxRequest { pod_sandbox_id: id })
-                .await
+    /// On a gRPC error or timeout of either.
+    pub fn stop_and_remove_pod_sandbox(&mut self, id: &str) -> Result<(), CriError> {
+        let stop = v1::StopPodSandboxRequest {
+            pod_sandbox_id: id.to_owned(),
+        };
+        let remove = v1::RemovePodSandboxRequest {
+            pod_sandbox_id: id.to_owned(),
+        };
+        self.runtime("StopPodSandbox", |mut c| async move {
+            c.stop_pod_sandbox(stop).await
+        })?;
+        self.runtime("RemovePodSandbox", |mut c| async move {
+            c.remove_pod_sandbox(remove).await
         })
-        .map(|_| ())
-    }
-
-    /// `RemovePodSandbox`.
-    ///
-    /// # Errors
-    /// On a gRPC error or timeout.
-    pub fn remove_pod_sandbox(&mut self, id: &str) -> Result<(), CriError> {
-        let id = id.to_owned();
-        self.call("RemovePodSandbox", |mut c| async move {
-            c.remove_pod_sandbox(v1::RemovePodSandboxRequest { pod_sandbox_id: id })
-                .await
-        })
-        .map(|_| ())
+        .map(drop)
     }
 
     /// `CreateContainer` in sandbox `pod` (created with `sandbox_config`);
@@ -194,14 +200,13 @@ impl Cri {
         config: v1::ContainerConfig,
         sandbox_config: v1::PodSandboxConfig,
     ) -> Result<String, CriError> {
-        let pod = pod.to_owned();
-        self.call("CreateContainer", |mut c| async move {
-            c.create_container(v1::CreateContainerRequest {
-                pod_sandbox_id: pod,
-                config: Some(config),
-                sandbox_config: Some(sandbox_config),
-            })
-            .await
+        let req = v1::CreateContainerRequest {
+            pod_sandbox_id: pod.to_owned(),
+            config: Some(config),
+            sandbox_config: Some(sandbox_config),
+        };
+        self.runtime("CreateContainer", |mut c| async move {
+            c.create_container(req).await
         })
         .map(|r| r.container_id)
     }
@@ -211,41 +216,34 @@ impl Cri {
     /// # Errors
     /// On a gRPC error or timeout.
     pub fn start_container(&mut self, id: &str) -> Result<(), CriError> {
-        let id = id.to_owned();
-        self.call("StartContainer", |mut c| async move {
-            c.start_container(v1::StartContainerRequest { container_id: id })
-                .await
+        let req = v1::StartContainerRequest {
+            container_id: id.to_owned(),
+        };
+        self.runtime("StartContainer", |mut c| async move {
+            c.start_container(req).await
         })
-        .map(|_| ())
+        .map(drop)
     }
 
-    /// `StopContainer` with a grace period of `timeout_s` seconds.
+    /// `StopContainer` with a grace period of `timeout_s` seconds, then `RemoveContainer`.
     ///
     /// # Errors
-    /// On a gRPC error or timeout.
-    pub fn stop_container(&mut self, id: &str, timeout_s: i64) -> Result<(), CriError> {
-        let id = id.to_owned();
-        self.call("StopContainer", |mut c| async move {
-            c.stop_container(v1::StopContainerRequest {
-                container_id: id,
-                timeout: timeout_s,
-            })
-            .await
+    /// On a gRPC error or timeout of either.
+    pub fn stop_and_remove_container(&mut self, id: &str, timeout_s: i64) -> Result<(), CriError> {
+        let stop = v1::StopContainerRequest {
+            container_id: id.to_owned(),
+            timeout: timeout_s,
+        };
+        let remove = v1::RemoveContainerRequest {
+            container_id: id.to_owned(),
+        };
+        self.runtime("StopContainer", |mut c| async move {
+            c.stop_container(stop).await
+        })?;
+        self.runtime("RemoveContainer", |mut c| async move {
+            c.remove_container(remove).await
         })
-        .map(|_| ())
-    }
-
-    /// `RemoveContainer`.
-    ///
-    /// # Errors
-    /// On a gRPC error or timeout.
-    pub fn remove_container(&mut self, id: &str) -> Result<(), CriError> {
-        let id = id.to_owned();
-        self.call("RemoveContainer", |mut c| async move {
-            c.remove_container(v1::RemoveContainerRequest { container_id: id })
-                .await
-        })
-        .map(|_| ())
+        .map(drop)
     }
 
     /// `ContainerStatus` with `verbose` (containerd adds the task's pid).
@@ -253,13 +251,12 @@ impl Cri {
     /// # Errors
     /// On a gRPC error or timeout.
     pub fn container_status(&mut self, id: &str) -> Result<v1::ContainerStatusResponse, CriError> {
-        let id = id.to_owned();
-        self.call("ContainerStatus", |mut c| async move {
-            c.container_status(v1::ContainerStatusRequest {
-                container_id: id,
-                verbose: true,
-            })
-            .await
+        let req = v1::ContainerStatusRequest {
+            container_id: id.to_owned(),
+            verbose: true,
+        };
+        self.runtime("ContainerStatus", |mut c| async move {
+            c.container_status(req).await
         })
     }
 
@@ -268,32 +265,16 @@ impl Cri {
     /// # Errors
     /// On a gRPC error or timeout.
     pub fn image_status(&mut self, image: &str) -> Result<Option<v1::Image>, CriError> {
-        let mut client = self.image.clone();
-        let timeout = self.timeout;
-        let spec = v1::ImageSpec {
-            image: image.to_owned(),
-            ..Default::default()
+        let req = v1::ImageStatusRequest {
+            image: Some(v1::ImageSpec {
+                image: image.to_owned(),
+            }),
+            verbose: false,
         };
-        self.rt.block_on(async move {
-            match tokio::time::timeout(
-                timeout,
-                client.image_status(v1::ImageStatusRequest {
-                    image: Some(spec),
-                    verbose: false,
-                }),
-            )
-            .await
-            {
-                Ok(Ok(r)) => Ok(r.into_inner().image),
-                Ok(Err(s)) => Err(CriError(format!(
-                    "ImageStatus: {:?}: {}",
-                    s.code(),
-                    s.message()
-                ))),
-                Err(_) => Err(CriError(format!(
-                    "ImageStatus: no answer within {timeout:?}"
-                ))),
-            }
+        let client = self.image.clone();
+        self.call("ImageStatus", client, |mut c| async move {
+            c.image_status(req).await
         })
+        .map(|r| r.image)
     }
 }

@@ -42,7 +42,7 @@ use cni_cri_tests::v1::{
     PodSandboxConfig, PodSandboxMetadata, PodSandboxState, PortMapping, Protocol,
 };
 use cni_cri_tests::{Cri, CriError};
-use cni_testsupport::{Netns, bin_dir, e2e, require_root, unique_name};
+use cni_testsupport::{Netns, bin_dir, e2e, unique_name};
 use e2e::{HOST_IP, eventually, mentions_ip, netfilter_dump, reservations};
 use serde_json::Value;
 
@@ -87,9 +87,7 @@ struct CriContainerd {
 
 impl CriContainerd {
     fn start(host: &Netns, conflist: &Value, plugins: &Path) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path();
-        for sub in [
+        let subdirs = [
             "cni/bin",
             "cni/net.d",
             "root",
@@ -98,11 +96,9 @@ impl CriContainerd {
             "logs",
             "varlib/upper",
             "varlib/work",
-        ] {
-            std::fs::create_dir_all(d.join(sub)).expect("mkdir");
-        }
-        std::fs::write(d.join("cni/net.d/10-cri.conflist"), conflist.to_string())
-            .expect("conflist");
+        ];
+        let dir = e2e::runtime_dir(&subdirs, "cni/net.d/10-cri.conflist", conflist);
+        let d = dir.path();
         for p in PLUGINS {
             let src = plugins.join(p);
             assert!(
@@ -162,20 +158,18 @@ impl CriContainerd {
             runc = d.join("runc").display(),
         );
         std::fs::write(d.join("config.toml"), config).expect("config.toml");
-        let log = std::fs::File::create(d.join("containerd.log")).expect("log");
-        let daemon = Command::new("nsenter")
-            .arg(format!("--net={}", host.path().display()))
-            .args(["unshare", "--mount", "--propagation", "slave"])
-            .args(["sh", "-c", DAEMON_WRAPPER, "sh"])
-            .arg(d.join("varlib/upper"))
-            .arg(d.join("varlib/work"))
-            .arg("containerd")
-            .arg("--config")
-            .arg(d.join("config.toml"))
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn containerd");
+        let daemon = e2e::spawn_logged(
+            Command::new("nsenter")
+                .arg(format!("--net={}", host.path().display()))
+                .args(["unshare", "--mount", "--propagation", "slave"])
+                .args(["sh", "-c", DAEMON_WRAPPER, "sh"])
+                .arg(d.join("varlib/upper"))
+                .arg(d.join("varlib/work"))
+                .arg("containerd")
+                .arg("--config")
+                .arg(d.join("config.toml")),
+            &d.join("containerd.log"),
+        );
         let mut me = Self {
             dir,
             daemon,
@@ -282,9 +276,7 @@ impl CriContainerd {
             port_mappings: ports,
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: self.cgroup_parent.clone(),
-                sysctls: HashMap::new(),
             }),
-            ..Default::default()
         }
     }
 
@@ -296,8 +288,7 @@ impl CriContainerd {
 
     /// StopPodSandbox + RemovePodSandbox, as kubelet does when a pod goes.
     fn remove_pod(&mut self, id: &str) -> Result<(), CriError> {
-        self.cri().stop_pod_sandbox(id)?;
-        self.cri().remove_pod_sandbox(id)?;
+        self.cri().stop_and_remove_pod_sandbox(id)?;
         self.pods.retain(|p| p != id);
         Ok(())
     }
@@ -310,10 +301,7 @@ impl Drop for CriContainerd {
         if let Some(cri) = self.cri.as_mut() {
             cri.set_timeout(Duration::from_secs(20));
             for id in std::mem::take(&mut self.pods) {
-                if let Err(e) = cri
-                    .stop_pod_sandbox(&id)
-                    .and_then(|()| cri.remove_pod_sandbox(&id))
-                {
+                if let Err(e) = cri.stop_and_remove_pod_sandbox(&id) {
                     eprintln!("cleanup: pod {id}: {e}");
                 }
             }
@@ -391,29 +379,20 @@ fn http_get(prefix: &[&str], addr: &str, port: u16) -> Result<String, String> {
 
 #[test]
 fn e2e_cri_pods_hostport_and_teardown() {
-    if !require_root()
-        || !e2e::require_programs(&[
-            ("containerd", "containerd"),
-            ("ctr", "containerd"),
-            ("containerd-shim-runc-v2", "containerd"),
-            ("runc", "runc"),
-            ("busybox", "busybox-static"),
-            ("nsenter", "util-linux"),
-            ("unshare", "util-linux"),
-        ])
-    {
-        return;
-    }
     let started = Instant::now();
+    let programs = [
+        ("containerd", "containerd"),
+        ("ctr", "containerd"),
+        ("containerd-shim-runc-v2", "containerd"),
+        ("nsenter", "util-linux"),
+        ("unshare", "util-linux"),
+    ];
+    let Some(tb) = e2e::testbed(&programs, "cnicri-", BRIDGE, SUBNET, serde_json::json!({})) else {
+        return;
+    };
     let plugins = plugin_source();
     eprintln!("plugins: {}", plugins.display());
-    let (host, outside) = e2e::host_and_outside();
-
-    let net = unique_name("cnicri-");
-    let ipam = tempfile::tempdir().expect("tempdir");
-    let conflist =
-        e2e::bridge_portmap_conflist(&net, BRIDGE, SUBNET, ipam.path(), serde_json::json!({}));
-    let mut ctrd = CriContainerd::start(&host, &conflist, &plugins);
+    let mut ctrd = CriContainerd::start(&tb.host, &tb.conf, &plugins);
 
     // The image, imported into the CRI plugin's namespace: nothing is pulled.
     let tar = e2e::busybox_oci_image(ctrd.dir.path(), IMAGE, PAGE, &["/bin/sleep", "2147483647"]);
@@ -491,7 +470,7 @@ fn e2e_cri_pods_hostport_and_teardown() {
     let (ip_a, ip_b) = (ips[0].clone(), ips[1].clone());
     assert_ne!(ip_a, ip_b);
     assert_eq!(
-        reservations(ipam.path(), &net).len(),
+        reservations(tb.data.path(), &tb.net).len(),
         2,
         "host-local reservations while both pods run"
     );
@@ -516,13 +495,11 @@ fn e2e_cri_pods_hostport_and_teardown() {
                 }),
                 image: Some(ImageSpec {
                     image: IMAGE.into(),
-                    ..Default::default()
                 }),
                 command: ["httpd", "-f", "-p", "80", "-h", "/www"]
                     .map(String::from)
                     .to_vec(),
                 log_path: "httpd.log".into(),
-                ..Default::default()
             },
             cfg_a,
         )
@@ -550,18 +527,22 @@ fn e2e_cri_pods_hostport_and_teardown() {
     let page = http_get(&["nsenter", &enter_b], &ip_a, 80)
         .unwrap_or_else(|e| panic!("pod B -> {ip_a}:80: {e}"));
     eprintln!("ok: pod B -> pod A {ip_a}:80: {page}");
-    let page = http_get(&["ip", "netns", "exec", host.name()], &ip_a, 80)
+    let page = http_get(&["ip", "netns", "exec", tb.host.name()], &ip_a, 80)
         .unwrap_or_else(|e| panic!("host -> {ip_a}:80: {e}"));
     eprintln!("ok: host -> pod A {ip_a}:80: {page}");
-    let page = http_get(&["ip", "netns", "exec", outside.name()], HOST_IP, HOST_PORT)
-        .unwrap_or_else(|e| {
-            panic!(
-                "outside -> {HOST_IP}:{HOST_PORT} (hostPort of pod A): {e}\n{}",
-                netfilter_dump(&host)
-            )
-        });
+    let page = http_get(
+        &["ip", "netns", "exec", tb.outside.name()],
+        HOST_IP,
+        HOST_PORT,
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "outside -> {HOST_IP}:{HOST_PORT} (hostPort of pod A): {e}\n{}",
+            netfilter_dump(&tb.host)
+        )
+    });
     eprintln!("ok: outside -> host {HOST_IP}:{HOST_PORT} -> pod A: {page}");
-    let rules = netfilter_dump(&host);
+    let rules = netfilter_dump(&tb.host);
     assert!(
         rules.contains(pod_a.as_str()) && mentions_ip(&rules, &ip_a),
         "no rule names pod A ({pod_a}, {ip_a}):\n{rules}"
@@ -569,22 +550,19 @@ fn e2e_cri_pods_hostport_and_teardown() {
 
     // kubelet's teardown: stop and remove the container, then the pods.
     ctrd.cri()
-        .stop_container(&httpd, 5)
-        .unwrap_or_else(|e| panic!("StopContainer: {e}"));
-    ctrd.cri()
-        .remove_container(&httpd)
-        .unwrap_or_else(|e| panic!("RemoveContainer: {e}"));
+        .stop_and_remove_container(&httpd, 5)
+        .unwrap_or_else(|e| panic!("removing the container: {e}"));
     for id in [&pod_a, &pod_b] {
         ctrd.remove_pod(id)
             .unwrap_or_else(|e| panic!("removing pod {id}: {e}\n{}", ctrd.log_tail()));
     }
 
     e2e::assert_nothing_left(
-        &host,
+        &tb.host,
         &["uplink0"],
-        ipam.path(),
+        tb.data.path(),
         &ctrd.cache_dir(),
-        &net,
+        &tb.net,
         &[&pod_a, &pod_b],
         &[ip_a.clone(), ip_b.clone()],
     );

@@ -4,6 +4,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::*;
+use crate::conf::tests::Bridgeish;
 use crate::conf::{NetConf, PortMapping, RangeConf, null_as_default};
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -199,16 +200,6 @@ fn parse_slice_moves_a_repeated_key_to_its_last_position() {
     assert!(parse_slice(b"{").is_err());
     assert!(parse_slice(b"{} x").is_err(), "trailing characters");
     assert_eq!(parse_slice(b"1.5").unwrap(), json!(1.5));
-}
-
-/// The plugin's keys of a bridge-like plugin, for the NetConf tests.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Bridgeish {
-    #[serde(default)]
-    bridge: Option<String>,
-    #[serde(default)]
-    is_gateway: bool,
 }
 
 #[test]

@@ -56,9 +56,15 @@ pub(super) struct Route020 {
     gw: Option<IpAddr>,
 }
 
+/// The layout shared by the 0.3.0 to 0.4.0 results and the 1.x ones: `I` and `P`
+/// are the family's interface and IP entries. An empty `dns` is written as `{}` by
+/// 0.4.0 and left out by 1.x (`OMIT_EMPTY_DNS`).
 #[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct Result040 {
+#[serde(
+    rename_all = "camelCase",
+    bound(deserialize = "I: Deserialize<'de>, P: Deserialize<'de>")
+)]
+pub(super) struct ResultLists<I, P, const OMIT_EMPTY_DNS: bool> {
     // Resolved by `from_value` (absent or null means the default version).
     #[serde(default, skip_deserializing)]
     cni_version: String,
@@ -67,22 +73,32 @@ pub(super) struct Result040 {
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "null_as_default"
     )]
-    interfaces: Vec<Interface040>,
+    interfaces: Vec<I>,
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "null_as_default"
     )]
-    ips: Vec<Ip040>,
+    ips: Vec<P>,
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "null_as_default"
     )]
     routes: Vec<Route>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "omit_dns::<OMIT_EMPTY_DNS>")]
     dns: Dns,
 }
+
+fn omit_dns<const OMIT_EMPTY_DNS: bool>(dns: &Dns) -> bool {
+    OMIT_EMPTY_DNS && dns.is_empty()
+}
+
+/// The 0.3.0 / 0.3.1 / 0.4.0 layout.
+pub(super) type Result040 = ResultLists<Interface040, Ip040, false>;
+
+/// The 1.0.0 / 1.1.0 layout.
+pub(super) type Result100 = ResultLists<Interface, IpConfig, true>;
 
 #[derive(Serialize, Deserialize)]
 pub(super) struct Interface040 {
@@ -101,34 +117,6 @@ pub(super) struct Ip040 {
     address: IpNetwork,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     gateway: Option<IpAddr>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct Result100 {
-    // Resolved by `from_value` (absent or null means the default version).
-    #[serde(default, skip_deserializing)]
-    cni_version: String,
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "null_as_default"
-    )]
-    interfaces: Vec<Interface>,
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "null_as_default"
-    )]
-    ips: Vec<IpConfig>,
-    #[serde(
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "null_as_default"
-    )]
-    routes: Vec<Route>,
-    #[serde(default, skip_serializing_if = "Dns::is_empty")]
-    dns: Dns,
 }
 
 fn family_tag(addr: &IpNetwork) -> &'static str {

@@ -51,21 +51,15 @@ pub struct IpamConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawIpam {
-    #[serde(default)]
     subnet: Option<String>,
-    #[serde(default)]
     range_start: Option<String>,
-    #[serde(default)]
     range_end: Option<String>,
-    #[serde(default)]
     gateway: Option<String>,
     #[serde(default, deserialize_with = "cni::conf::null_as_default")]
     ranges: Vec<Vec<RawRange>>,
     #[serde(default, deserialize_with = "cni::conf::null_as_default")]
     routes: Vec<Route>,
-    #[serde(default)]
     data_dir: Option<String>,
-    #[serde(default)]
     resolv_conf: Option<String>,
 }
 
@@ -73,11 +67,8 @@ struct RawIpam {
 #[serde(rename_all = "camelCase")]
 struct RawRange {
     subnet: String,
-    #[serde(default)]
     range_start: Option<String>,
-    #[serde(default)]
     range_end: Option<String>,
-    #[serde(default)]
     gateway: Option<String>,
 }
 
@@ -86,7 +77,6 @@ struct RawRange {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawLocation {
-    #[serde(default)]
     data_dir: Option<String>,
 }
 

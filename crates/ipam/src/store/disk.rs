@@ -414,13 +414,7 @@ impl DiskStore {
         let mut tmp_name = path.clone().into_os_string();
         tmp_name.push(format!(".tmp.{}.{n}", std::process::id()));
         let tmp = PathBuf::from(tmp_name);
-        let written = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(idx.render().as_bytes()))
+        let written = write_new_private(&tmp, idx.render().as_bytes())
             .and_then(|()| replace_with(&tmp, &path));
         written.map_err(|e| {
             let _ = fs::remove_file(&tmp);
@@ -449,14 +443,7 @@ impl DiskStore {
     /// final name.
     fn write_temp(&self, tag: &str, content: &[u8]) -> Result<PathBuf, StoreError> {
         let tmp = temp_path(&self.dir, tag);
-        let written = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(content));
-        match written {
+        match write_new_private(&tmp, content) {
             Ok(()) => Ok(tmp),
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
@@ -493,6 +480,18 @@ fn read_nofollow(path: &Path) -> io::Result<Vec<u8>> {
 /// Whether an `O_NOFOLLOW` open failed because `path` is a symbolic link.
 fn is_symlink_error(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ELOOP)
+}
+
+/// Creates `path`, which must not exist yet (not even as a symbolic link), with mode
+/// 0600 and writes `content` to it.
+fn write_new_private(path: &Path, content: &[u8]) -> io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .and_then(|mut f| f.write_all(content))
 }
 
 /// Moves `tmp` to `path`: unlinks `path` first, then renames (see the module
@@ -617,11 +616,9 @@ impl Store for DiskStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::ip;
+    use cni_testsupport::dir_names;
     use std::os::unix::fs::PermissionsExt;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("test address")
-    }
 
     fn opts() -> DiskStoreOptions {
         DiskStoreOptions {
@@ -629,17 +626,25 @@ mod tests {
         }
     }
 
-    fn mode(path: &Path) -> u32 {
-        fs::metadata(path).expect("stat").permissions().mode() & 0o777
+    /// A store of network `net` in a fresh data directory (kept while the store is used).
+    fn open_net() -> (tempfile::TempDir, DiskStore) {
+        let data = tempfile::tempdir().expect("tempdir");
+        let s = DiskStore::open(data.path(), "net", &opts()).expect("open");
+        (data, s)
     }
 
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .expect("read_dir")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
+    /// A data directory whose network directory `net` exists with one file, `name`,
+    /// holding `content`, before any store is opened.
+    fn net_dir_with(name: &str, content: &str) -> tempfile::TempDir {
+        let data = tempfile::tempdir().expect("tempdir");
+        let dir = data.path().join("net");
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(dir.join(name), content).expect("write");
+        data
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).expect("stat").permissions().mode() & 0o777
     }
 
     /// The index beside the network directory lets a later store skip
@@ -666,7 +671,7 @@ mod tests {
         assert_eq!(text.lines().count(), 4, "{text}");
         assert_eq!(mode(&index_file), 0o600);
         assert!(
-            !names(&dir).iter().any(|n| n.starts_with(TEMP_PREFIX)),
+            !dir_names(&dir).iter().any(|n| n.starts_with(TEMP_PREFIX)),
             "no temporary file left"
         );
         // Another writer (no index update): removes .2, adds .9, replaces .3
@@ -760,8 +765,7 @@ mod tests {
 
     #[test]
     fn reservation_file_bytes_and_modes() {
-        let data = tempfile::tempdir().expect("tempdir");
-        let mut s = DiskStore::open(data.path(), "net", &opts()).expect("open");
+        let (data, mut s) = open_net();
         let dir = data.path().join("net");
         assert_eq!(mode(&dir), 0o755);
         assert!(
@@ -775,22 +779,18 @@ mod tests {
         s.set_last_reserved(0, ip("10.1.2.2")).expect("cursor");
         s.set_last_reserved(1, ip("2001:db8:0:0::2"))
             .expect("cursor");
-        assert_eq!(
-            fs::read(dir.join("10.1.2.2")).expect("read"),
-            b"abc\r\neth0"
-        );
-        assert_eq!(
-            fs::read(dir.join("2001:db8::2")).expect("read"),
-            b"abc\r\neth0"
-        );
-        assert_eq!(
-            fs::read(dir.join("last_reserved_ip.0")).expect("read"),
-            b"10.1.2.2"
-        );
-        assert_eq!(
-            fs::read(dir.join("last_reserved_ip.1")).expect("read"),
-            b"2001:db8::2"
-        );
+        for (f, bytes) in [
+            ("10.1.2.2", "abc\r\neth0"),
+            ("2001:db8::2", "abc\r\neth0"),
+            ("last_reserved_ip.0", "10.1.2.2"),
+            ("last_reserved_ip.1", "2001:db8::2"),
+        ] {
+            assert_eq!(
+                fs::read(dir.join(f)).expect("read"),
+                bytes.as_bytes(),
+                "{f}"
+            );
+        }
         for f in [
             "10.1.2.2",
             "2001:db8::2",
@@ -802,7 +802,7 @@ mod tests {
         }
         // no temporary file is left behind
         assert_eq!(
-            names(&dir),
+            dir_names(&dir),
             [
                 "10.1.2.2",
                 "2001:db8::2",
@@ -815,8 +815,7 @@ mod tests {
 
     #[test]
     fn reserve_is_exclusive() {
-        let data = tempfile::tempdir().expect("tempdir");
-        let mut s = DiskStore::open(data.path(), "net", &opts()).expect("open");
+        let (_data, mut s) = open_net();
         assert!(
             s.reserve(ip("10.1.2.2"), &Attachment::new("a", "eth0"))
                 .expect("first")
@@ -834,8 +833,7 @@ mod tests {
 
     #[test]
     fn list_skips_lock_cursors_temp_and_foreign_files() {
-        let data = tempfile::tempdir().expect("tempdir");
-        let mut s = DiskStore::open(data.path(), "net", &opts()).expect("open");
+        let (_data, mut s) = open_net();
         s.reserve(ip("10.1.2.3"), &Attachment::new("a", "eth0"))
             .expect("reserve");
         s.set_last_reserved(0, ip("10.1.2.3")).expect("cursor");
@@ -852,20 +850,16 @@ mod tests {
 
     #[test]
     fn stale_temp_files_removed_on_open() {
-        let data = tempfile::tempdir().expect("tempdir");
-        let dir = data.path().join("net");
-        fs::create_dir_all(&dir).expect("mkdir");
-        fs::write(dir.join(".host-local-tmp.1234.7.reservation"), "half").expect("write");
+        let data = net_dir_with(".host-local-tmp.1234.7.reservation", "half");
         let s = DiskStore::open_existing(data.path(), "net", &opts())
             .expect("open")
             .expect("exists");
-        assert_eq!(names(s.dir()), ["lock"]);
+        assert_eq!(dir_names(s.dir()), ["lock"]);
     }
 
     #[test]
     fn legacy_file_released_and_found() {
-        let data = tempfile::tempdir().expect("tempdir");
-        let mut s = DiskStore::open(data.path(), "net", &opts()).expect("open");
+        let (_data, mut s) = open_net();
         fs::write(s.dir().join("10.1.2.7"), "legacy-id").expect("write");
         let who = Attachment::new("legacy-id", "eth0");
         assert_eq!(s.lookup(&who).expect("lookup"), [ip("10.1.2.7")]);
@@ -876,8 +870,7 @@ mod tests {
 
     #[test]
     fn release_removes_only_the_attachment() {
-        let data = tempfile::tempdir().expect("tempdir");
-        let mut s = DiskStore::open(data.path(), "net", &opts()).expect("open");
+        let (_data, mut s) = open_net();
         s.reserve(ip("10.1.2.2"), &Attachment::new("a", "eth0"))
             .expect("r");
         s.reserve(ip("2001:db8::2"), &Attachment::new("a", "eth0"))
@@ -891,7 +884,7 @@ mod tests {
         released.sort();
         assert_eq!(released, [ip("10.1.2.2"), ip("2001:db8::2")]);
         assert_eq!(
-            names(s.dir()),
+            dir_names(s.dir()),
             ["10.1.2.3", "10.1.2.4", "last_reserved_ip.0", "lock"]
         );
         assert!(
@@ -906,8 +899,7 @@ mod tests {
 
     #[test]
     fn cursor_round_trip_and_garbage() {
-        let data = tempfile::tempdir().expect("tempdir");
-        let mut s = DiskStore::open(data.path(), "net", &opts()).expect("open");
+        let (_data, mut s) = open_net();
         assert_eq!(s.last_reserved(0).expect("none"), None);
         s.set_last_reserved(0, ip("10.1.2.9")).expect("set");
         s.set_last_reserved(0, ip("10.1.2.10")).expect("set");
@@ -936,7 +928,10 @@ mod tests {
         assert!(!missing_root.exists());
         DiskStore::probe_writable(&missing_root, "net").expect("ancestor is writable");
         assert!(!missing_root.exists());
-        assert!(names(data.path()).is_empty(), "probe leaves nothing behind");
+        assert!(
+            dir_names(data.path()).is_empty(),
+            "probe leaves nothing behind"
+        );
     }
 
     #[test]
@@ -993,7 +988,7 @@ mod tests {
             "net",
         );
         is_symlink_err(DiskStore::probe_writable(data.path(), "net"), "net");
-        assert!(names(&elsewhere).is_empty());
+        assert!(dir_names(&elsewhere).is_empty());
         fs::remove_file(&dir).expect("rm link");
         // The lock, to a missing path and to an existing file.
         fs::create_dir(&dir).expect("mkdir");
@@ -1037,7 +1032,7 @@ mod tests {
             fs::remove_file(dir.join("10.1.2.3")).ok();
             assert_eq!(fs::read_to_string(&secret).expect("read"), "10.1.2.200");
         }
-        assert_eq!(names(outside.path()), ["elsewhere", "secret"]);
+        assert_eq!(dir_names(outside.path()), ["elsewhere", "secret"]);
     }
 
     #[test]
@@ -1058,10 +1053,7 @@ mod tests {
 
     #[test]
     fn probe_files_are_not_cleaned_as_stale_temp_files() {
-        let data = tempfile::tempdir().expect("tempdir");
-        let dir = data.path().join("net");
-        fs::create_dir_all(&dir).expect("mkdir");
-        fs::write(dir.join(".host-local-probe.1.0"), "").expect("write");
+        let data = net_dir_with(".host-local-probe.1.0", "");
         let s = DiskStore::open(data.path(), "net", &opts()).expect("open");
         assert!(s.dir().join(".host-local-probe.1.0").exists());
         assert!(s.list().expect("list").is_empty());

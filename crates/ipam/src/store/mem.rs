@@ -69,10 +69,7 @@ impl Store for MemStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("test address")
-    }
+    use crate::test_util::ip;
 
     #[test]
     fn behaves_like_a_store() {

@@ -205,10 +205,7 @@ pub trait Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("test address")
-    }
+    use crate::test_util::ip;
 
     #[test]
     fn parse_current_and_legacy_content() {
