@@ -24,31 +24,8 @@ pub(crate) fn tools_run() -> u64 {
 /// becomes [`Error::Tool`] (or [`Error::LockTimeout`] when the xtables lock wait ran out).
 pub(crate) fn run(tool: &str, args: &[&str], stdin: Option<&str>, op: &str) -> Result<String> {
     log::debug!("exec {tool} {} ({op})", args.join(" "));
-    RUN.with(|n| n.set(n.get() + 1));
-    // A tool may commit; a later close of our netfilter sockets may then wait.
-    crate::release::note_commit();
-    let spawn_err = |source| Error::Spawn {
-        tool: tool.to_owned(),
-        op: op.to_owned(),
-        source,
-    };
-    let mut command = Command::new(tool);
-    die_with_caller(&mut command);
-    let mut child = command
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn_err)?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        log::trace!("{tool} input:\n{input}");
-        pipe.write_all(input.as_bytes()).map_err(spawn_err)?;
-    }
+    let child = start(tool, args, stdin, Stdio::piped(), op)?;
+    let spawn_err = |source| spawn_error(tool, op, source);
     let out = child.wait_with_output().map_err(spawn_err)?;
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
     check_status(tool, op, out.status, stderr)?;
@@ -92,26 +69,8 @@ pub(crate) fn run_committing(
         "exec {tool} {} ({op}), watching its commits",
         args.join(" ")
     );
-    RUN.with(|n| n.set(n.get() + 1));
-    crate::release::note_commit();
-    let spawn_err = |source| Error::Spawn {
-        tool: tool.to_owned(),
-        op: op.to_owned(),
-        source,
-    };
-    let mut command = Command::new(tool);
-    die_with_caller(&mut command);
-    let mut child = command
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn_err)?;
-    if let Some(mut pipe) = child.stdin.take() {
-        log::trace!("{tool} input:\n{stdin}");
-        pipe.write_all(stdin.as_bytes()).map_err(spawn_err)?;
-    }
+    let mut child = start(tool, args, Some(stdin), Stdio::null(), op)?;
+    let spawn_err = |source| spawn_error(tool, op, source);
     let pid = child.id();
     let mut stderr = child.stderr.take();
     let mut err_text = Vec::new();
@@ -169,6 +128,47 @@ pub(crate) fn run_committing(
     let status = child.wait().map_err(spawn_err)?;
     let stderr = String::from_utf8_lossy(&err_text).trim().to_owned();
     check_status(tool, op, status, stderr)
+}
+
+/// Starts `tool args...` (counted by [`tools_run`]; it dies with the calling thread),
+/// with stdout to `stdout` and stderr piped, and writes `stdin` (if any) to it.
+fn start(
+    tool: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    stdout: Stdio,
+    op: &str,
+) -> Result<std::process::Child> {
+    RUN.with(|n| n.set(n.get() + 1));
+    // A tool may commit; a later close of our netfilter sockets may then wait.
+    crate::release::note_commit();
+    let mut command = Command::new(tool);
+    die_with_caller(&mut command);
+    let mut child = command
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| spawn_error(tool, op, e))?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        log::trace!("{tool} input:\n{input}");
+        pipe.write_all(input.as_bytes())
+            .map_err(|e| spawn_error(tool, op, e))?;
+    }
+    Ok(child)
+}
+
+fn spawn_error(tool: &str, op: &str, source: io::Error) -> Error {
+    Error::Spawn {
+        tool: tool.to_owned(),
+        op: op.to_owned(),
+        source,
+    }
 }
 
 /// Whether `m` is the kernel's announcement of a commit by process `pid`.

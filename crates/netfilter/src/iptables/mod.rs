@@ -243,35 +243,26 @@ pub fn delete_in_each_family(
             );
             continue;
         }
-        let result = delete_in_family(family, table, op, &fast, &native, &deletions);
+        let result = (|| {
+            if let Some(script) = fast(family).filter(|s| !s.is_empty())
+                && exec::find_tool(family.restore_tool()).is_some()
+                && try_restore(family, &script, op)?
+            {
+                return Ok(());
+            }
+            if is_nft_variant(family) && native(family) {
+                return Ok(());
+            }
+            match save_if_present(family, table)? {
+                Some(saved) => restore(family, &deletions(&saved), op),
+                None => Ok(()),
+            }
+        })();
         if let Err(e) = result {
             errors.push(e);
         }
     }
     crate::Error::collect(errors)
-}
-
-fn delete_in_family(
-    family: Family,
-    table: &str,
-    op: &str,
-    fast: impl Fn(Family) -> Option<Script>,
-    native: impl Fn(Family) -> bool,
-    deletions: impl Fn(&SavedTable) -> Script,
-) -> Result<()> {
-    if let Some(script) = fast(family).filter(|s| !s.is_empty())
-        && exec::find_tool(family.restore_tool()).is_some()
-        && try_restore(family, &script, op)?
-    {
-        return Ok(());
-    }
-    if is_nft_variant(family) && native(family) {
-        return Ok(());
-    }
-    match save_if_present(family, table)? {
-        Some(saved) => restore(family, &deletions(&saved), op),
-        None => Ok(()),
-    }
 }
 
 /// Adds to `script` what removes `chain` entirely: every rule jumping to it (found in
