@@ -301,8 +301,32 @@ impl Default for Netns {
     }
 }
 
+/// Where the nftables backends keep their per-attachment markers, named
+/// `<nsfs device>-<nsfs inode>-...` after the namespace the plugin ran in
+/// (`crates/netfilter/src/attachments.rs`).
+const ATTACHMENT_MARKERS: &str = "/run/cni-rs/nftables-attachments";
+
+/// Removes the attachment markers the plugins left for namespace `path` (those a test
+/// did not DEL): exactly the entries named after this namespace's identity.
+fn remove_attachment_markers(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let prefix = format!("{}-{}-", meta.dev(), meta.ino());
+    let Ok(entries) = std::fs::read_dir(ATTACHMENT_MARKERS) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
+        remove_attachment_markers(self.path());
         match Command::new("ip")
             .args(["netns", "del", &self.name])
             .output()
