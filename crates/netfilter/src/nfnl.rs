@@ -122,20 +122,7 @@ impl Conn {
     /// waiting for more. Fails with `ENOBUFS` when the kernel had to drop events because
     /// the receive buffer was full: the caller then cannot know what it missed.
     pub(crate) fn drain_events(&mut self, mut each: impl FnMut(Reply)) -> io::Result<()> {
-        loop {
-            self.buf.clear();
-            let n = match self.sock.recv(&mut self.buf, libc::MSG_TRUNC) {
-                Ok(n) if n > self.buf.len() => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("event of {n} bytes truncated"),
-                    ));
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e),
-            };
+        while let Some(n) = self.recv_queued()? {
             let mut off = 0;
             while off < n {
                 let rest = self.buf.get(off..n).unwrap_or_default();
@@ -145,6 +132,7 @@ impl Conn {
                 each(reply);
             }
         }
+        Ok(())
     }
 
     /// Sends one nfnetlink request (`nfgenmsg` family `family`) with
@@ -253,17 +241,13 @@ impl Conn {
     /// `each`, without waiting for more. Fails with `ENOBUFS` when the kernel dropped
     /// events for lack of room.
     pub(crate) fn drain_raw_events(&mut self, mut each: impl FnMut(RawMsg<'_>)) -> io::Result<()> {
-        loop {
-            let n = match self.recv() {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Ok(()),
-                Err(e) => return Err(e),
-            };
+        while let Some(n) = self.recv_queued()? {
             for_each_raw(self.buf.get(..n).unwrap_or_default(), |m| {
                 each(m);
                 Ok(true)
             })?;
         }
+        Ok(())
     }
 
     /// The socket, for `poll`.
@@ -294,8 +278,23 @@ impl Conn {
         }
     }
 
-    /// Receives one datagram into `self.buf`; returns its length.
+    /// Receives one datagram into `self.buf`; returns its length. Nothing within
+    /// [`RECV_TIMEOUT`] is an error.
     fn recv(&mut self) -> io::Result<usize> {
+        self.recv_queued()?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no reply from the kernel within {} s",
+                    RECV_TIMEOUT.as_secs()
+                ),
+            )
+        })
+    }
+
+    /// Receives one datagram into `self.buf`; returns its length, or `None` when none
+    /// came: nothing queued on a non-blocking socket, or the receive timeout ran out.
+    fn recv_queued(&mut self) -> io::Result<Option<usize>> {
         loop {
             self.buf.clear();
             match self.sock.recv(&mut self.buf, libc::MSG_TRUNC) {
@@ -305,7 +304,7 @@ impl Conn {
                         format!("datagram of {n} bytes truncated to {}", self.buf.len()),
                     ));
                 }
-                Ok(n) => return Ok(n),
+                Ok(n) => return Ok(Some(n)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
                     if matches!(
@@ -313,13 +312,7 @@ impl Conn {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "no reply from the kernel within {} s",
-                            RECV_TIMEOUT.as_secs()
-                        ),
-                    ));
+                    return Ok(None);
                 }
                 Err(e) => return Err(e),
             }
