@@ -35,13 +35,6 @@ pub(crate) fn run(tool: &str, args: &[&str], stdin: Option<&str>, op: &str) -> R
     })
 }
 
-/// `NFNLGRP_NFTABLES`: nf_tables' multicast group (object changes and, per commit,
-/// `NFT_MSG_NEWGEN`).
-const NFNLGRP_NFTABLES: u32 = 7;
-/// `NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN`: a committed transaction.
-const NFT_NEWGEN: u16 = (10 << 8) | 15;
-/// `NFTA_GEN_PROC_PID`: the process that committed.
-const NFTA_GEN_PROC_PID: u16 = 2;
 /// Receive buffer for the commit watch: room for the object notifications of a burst of
 /// commits by other processes.
 const WATCH_RCVBUF: usize = 4 << 20;
@@ -61,7 +54,7 @@ pub(crate) fn run_committing(
     commits: usize,
     op: &str,
 ) -> Result<()> {
-    let Ok(mut watch) = crate::nfnl::Conn::open_events(NFNLGRP_NFTABLES) else {
+    let Ok(mut watch) = crate::nfnl::Conn::open_events(crate::nftnl::GROUP) else {
         return run(tool, args, Some(stdin), op).map(drop);
     };
     watch.grow_receive_buffer(WATCH_RCVBUF);
@@ -173,14 +166,7 @@ fn spawn_error(tool: &str, op: &str, source: io::Error) -> Error {
 
 /// Whether `m` is the kernel's announcement of a commit by process `pid`.
 fn announces(m: &crate::nfnl::RawMsg<'_>, pid: u32) -> bool {
-    m.kind == NFT_NEWGEN
-        && crate::nftnl::attributes(m.payload.get(4..).unwrap_or_default()).any(|(kind, v)| {
-            kind == NFTA_GEN_PROC_PID
-                && v.get(..4)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u32::from_be_bytes)
-                    == Some(pid)
-        })
+    crate::nftnl::committer(m.kind, m.payload) == Some(pid)
 }
 
 /// An exit status as [`run`] reports it.

@@ -56,6 +56,25 @@ pub enum Msg {
     GetRule = 7,
     /// `NFT_MSG_DELRULE`.
     DelRule = 8,
+    /// `NFT_MSG_NEWGEN`: announces each committed transaction.
+    NewGen = 15,
+}
+
+/// `NFNLGRP_NFTABLES`: nf_tables' multicast group (every object change and, per commit,
+/// [`Msg::NewGen`]).
+pub(crate) const GROUP: u32 = 7;
+
+/// The process that committed the transaction a message of type `kind` (an nfnetlink
+/// message type) with `payload` (after the netlink header) announces: `Some(pid)` for
+/// an `NFT_MSG_NEWGEN` carrying `NFTA_GEN_PROC_PID`.
+pub(crate) fn committer(kind: u16, payload: &[u8]) -> Option<u32> {
+    if kind != (SUBSYS << 8) | Msg::NewGen as u16 {
+        return None;
+    }
+    attributes(payload.get(4..)?) // after the nfgenmsg
+        .find(|(attr, _)| *attr == 2) // NFTA_GEN_PROC_PID
+        .and_then(|(_, v)| v.get(..4)?.try_into().ok())
+        .map(u32::from_be_bytes)
 }
 
 /// Hook of a base chain, as `NEWCHAIN` carries it.
@@ -474,7 +493,7 @@ pub(crate) fn rules(
                 1 => same &= name_of(value) == table,
                 2 => same &= name_of(value) == chain,
                 3 => handle = value.try_into().ok().map(u64::from_be_bytes),
-                4 => jump = jump_target(value),
+                4 => jump = expr::jump_target(value),
                 7 => comment = udata_comment(value),
                 _ => {}
             }
@@ -492,41 +511,6 @@ pub(crate) fn rules(
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-/// The chain named by a `jump`/`goto` verdict among a rule's expressions
-/// (`NFTA_RULE_EXPRESSIONS`): an `immediate` whose data is a verdict with a chain.
-fn jump_target(exprs: &[u8]) -> Option<String> {
-    const NFT_JUMP: i32 = -3;
-    const NFT_GOTO: i32 = -4;
-    attributes(exprs).find_map(|(_, elem)| {
-        let mut name = None;
-        let mut data = None;
-        for (kind, value) in attributes(elem) {
-            match kind {
-                1 => name = Some(name_of(value)), // NFTA_EXPR_NAME
-                2 => data = Some(value),          // NFTA_EXPR_DATA
-                _ => {}
-            }
-        }
-        if name.as_deref() != Some("immediate") {
-            return None;
-        }
-        // NFTA_IMMEDIATE_DATA -> NFTA_DATA_VERDICT -> NFTA_VERDICT_{CODE,CHAIN}
-        let imm = attributes(data?).find(|(k, _)| *k == 2)?.1;
-        let verdict = attributes(imm).find(|(k, _)| *k == 2)?.1;
-        let (mut code, mut chain) = (None, None);
-        for (kind, value) in attributes(verdict) {
-            match kind {
-                1 => code = value.try_into().ok().map(i32::from_be_bytes),
-                2 => chain = Some(name_of(value)),
-                _ => {}
-            }
-        }
-        matches!(code, Some(NFT_JUMP | NFT_GOTO))
-            .then_some(chain)
-            .flatten()
-    })
 }
 
 /// Whether table `table` exists (`GETTABLE`).
