@@ -56,6 +56,14 @@ impl Family {
         }
     }
 
+    /// The nf_tables family the nf_tables variant keeps this family's tables in.
+    pub fn nf_family(self) -> nftables::types::NfFamily {
+        match self {
+            Family::V4 => nftables::types::NfFamily::IP,
+            Family::V6 => nftables::types::NfFamily::IP6,
+        }
+    }
+
     /// The rule-level tool (`iptables` / `ip6tables`).
     pub fn tool(self) -> &'static str {
         self.prefix()
@@ -200,11 +208,7 @@ fn names_nft_variant(path: &std::path::Path) -> bool {
 /// ([`crate::nft::table_exists`], one netlink request, no process). With the legacy
 /// variant, or when the probe fails, `false`.
 pub fn known_empty(family: Family, table: &str) -> bool {
-    let nf_family = match family {
-        Family::V4 => nftables::types::NfFamily::IP,
-        Family::V6 => nftables::types::NfFamily::IP6,
-    };
-    is_nft_variant(family) && crate::nft::known_absent(nf_family, table)
+    is_nft_variant(family) && crate::nft::known_absent(family.nf_family(), table)
 }
 
 /// Teardown shared by DEL and GC, per family whose tools are present and whose `table`
@@ -243,26 +247,36 @@ pub fn delete_in_each_family(
             );
             continue;
         }
-        let result = (|| {
-            if let Some(script) = fast(family).filter(|s| !s.is_empty())
-                && exec::find_tool(family.restore_tool()).is_some()
-                && try_restore(family, &script, op)?
-            {
-                return Ok(());
-            }
-            if is_nft_variant(family) && native(family) {
-                return Ok(());
-            }
-            match save_if_present(family, table)? {
-                Some(saved) => restore(family, &deletions(&saved), op),
-                None => Ok(()),
-            }
-        })();
+        let result = delete_in_family(family, table, op, &fast, &native, &deletions);
         if let Err(e) = result {
             errors.push(e);
         }
     }
     crate::Error::collect(errors)
+}
+
+/// The steps of [`delete_in_each_family`] for one family.
+fn delete_in_family(
+    family: Family,
+    table: &str,
+    op: &str,
+    fast: impl Fn(Family) -> Option<Script>,
+    native: impl Fn(Family) -> bool,
+    deletions: impl Fn(&SavedTable) -> Script,
+) -> Result<()> {
+    if let Some(script) = fast(family).filter(|s| !s.is_empty())
+        && exec::find_tool(family.restore_tool()).is_some()
+        && try_restore(family, &script, op)?
+    {
+        return Ok(());
+    }
+    if is_nft_variant(family) && native(family) {
+        return Ok(());
+    }
+    match save_if_present(family, table)? {
+        Some(saved) => restore(family, &deletions(&saved), op),
+        None => Ok(()),
+    }
 }
 
 /// Adds to `script` what removes `chain` entirely: every rule jumping to it (found in

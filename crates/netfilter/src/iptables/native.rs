@@ -501,10 +501,7 @@ fn cmp(attrs: &[Cmp]) -> Expr {
 /// is then changed), e.g. because a rule elsewhere still jumps to a chain (`EBUSY`) or
 /// another process changed the chain meanwhile.
 pub fn remove_chains(family: Family, table: &str, pairs: &[(&str, &str)]) -> bool {
-    let fam = match family {
-        Family::V4 => libc::NFPROTO_IPV4 as u8,
-        Family::V6 => libc::NFPROTO_IPV6 as u8,
-    };
+    let fam = crate::nftnl::compile::family_byte(family.nf_family());
     let attempt = || -> io::Result<bool> {
         let mut conn =
             Conn::open().map_err(|(op, e)| io::Error::new(e.kind(), format!("{op}: {e}")))?;
