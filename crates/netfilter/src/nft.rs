@@ -541,19 +541,11 @@ mod script {
             .then(|| nftnl::upstream_comment(&c.table, Some(&c.name)))
             .flatten();
         match (c._type, c.hook, c.prio) {
-            (None, None, None) if c.policy.is_none() => {
-                if let Some(text) = comment {
-                    out.push_str(" { comment ");
-                    quoted(out, text)?;
-                    out.push_str("; }");
-                }
-            }
+            (None, None, None) if c.policy.is_none() => comment_block(out, comment)?,
             (Some(kind), Some(hook), Some(prio)) if verb == "add" => {
                 out.push_str(" {");
                 if let Some(text) = comment {
-                    out.push_str(" comment ");
-                    quoted(out, text)?;
-                    out.push(';');
+                    comment_spec(out, text)?;
                 }
                 let _ = write!(
                     out,
@@ -574,6 +566,24 @@ mod script {
         Ok(())
     }
 
+    /// ` comment "text";`, a table's or chain's comment inside its braces.
+    fn comment_spec(out: &mut String, text: &str) -> Result<()> {
+        out.push_str(" comment ");
+        quoted(out, text)?;
+        out.push(';');
+        Ok(())
+    }
+
+    /// ` { comment "text"; }` after a table or regular chain, nothing without a comment.
+    fn comment_block(out: &mut String, comment: Option<&str>) -> Result<()> {
+        if let Some(text) = comment {
+            out.push_str(" {");
+            comment_spec(out, text)?;
+            out.push_str(" }");
+        }
+        Ok(())
+    }
+
     fn rule_head(out: &mut String, verb: &str, r: &Rule<'_>) -> Result<()> {
         let _ = write!(out, "{verb} rule ");
         family(out, r.family, &r.table)?;
@@ -590,12 +600,7 @@ mod script {
             NfCmd::Add(NfListObject::Table(t)) if t.handle.is_none() => {
                 out.push_str("add table ");
                 family(out, t.family, &t.name)?;
-                if let Some(c) = nftnl::upstream_comment(&t.name, None) {
-                    out.push_str(" { comment ");
-                    quoted(out, c)?;
-                    out.push_str("; }");
-                }
-                Ok(())
+                comment_block(out, nftnl::upstream_comment(&t.name, None))
             }
             NfCmd::Add(NfListObject::Chain(c)) => chain(out, "add", c),
             NfCmd::Flush(FlushObject::Chain(c)) => chain(out, "flush", c),
