@@ -72,14 +72,10 @@ fn detach_stdio() {
         .write(true)
         .open("/dev/null")
     {
-        for fd in 0..=2 {
-            // SAFETY: dup2 onto the standard descriptors; std's handles keep referring
-            // to descriptors 0-2, now /dev/null.
-            #[allow(unsafe_code, reason = "dup2 onto the standard descriptors")]
-            unsafe {
-                libc::dup2(null.as_raw_fd(), fd);
-            }
-        }
+        // std's handles keep referring to descriptors 0-2, now /dev/null.
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
     }
 }
 

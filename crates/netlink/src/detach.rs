@@ -18,7 +18,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Instant;
 
 use cni_netns::NetNs;
@@ -131,13 +131,10 @@ fn helper(handle: &mut Handle, index: u32, op: &str, report_tx: OwnedFd) -> ! {
     // Let go of the caller's standard streams: whoever reads the caller's output
     // (a container runtime) must see end-of-file when the caller exits.
     if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
-        for fd in 0..=2 {
-            // SAFETY: dup2 onto the standard descriptors of this single-threaded process;
-            // the Rust std handles keep referring to descriptors 0-2, now /dev/null.
-            unsafe {
-                libc::dup2(null.as_raw_fd(), fd);
-            }
-        }
+        // The Rust std handles keep referring to descriptors 0-2, now /dev/null.
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
     }
     let errno = match handle.request(msg::del(LinkId::Index(index)), 0, op) {
         Ok(_) => 0,
