@@ -565,6 +565,11 @@ fn fixture(sc: &Scenario, file: &str) -> String {
     })
 }
 
+/// The recorded listing after step `k` of `sc`.
+fn fixture_listing(sc: &Scenario, k: usize) -> String {
+    fixture(sc, &format!("{}.nft", sc.stem(k)))
+}
+
 fn fixture_calls(sc: &Scenario, k: usize) -> Value {
     serde_json::from_str(&fixture(sc, &format!("{}.calls.json", sc.stem(k)))).unwrap()
 }
@@ -609,7 +614,7 @@ fn compare_with_fixtures(sc: &Scenario, imp: &Impl) -> Vec<String> {
             "{}/{stem}: the scenario's calls are no longer the recorded ones: record again",
             sc.name
         );
-        let want = comparable(&fixture(sc, &format!("{stem}.nft")));
+        let want = comparable(&fixture_listing(sc, k));
         let listing = comparable(&listing);
         if listing != want {
             problems.push(format!(
@@ -769,13 +774,10 @@ fn our_portmap_check_of_recorded_upstream_state() {
             conf["prevResult"] = rec["result"].clone();
             let before = match k {
                 0 => String::new(),
-                _ => fixture(sc, &format!("{}.nft", sc.stem(k - 1))),
+                _ => fixture_listing(sc, k - 1),
             };
             let ctr = Netns::new();
-            for (listing, ok) in [
-                (fixture(sc, &format!("{}.nft", sc.stem(k))), true),
-                (before, false),
-            ] {
+            for (listing, ok) in [(fixture_listing(sc, k), true), (before, false)] {
                 let out = Loaded::new(&listing).run(rec, "CHECK", &conf, Some(&ctr));
                 assert_eq!(
                     out.success(),
@@ -811,11 +813,11 @@ fn our_del_of_recorded_upstream_state() {
                 continue;
             }
             let what = format!("upstream's {}/{}", sc.name, sc.stem(k - 1));
-            let node = Loaded::new(&fixture(&sc, &format!("{}.nft", sc.stem(k - 1))));
+            let node = Loaded::new(&fixture_listing(&sc, k - 1));
             for rec in fixture_calls(&sc, k).as_array().unwrap() {
                 node.replay(rec, "DEL", &rec["stdin"], &what);
             }
-            let want = comparable(&fixture(&sc, &format!("{}.nft", sc.stem(k))));
+            let want = comparable(&fixture_listing(&sc, k));
             let got = node.listing();
             if got != want {
                 problems.push(format!(
@@ -851,7 +853,7 @@ fn our_gc_of_recorded_upstream_state() {
             continue;
         }
         let what = format!("upstream's {}/{}", sc.name, sc.stem(1));
-        let node = Loaded::new(&fixture(&sc, &format!("{}.nft", sc.stem(1))));
+        let node = Loaded::new(&fixture_listing(&sc, 1));
         for rec in fixture_calls(&sc, 2).as_array().unwrap() {
             let mut conf = rec["stdin"].clone();
             let o = conf.as_object_mut().unwrap();
@@ -864,7 +866,7 @@ fn our_gc_of_recorded_upstream_state() {
             );
             node.replay(rec, "GC", &conf, &what);
         }
-        let want = comparable(&fixture(&sc, &format!("{}.nft", sc.stem(2))));
+        let want = comparable(&fixture_listing(&sc, 2));
         let got = node.listing();
         if got != want {
             problems.push(format!(
@@ -1013,7 +1015,7 @@ fn upstream_add_then_our_check_gc_del() {
     // Upstream made the tables (with its comments); the DELs leave them.
     assert_eq!(
         comparable(&run.listing(&Impl::Ours)),
-        comparable(&fixture(&sc, &format!("{}.nft", sc.stem(last)))),
+        comparable(&fixture_listing(&sc, last)),
         "what our DELs leave of upstream's attachments is not what upstream leaves"
     );
     for (ctr, id) in run.ctrs.iter().zip(IDS) {
@@ -1043,7 +1045,7 @@ fn our_add_then_upstream_check_del() {
         assert_nothing_of(&run, i, "after upstream's DEL");
         assert_eq!(
             comparable(&run.listing(&Impl::Ours)),
-            comparable(&fixture(&sc, &format!("{}.nft", sc.stem(k)))),
+            comparable(&fixture_listing(&sc, k)),
             "upstream's DEL of our attachment leaves other state than of its own"
         );
     }
@@ -1075,7 +1077,7 @@ fn mixed_node_both_ways() {
         assert_nothing_of(&run, i, &format!("after the DEL by {}", imp.label()));
         assert_eq!(
             comparable(&run.listing(&Impl::Ours)),
-            comparable(&fixture(&sc, &format!("{}.nft", sc.stem(k)))),
+            comparable(&fixture_listing(&sc, k)),
             "a mixed node after {} is not what upstream leaves",
             sc.stem(k)
         );
