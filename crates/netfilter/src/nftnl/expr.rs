@@ -46,9 +46,9 @@ pub enum CmpOp {
 }
 
 /// `NFT_JUMP`.
-const NFT_JUMP: i32 = -3;
+pub(super) const NFT_JUMP: i32 = -3;
 /// `NFT_GOTO`.
-const NFT_GOTO: i32 = -4;
+pub(super) const NFT_GOTO: i32 = -4;
 
 /// Netfilter verdicts as `NFTA_VERDICT_CODE` carries them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,40 +218,6 @@ fn value(a: &mut Attrs, kind: u16, data: &[u8]) {
     a.end_nested(n);
 }
 
-/// The chain named by a `jump`/`goto` verdict among a rule's expressions
-/// (`NFTA_RULE_EXPRESSIONS`): an `immediate` whose data is a verdict with a chain, as
-/// [`Expr::Verdict`] encodes it.
-pub(super) fn jump_target(exprs: &[u8]) -> Option<String> {
-    super::attributes(exprs).find_map(|(_, elem)| {
-        let mut name = None;
-        let mut data = None;
-        for (kind, value) in super::attributes(elem) {
-            match kind {
-                1 => name = Some(super::name_of(value)), // NFTA_EXPR_NAME
-                2 => data = Some(value),                 // NFTA_EXPR_DATA
-                _ => {}
-            }
-        }
-        if name.as_deref() != Some("immediate") {
-            return None;
-        }
-        // NFTA_IMMEDIATE_DATA -> NFTA_DATA_VERDICT -> NFTA_VERDICT_{CODE,CHAIN}
-        let imm = super::attributes(data?).find(|(k, _)| *k == 2)?.1;
-        let verdict = super::attributes(imm).find(|(k, _)| *k == 2)?.1;
-        let (mut code, mut chain) = (None, None);
-        for (kind, value) in super::attributes(verdict) {
-            match kind {
-                1 => code = value.try_into().ok().map(i32::from_be_bytes),
-                2 => chain = Some(super::name_of(value)),
-                _ => {}
-            }
-        }
-        matches!(code, Some(NFT_JUMP | NFT_GOTO))
-            .then_some(chain)
-            .flatten()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
@@ -262,28 +228,6 @@ mod tests {
         let mut a = Attrs::default();
         e.encode(&mut a);
         a.into_bytes()
-    }
-
-    /// The decoder finds the chain of a `jump`/`goto` among a rule's expressions, as the
-    /// encoder writes them, and nothing in a rule without one.
-    #[test]
-    fn jump_targets_are_decoded() {
-        let rule = |verdict: Verdict| {
-            let mut a = Attrs::default();
-            Expr::Cmp(CmpOp::Eq, vec![0x1f, 0x90]).encode(&mut a);
-            Expr::Verdict(verdict).encode(&mut a);
-            a.into_bytes()
-        };
-        assert_eq!(
-            jump_target(&rule(Verdict::Jump("CNI-DN-x".into()))).as_deref(),
-            Some("CNI-DN-x")
-        );
-        assert_eq!(
-            jump_target(&rule(Verdict::Goto("masq_checks".into()))).as_deref(),
-            Some("masq_checks")
-        );
-        assert_eq!(jump_target(&rule(Verdict::Accept)), None);
-        assert_eq!(jump_target(&rule(Verdict::Return)), None);
     }
 
     /// `tcp dport 8080`'s cmp and `dnat to 10.99.0.3:80`'s immediate and nat, as

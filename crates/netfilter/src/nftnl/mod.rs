@@ -493,7 +493,7 @@ pub(crate) fn rules(
                 1 => same &= name_of(value) == table,
                 2 => same &= name_of(value) == chain,
                 3 => handle = value.try_into().ok().map(u64::from_be_bytes),
-                4 => jump = expr::jump_target(value),
+                4 => jump = jump_target(value),
                 7 => comment = udata_comment(value),
                 _ => {}
             }
@@ -511,6 +511,40 @@ pub(crate) fn rules(
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// The chain named by a `jump`/`goto` verdict among a rule's expressions
+/// (`NFTA_RULE_EXPRESSIONS`): an `immediate` whose data is a verdict with a chain, as
+/// [`Expr::Verdict`] encodes it.
+fn jump_target(exprs: &[u8]) -> Option<String> {
+    attributes(exprs).find_map(|(_, elem)| {
+        let mut name = None;
+        let mut data = None;
+        for (kind, value) in attributes(elem) {
+            match kind {
+                1 => name = Some(name_of(value)), // NFTA_EXPR_NAME
+                2 => data = Some(value),          // NFTA_EXPR_DATA
+                _ => {}
+            }
+        }
+        if name.as_deref() != Some("immediate") {
+            return None;
+        }
+        // NFTA_IMMEDIATE_DATA -> NFTA_DATA_VERDICT -> NFTA_VERDICT_{CODE,CHAIN}
+        let imm = attributes(data?).find(|(k, _)| *k == 2)?.1;
+        let verdict = attributes(imm).find(|(k, _)| *k == 2)?.1;
+        let (mut code, mut chain) = (None, None);
+        for (kind, value) in attributes(verdict) {
+            match kind {
+                1 => code = value.try_into().ok().map(i32::from_be_bytes),
+                2 => chain = Some(name_of(value)),
+                _ => {}
+            }
+        }
+        matches!(code, Some(expr::NFT_JUMP | expr::NFT_GOTO))
+            .then_some(chain)
+            .flatten()
+    })
 }
 
 /// Whether table `table` exists (`GETTABLE`).
@@ -596,6 +630,28 @@ mod tests {
         assert_eq!(udata_comment(b"\x00\x09short"), None);
         assert!(comment_udata(&"c".repeat(254)).is_some());
         assert!(comment_udata(&"c".repeat(255)).is_none());
+    }
+
+    /// The decoder finds the chain of a `jump`/`goto` among a rule's expressions, as the
+    /// encoder writes them, and nothing in a rule without one.
+    #[test]
+    fn jump_targets_are_decoded() {
+        let rule = |verdict: expr::Verdict| {
+            let mut a = Attrs::default();
+            expr::Expr::Cmp(expr::CmpOp::Eq, vec![0x1f, 0x90]).encode(&mut a);
+            expr::Expr::Verdict(verdict).encode(&mut a);
+            a.into_bytes()
+        };
+        assert_eq!(
+            jump_target(&rule(expr::Verdict::Jump("CNI-DN-x".into()))).as_deref(),
+            Some("CNI-DN-x")
+        );
+        assert_eq!(
+            jump_target(&rule(expr::Verdict::Goto("masq_checks".into()))).as_deref(),
+            Some("masq_checks")
+        );
+        assert_eq!(jump_target(&rule(expr::Verdict::Accept)), None);
+        assert_eq!(jump_target(&rule(expr::Verdict::Return)), None);
     }
 
     /// Table and chain messages as `nft --debug=mnl` shows nft 1.0.6 writing
