@@ -1,24 +1,28 @@
 //! Letting go of `NETLINK_NETFILTER` sockets without sitting out the kernel's cleanup.
 //!
-//! An nf_tables commit leaves the transaction's objects on a destroy list that a kernel
-//! worker frees after an RCU grace period. When any bound `NETLINK_NETFILTER` socket of
-//! the namespace is released (its last descriptor closed, at the latest when the process
-//! exits), nf_tables waits for that worker first (`nft_rcv_nl_event` on
-//! `NETLINK_URELEASE`), holding the namespace's commit mutex. Measured here, that wait is
-//! 4–13 ms per plugin run that committed anything, spent in a `close()` after the work is
-//! done, and every commit in the namespace waits with it.
+//! An nf_tables commit leaves the transaction's objects on the namespace's destroy list,
+//! which a kernel worker frees after an RCU grace period. When any bound
+//! `NETLINK_NETFILTER` socket of the namespace is released (its last descriptor closed, at
+//! the latest when the process exits), nf_tables waits for that worker first
+//! (`nft_rcv_nl_event` on `NETLINK_URELEASE`), holding the namespace's commit mutex.
+//! Measured here, that wait is 4–13 ms per plugin run that committed anything, spent in a
+//! `close()` after the work is done, and every commit in the namespace waits with it.
 //!
 //! So the sockets this crate opens are not closed when their connection is dropped but
 //! parked ([`park`]), and [`release_sockets`], called once when the plugin has written
 //! its result, hands the parked sockets to a helper process (sharing this process's
 //! memory, so starting it copies no page tables, and waited for by nobody) that closes
-//! them once this process has let go of its copies. Nothing is left undone by this: every
-//! commit was acknowledged before its socket was parked; the helper only sits out the
-//! kernel's deferred freeing. The commit mutex is still held through that wait, so a
-//! commit in the namespace right after the plugin (the next plugin's) may wait for it;
-//! measured with back-to-back chain ADDs and DELs, that costs a chain ADD about 1.5 ms
-//! and saves a chain DEL about 15 ms. (Delaying the release, by a pause or an RCU grace
-//! period of its own, made both worse: it lands on the next plugin's commit more often.)
+//! them later. Nothing is left undone by this: every commit was acknowledged before its
+//! socket was parked; the helper only keeps the close away from the kernel's deferred
+//! freeing.
+//!
+//! The helper does not close at once: a close during the grace period would hold the
+//! commit mutex through it, and the next plugin's commit in the namespace (a pod started
+//! right after a DEL) would wait for it. It first waits until a whole grace period has
+//! passed without a commit in the namespace (the nf_tables generation read before and
+//! after a `membarrier(MEMBARRIER_CMD_GLOBAL)`, which returns after a grace period), so
+//! that the close finds nothing to wait for; after [`SETTLE_ROUNDS`] busy grace periods it
+//! closes anyway.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
@@ -141,8 +145,11 @@ extern "C" fn helper_entry(arg: *mut libc::c_void) -> libc::c_int {
 }
 
 /// The helper: closes every descriptor but `keep` (sorted: the sockets and `gate`),
-/// waits for end-of-file on `gate`, closes the rest and exits. Raw system calls
-/// only, and no `errno` (its thread-local storage is the caller's thread's).
+/// waits for end-of-file on `gate`, then for a quiet grace period ([`settle`]), closes
+/// the rest and exits. Raw system calls and allocation-free code only (the allocator's
+/// per-thread state is the caller's thread's), and it never reads `errno` (its
+/// thread-local storage is the caller's thread's too; a failing call may write it, which
+/// the exiting caller no longer reads).
 fn helper(keep: &[RawFd], gate: RawFd) -> ! {
     #[allow(unsafe_code, reason = "raw system calls, then _exit")]
     // SAFETY: close_range, read and _exit on descriptor numbers and buffers
@@ -164,7 +171,93 @@ fn helper(keep: &[RawFd], gate: RawFd) -> ! {
                 break;
             }
         }
+    }
+    settle();
+    #[allow(unsafe_code, reason = "raw system calls, then _exit")]
+    // SAFETY: close_range and _exit take no pointers.
+    unsafe {
         libc::close_range(0, libc::c_uint::MAX, 0);
         libc::_exit(0)
     }
+}
+
+/// Most grace periods [`settle`] waits for one without a commit in the namespace.
+pub const SETTLE_ROUNDS: u32 = 8;
+
+/// `MEMBARRIER_CMD_GLOBAL`: returns after an RCU grace period (`synchronize_rcu`).
+const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+
+/// Returns once a whole RCU grace period passed without an nf_tables commit in this
+/// network namespace (the generation is the same before and after it), or after
+/// [`SETTLE_ROUNDS`] grace periods, or at once when the generation cannot be read or
+/// `membarrier` is refused. The query socket it opens is closed with the parked ones.
+fn settle() {
+    #[allow(unsafe_code, reason = "raw system calls")]
+    // SAFETY: socket and setsockopt with a `timeval` of this frame and its size.
+    let fd = unsafe {
+        let fd = libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_NETFILTER,
+        );
+        // Never wait long for an answer the kernel always gives at once.
+        let timeout = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 200_000,
+        };
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const timeout).cast(),
+            libc::socklen_t::try_from(size_of::<libc::timeval>()).unwrap_or(0),
+        );
+        fd
+    };
+    if fd < 0 {
+        return;
+    }
+    let Some(mut before) = generation(fd, 1) else {
+        return;
+    };
+    for round in 0..SETTLE_ROUNDS {
+        #[allow(unsafe_code, reason = "membarrier has no wrapper")]
+        // SAFETY: membarrier takes no pointers.
+        let waited = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+        if waited != 0 {
+            return;
+        }
+        let Some(after) = generation(fd, round + 2) else {
+            return;
+        };
+        if after == before {
+            return;
+        }
+        before = after;
+    }
+}
+
+/// The namespace's nf_tables generation, asked on `fd` with sequence number `seq`.
+fn generation(fd: RawFd, seq: u32) -> Option<u32> {
+    use crate::nftnl::generation::{REQUEST_LEN, Reply, reply, request};
+    let req = request(seq);
+    let mut buf = [0u8; 512];
+    #[allow(unsafe_code, reason = "raw system calls")]
+    // SAFETY: send and recv on buffers of this frame, with their lengths.
+    unsafe {
+        let sent = libc::send(fd, req.as_ptr().cast(), REQUEST_LEN, 0);
+        if usize::try_from(sent).ok() != Some(REQUEST_LEN) {
+            return None;
+        }
+        for _ in 0..4 {
+            let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+            let n = usize::try_from(n).ok().filter(|n| *n > 0)?;
+            match reply(&buf[..n.min(buf.len())], seq) {
+                Reply::Generation(id) => return Some(id),
+                Reply::Refused => return None,
+                Reply::Unrelated => {}
+            }
+        }
+    }
+    None
 }

@@ -1,5 +1,6 @@
 //! The netlink attribute (TLV) writer every nf_tables message and expression is built
-//! with; a leaf module, so that the message and expression encoders can both use it.
+//! with, and the reader of received ones; a leaf module, so that the message and
+//! expression encoders and the generation query can all use it.
 
 /// `NLA_F_NESTED`.
 const NLA_F_NESTED: u16 = 0x8000;
@@ -65,4 +66,19 @@ impl Attrs {
     pub fn into_bytes(self) -> Vec<u8> {
         self.buf
     }
+}
+
+/// Iterates over the attributes in `buf`: (type without flags, value).
+pub fn attributes(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        let len = usize::from(u16::from_ne_bytes(rest.get(..2)?.try_into().ok()?));
+        let kind = u16::from_ne_bytes(rest.get(2..4)?.try_into().ok()?) & 0x3fff;
+        if len < 4 {
+            return None;
+        }
+        let value = rest.get(4..len)?;
+        rest = rest.get((len + 3) & !3..).unwrap_or_default();
+        Some((kind, value))
+    })
 }

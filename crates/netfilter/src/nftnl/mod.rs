@@ -16,8 +16,10 @@
 mod attrs;
 pub mod compile;
 pub mod expr;
+pub(crate) mod generation;
 
-pub use attrs::Attrs;
+pub use attrs::{Attrs, attributes};
+pub(crate) use generation::{GROUP, committer};
 
 use std::io;
 
@@ -56,25 +58,6 @@ pub enum Msg {
     GetRule = 7,
     /// `NFT_MSG_DELRULE`.
     DelRule = 8,
-    /// `NFT_MSG_NEWGEN`: announces each committed transaction.
-    NewGen = 15,
-}
-
-/// `NFNLGRP_NFTABLES`: nf_tables' multicast group (every object change and, per commit,
-/// [`Msg::NewGen`]).
-pub(crate) const GROUP: u32 = 7;
-
-/// The process that committed the transaction a message of type `kind` (an nfnetlink
-/// message type) with `payload` (after the netlink header) announces: `Some(pid)` for
-/// an `NFT_MSG_NEWGEN` carrying `NFTA_GEN_PROC_PID`.
-pub(crate) fn committer(kind: u16, payload: &[u8]) -> Option<u32> {
-    if kind != (SUBSYS << 8) | Msg::NewGen as u16 {
-        return None;
-    }
-    attributes(payload.get(4..)?) // after the nfgenmsg
-        .find(|(attr, _)| *attr == 2) // NFTA_GEN_PROC_PID
-        .and_then(|(_, v)| v.get(..4)?.try_into().ok())
-        .map(u32::from_be_bytes)
 }
 
 /// Hook of a base chain, as `NEWCHAIN` carries it.
@@ -436,21 +419,6 @@ fn request(
         }
     })?;
     err.map_or(Ok(()), Err)
-}
-
-/// Iterates over the attributes in `buf`: (type without flags, value).
-pub fn attributes(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut rest = buf;
-    std::iter::from_fn(move || {
-        let len = usize::from(u16::from_ne_bytes(rest.get(..2)?.try_into().ok()?));
-        let kind = u16::from_ne_bytes(rest.get(2..4)?.try_into().ok()?) & 0x3fff;
-        if len < 4 {
-            return None;
-        }
-        let value = rest.get(4..len)?;
-        rest = rest.get((len + 3) & !3..).unwrap_or_default();
-        Some((kind, value))
-    })
 }
 
 fn name_of(value: &[u8]) -> String {
