@@ -214,13 +214,15 @@ pub fn known_empty(family: Family, table: &str) -> bool {
 /// Teardown shared by DEL and GC, per family whose tools are present and whose `table`
 /// may hold rules (see [`known_empty`]; an empty one costs no process):
 ///
-/// 1. when `fast` gives a script for the family (DEL knows exactly which rules it
-///    removes), it is tried alone with [`try_restore`]: one process, nothing read. Its
+/// 1. with the nf_tables variant, `native` removes what it knows to look for without
+///    reading the whole table and without a process (see [`native::remove_chains`]) and
+///    returns `true` when it did. No tool runs, so no tool's exit holds the namespace's
+///    nf_tables commit mutex through the kernel's deferred cleanup of this commit (see
+///    the `release` module), where the next plugin's commit would wait for it;
+/// 2. otherwise, when `fast` gives a script for the family (DEL knows exactly which rules
+///    it removes), it is tried alone with [`try_restore`]: one process, nothing read. Its
 ///    `-D`/`-X` lines fail unless everything is exactly as expected, and then nothing
 ///    changes (one atomic commit);
-/// 2. otherwise, with the nf_tables variant, `native` may remove what it knows to look
-///    for without reading the whole table (see [`native::remove_chains`]) and return
-///    `true` when it did;
 /// 3. otherwise, `table` is read once, `deletions` builds the script from what is there,
 ///    and it is applied in one restore (nothing when the script is empty).
 ///
@@ -264,13 +266,13 @@ fn delete_in_family(
     native: impl Fn(Family) -> bool,
     deletions: impl Fn(&SavedTable) -> Script,
 ) -> Result<()> {
+    if is_nft_variant(family) && native(family) {
+        return Ok(());
+    }
     if let Some(script) = fast(family).filter(|s| !s.is_empty())
         && exec::find_tool(family.restore_tool()).is_some()
         && try_restore(family, &script, op)?
     {
-        return Ok(());
-    }
-    if is_nft_variant(family) && native(family) {
         return Ok(());
     }
     match save_if_present(family, table)? {
