@@ -125,6 +125,16 @@ fn cpu(out: &ChainOutcome) -> Duration {
     out.steps.iter().map(|s| s.outcome.exit.cpu()).sum()
 }
 
+/// The samples of `Ctx::add_del_loop`: every ADD and DEL, and the ADDs split by
+/// whether the call made just before was the same implementation's DEL (back to back
+/// in its namespace) or not.
+pub(crate) struct AddDel {
+    add: Samples,
+    del: Samples,
+    add_after_own_del: Samples,
+    add_after_other: Samples,
+}
+
 /// Samples of one operation, one set per implementation.
 #[derive(Debug, Clone)]
 pub(crate) struct Samples {
@@ -291,34 +301,48 @@ impl Ctx {
     }
 
     /// Repeated ADD then DEL of one container on `net`, interleaved.
-    fn add_del_loop(&self, net: &Net, group: &str, reps: usize) -> Result<[Samples; 2], String> {
+    fn add_del_loop(&self, net: &Net, group: &str, reps: usize) -> Result<AddDel, String> {
         let names = self.containers(group, 1)?;
         let mut atts: Vec<Attachment> = names
             .iter()
             .map(|n| Attachment::new(String::new(), &n[0], 42_000))
             .collect();
         self.warmup(net, &mut atts)?;
-        let mut add_s = self.samples();
-        let mut del_s = self.samples();
+        let mut out = AddDel {
+            add: self.samples(),
+            del: self.samples(),
+            add_after_own_del: self.samples(),
+            add_after_other: self.samples(),
+        };
+        // The implementation whose DEL was the last call made, if that was a DEL.
+        let mut last_del: Option<usize> = None;
         let mut prog = Progress::new(format!("{group} ADD/DEL"), reps);
         for rep in 0..reps {
             for i in order(rep, self.n()) {
                 cleanup::check()?;
                 atts[i].id = format!("{group}{rep}");
                 let o = add(&self.impls[i], net, &mut atts[i]);
-                add_s.record(i, self.impls[i].label, "ADD", &o);
+                out.add.record(i, self.impls[i].label, "ADD", &o);
+                let split = if last_del == Some(i) {
+                    &mut out.add_after_own_del
+                } else {
+                    &mut out.add_after_other
+                };
+                split.record(i, self.impls[i].label, "ADD", &o);
+                last_del = None;
             }
             for i in order(rep, self.n()) {
                 cleanup::check()?;
                 if atts[i].result.is_some() {
                     let o = del(&self.impls[i], net, &mut atts[i]);
-                    del_s.record(i, self.impls[i].label, "DEL", &o);
+                    out.del.record(i, self.impls[i].label, "DEL", &o);
+                    last_del = Some(i);
                 }
             }
             prog.tick(rep + 1, String::new);
         }
         drop_containers(&names);
-        Ok([add_s, del_s])
+        Ok(out)
     }
 
     /// Scenario 1: bridge + host-local ADD then DEL of one container.
@@ -328,7 +352,11 @@ impl Ctx {
     pub fn scenario1(&mut self) -> Result<(), String> {
         let reps = self.opts.counts.reps;
         progress(&format!("scenario 1: bridge+host-local ADD/DEL x{reps}"));
-        let [add_s, del_s] = self.add_del_loop(&SIMPLE, "s1-", reps)?;
+        let AddDel {
+            add: add_s,
+            del: del_s,
+            ..
+        } = self.add_del_loop(&SIMPLE, "s1-", reps)?;
         let labels = self.labels();
         let sc = "1 bridge+host-local";
         // Start-up floor: the same spawn path with no network work (VERSION).
@@ -391,10 +419,32 @@ impl Ctx {
             self.opts.backend.as_str()
         ));
         self.netfilter_check()?;
-        let [add_s, del_s] = self.add_del_loop(&CHAIN, "s2-", reps)?;
+        let AddDel {
+            add: add_s,
+            del: del_s,
+            add_after_own_del,
+            add_after_other,
+        } = self.add_del_loop(&CHAIN, "s2-", reps)?;
         let labels = self.labels();
         let sc = "2 chain";
         self.push_add_del(sc, [&add_s, &del_s], [0.15, 0.35]);
+        // With two implementations every other ADD comes right after the same
+        // implementation's DEL in its namespace; the kernel's deferred cleanup of that
+        // DEL lands on whichever of the two does not sit it out.
+        if add_after_own_del.summaries().iter().any(Option::is_some) {
+            for (what, s) in [
+                ("right after its own DEL", &add_after_own_del),
+                ("after another's DEL", &add_after_other),
+            ] {
+                self.rows.push(Row::compare(
+                    sc,
+                    &format!("  ADD {what}"),
+                    "ms",
+                    s.summaries(),
+                    None,
+                ));
+            }
+        }
         for (op, s) in [("ADD", &add_s), ("DEL", &del_s)] {
             for p in ["bridge", "portmap"] {
                 self.rows.push(Row::compare(
