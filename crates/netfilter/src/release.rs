@@ -23,6 +23,13 @@
 //! after a `membarrier(MEMBARRIER_CMD_GLOBAL)`, which returns after a grace period), so
 //! that the close finds nothing to wait for; after [`SETTLE_ROUNDS`] busy grace periods it
 //! closes anyway.
+//!
+//! What is left is the kernel's, and someone pays it: `iptables-restore` (the nf_tables
+//! variant) opens and closes sockets of its own while it starts (its extension revision
+//! probes), so the first one in the namespace within a grace period after a commit waits
+//! for that commit's cleanup. A pod ADD with the iptables backend right after a DEL thus
+//! takes on the DEL's cleanup, which the DEL no longer sits out (the reference plugins'
+//! DEL does, at its tools' exits); ADD and DEL together are still faster.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
