@@ -120,9 +120,9 @@ fn hand_over(fds: Vec<OwnedFd>) -> std::io::Result<()> {
     let stack: &'static mut [u8] = Box::leak(vec![0u8; HELPER_STACK].into_boxed_slice());
     // The stack grows down from its 16-byte aligned end.
     let top = stack.as_mut_ptr().wrapping_add(HELPER_STACK & !15);
-    // SAFETY: `helper_entry` runs on its own leaked stack, reads only the leaked `job`
-    // and makes raw system calls; it never returns into this process's code (it ends
-    // with `_exit`). Without CLONE_THREAD it is a process of its own, so this process's
+    // SAFETY: `helper_entry` runs on its own leaked stack, reads only the leaked `job`,
+    // makes raw system calls and runs only allocation-free code (`settle`); it never
+    // returns into this process's code (it ends with `_exit`). Without CLONE_THREAD it is a process of its own, so this process's
     // exit does not end it, and the shared memory lives as long as either of them.
     #[allow(unsafe_code, reason = "clone to detach the final close")]
     let pid = unsafe {
