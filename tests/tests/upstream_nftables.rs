@@ -455,6 +455,25 @@ impl<'s> Run<'s> {
         }
     }
 
+    /// Asserts that the ruleset (our guard table checked and left out, see [`comparable`])
+    /// is what upstream left after step `k` of the scenario.
+    #[track_caller]
+    fn assert_listing_is_fixture(&self, k: usize, what: &str) {
+        assert_eq!(
+            comparable(&self.listing(&Impl::Ours)),
+            comparable(&fixture_listing(self.sc, k)),
+            "{what}"
+        );
+    }
+
+    /// Asserts that nothing of any container is left (see [`Node::assert_clean`]).
+    #[track_caller]
+    fn assert_all_clean(&self) {
+        for (ctr, id) in self.ctrs.iter().zip(IDS) {
+            self.node.assert_clean(Some(ctr), id);
+        }
+    }
+
     /// The calls of a step, normalised (placeholders; the random MACs of results
     /// other than the container's replaced by `<mac>`).
     fn calls_json(&self, records: &[Value]) -> Value {
@@ -570,6 +589,13 @@ fn fixture_listing(sc: &Scenario, k: usize) -> String {
     fixture(sc, &format!("{}.nft", sc.stem(k)))
 }
 
+/// How `listing` (already [`comparable`]) differs from upstream's after step `k` of `sc`,
+/// or `None` when it does not.
+fn fixture_difference(sc: &Scenario, k: usize, listing: &str) -> Option<String> {
+    let want = comparable(&fixture_listing(sc, k));
+    (listing != want).then(|| diff(&want, listing))
+}
+
 fn fixture_calls(sc: &Scenario, k: usize) -> Value {
     serde_json::from_str(&fixture(sc, &format!("{}.calls.json", sc.stem(k)))).unwrap()
 }
@@ -614,14 +640,11 @@ fn compare_with_fixtures(sc: &Scenario, imp: &Impl) -> Vec<String> {
             "{}/{stem}: the scenario's calls are no longer the recorded ones: record again",
             sc.name
         );
-        let want = comparable(&fixture_listing(sc, k));
-        let listing = comparable(&listing);
-        if listing != want {
+        if let Some(d) = fixture_difference(sc, k, &comparable(&listing)) {
             problems.push(format!(
-                "{} differs from upstream v1.9.1 in {}/{stem}.nft:\n{}",
+                "{} differs from upstream v1.9.1 in {}/{stem}.nft:\n{d}",
                 imp.label(),
                 sc.name,
-                diff(&want, &listing)
             ));
         }
     }
@@ -817,13 +840,10 @@ fn our_del_of_recorded_upstream_state() {
             for rec in fixture_calls(&sc, k).as_array().unwrap() {
                 node.replay(rec, "DEL", &rec["stdin"], &what);
             }
-            let want = comparable(&fixture_listing(&sc, k));
-            let got = node.listing();
-            if got != want {
+            if let Some(d) = fixture_difference(&sc, k, &node.listing()) {
                 problems.push(format!(
-                    "our DEL on {what} differs from upstream's DEL ({}.nft):\n{}",
+                    "our DEL on {what} differs from upstream's DEL ({}.nft):\n{d}",
                     sc.stem(k),
-                    diff(&want, &got)
                 ));
             }
             replayed += 1;
@@ -866,14 +886,11 @@ fn our_gc_of_recorded_upstream_state() {
             );
             node.replay(rec, "GC", &conf, &what);
         }
-        let want = comparable(&fixture_listing(&sc, 2));
-        let got = node.listing();
-        if got != want {
+        if let Some(d) = fixture_difference(&sc, 2, &node.listing()) {
             problems.push(format!(
-                "our GC on {what} differs from upstream's DEL of {} ({}.nft):\n{}",
+                "our GC on {what} differs from upstream's DEL of {} ({}.nft):\n{d}",
                 IDS[0],
                 sc.stem(2),
-                diff(&want, &got)
             ));
         }
         collected += 1;
@@ -1013,14 +1030,11 @@ fn upstream_add_then_our_check_gc_del() {
     run.del(&Impl::Ours, 0);
     let last = sc.steps.len() - 1;
     // Upstream made the tables (with its comments); the DELs leave them.
-    assert_eq!(
-        comparable(&run.listing(&Impl::Ours)),
-        comparable(&fixture_listing(&sc, last)),
-        "what our DELs leave of upstream's attachments is not what upstream leaves"
+    run.assert_listing_is_fixture(
+        last,
+        "what our DELs leave of upstream's attachments is not what upstream leaves",
     );
-    for (ctr, id) in run.ctrs.iter().zip(IDS) {
-        run.node.assert_clean(Some(ctr), id);
-    }
+    run.assert_all_clean();
 }
 
 /// With upstream: attachments made by ours pass upstream's CHECK, and upstream's DELs
@@ -1043,15 +1057,12 @@ fn our_add_then_upstream_check_del() {
         };
         run.del(&up, i);
         assert_nothing_of(&run, i, "after upstream's DEL");
-        assert_eq!(
-            comparable(&run.listing(&Impl::Ours)),
-            comparable(&fixture_listing(&sc, k)),
-            "upstream's DEL of our attachment leaves other state than of its own"
+        run.assert_listing_is_fixture(
+            k,
+            "upstream's DEL of our attachment leaves other state than of its own",
         );
     }
-    for (ctr, id) in run.ctrs.iter().zip(IDS) {
-        run.node.assert_clean(Some(ctr), id);
-    }
+    run.assert_all_clean();
 }
 
 /// With upstream: one node in the middle of a switch, both implementations attaching to
@@ -1075,14 +1086,13 @@ fn mixed_node_both_ways() {
         };
         run.del(imp, i);
         assert_nothing_of(&run, i, &format!("after the DEL by {}", imp.label()));
-        assert_eq!(
-            comparable(&run.listing(&Impl::Ours)),
-            comparable(&fixture_listing(&sc, k)),
-            "a mixed node after {} is not what upstream leaves",
-            sc.stem(k)
+        run.assert_listing_is_fixture(
+            k,
+            &format!(
+                "a mixed node after {} is not what upstream leaves",
+                sc.stem(k)
+            ),
         );
     }
-    for (ctr, id) in run.ctrs.iter().zip(IDS) {
-        run.node.assert_clean(Some(ctr), id);
-    }
+    run.assert_all_clean();
 }
