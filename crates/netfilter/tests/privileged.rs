@@ -124,25 +124,13 @@ fn portmap_iptables_listing_equals_reference_plugin() {
     reference_portmap(&reference, "ADD", "ctr1", &sample());
     let ours = host_ns();
     let started = Instant::now();
-    ours.run_in(|| {
-        Iptables.add_port_mappings(
-            &OWNER,
-            &Request::new(&PortMapOptions::default(), &sample(), &ips()),
-        )
-    })
-    .unwrap();
+    add_sample(&ours, &Iptables, &PortMapOptions::default());
     println!("portmap iptables ADD (v4+v6): {:?}", started.elapsed());
     for v6 in [false, true] {
         assert_eq!(ours.nat(v6), reference.nat(v6), "v6={v6}");
     }
     // Re-applying the same mappings changes nothing and needs no restore.
-    ours.run_in(|| {
-        Iptables.add_port_mappings(
-            &OWNER,
-            &Request::new(&PortMapOptions::default(), &sample(), &ips()),
-        )
-    })
-    .unwrap();
+    add_sample(&ours, &Iptables, &PortMapOptions::default());
     assert_eq!(ours.nat(false), reference.nat(false));
     ours.run_in(|| {
         Iptables.check_port_mappings(
@@ -160,8 +148,7 @@ fn portmap_iptables_readd_check_del_gc() {
     }
     let ns = host_ns();
     let opts = PortMapOptions::default();
-    ns.run_in(|| Iptables.add_port_mappings(&OWNER, &Request::new(&opts, &sample(), &ips())))
-        .unwrap();
+    add_sample(&ns, &Iptables, &opts);
     let new = readd_replaces(&ns, &Iptables, &opts);
     for v6 in [false, true] {
         let listing = ns.nat(v6);
@@ -222,13 +209,7 @@ fn portmap_del_removes_reference_plugin_rules() {
         );
     }
     // And the reference removes ours (same layout).
-    ns.run_in(|| {
-        Iptables.add_port_mappings(
-            &OWNER,
-            &Request::new(&PortMapOptions::default(), &sample(), &ips()),
-        )
-    })
-    .unwrap();
+    add_sample(&ns, &Iptables, &PortMapOptions::default());
     reference_portmap(&ns, "DEL", "ctr1", &sample());
     assert!(!ns.nat(false).contains("CNI-DN-"), "{}", ns.nat(false));
 }
@@ -432,8 +413,7 @@ fn portmap_nftables_lifecycle() {
     let ns = host_ns();
     let opts = PortMapOptions::default();
     let started = Instant::now();
-    ns.run_in(|| Nftables.add_port_mappings(&OWNER, &Request::new(&opts, &sample(), &ips())))
-        .unwrap();
+    add_sample(&ns, &Nftables, &opts);
     println!("portmap nftables ADD (v4+v6): {:?}", started.elapsed());
     let v4 = nft_list(&ns, "table ip cni_hostport");
     let v6 = nft_list(&ns, "table ip6 cni_hostport");
@@ -677,6 +657,12 @@ fn portmap_shared_rules_confirmed_natively_only_when_exactly_present() {
 
 // The steps both backends' lifecycle tests share.
 
+/// Adds the [`sample`] mappings of [`OWNER`] with `fw` in `ns`.
+fn add_sample(ns: &Netns, fw: &dyn Firewall, opts: &PortMapOptions) {
+    ns.run_in(|| fw.add_port_mappings(&OWNER, &Request::new(opts, &sample(), &ips())))
+        .unwrap();
+}
+
 /// Re-ADD of [`OWNER`] with other mappings replaces the old ones: CHECK passes for the
 /// new, finds the old missing. Returns the new mappings.
 fn readd_replaces(ns: &Netns, fw: &dyn Firewall, opts: &PortMapOptions) -> [PortMapping; 1] {
@@ -822,10 +808,7 @@ fn portmap_nftables_first_add_reads_nothing() {
     }
     let ns = host_ns();
     let opts = PortMapOptions::default();
-    let add = || {
-        ns.run_in(|| Nftables.add_port_mappings(&OWNER, &Request::new(&opts, &sample(), &ips())))
-            .unwrap();
-    };
+    let add = || add_sample(&ns, &Nftables, &opts);
     let planted = "tcp dport 5555 dnat to 10.99.0.3:55 comment \"ctr1\"";
     let plant = || {
         ns.sh("nft add rule ip cni_hostport hostports tcp dport 5555 dnat to 10.99.0.3:55 comment '\"ctr1\"'");
