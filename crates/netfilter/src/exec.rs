@@ -330,37 +330,22 @@ mod tests {
 #[cfg(test)]
 mod commit_watch_tests {
     use super::*;
-
-    /// The kernel's `NFT_MSG_NEWGEN` for generation 5, committed by pid 12296
-    /// (`iptables-restor`), as strace showed it.
-    fn newgen(pid: u32) -> Vec<u8> {
-        let mut p = vec![0u8, 0, 0, 5]; // nfgenmsg: AF_UNSPEC, V0, res_id 5
-        p.extend_from_slice(&8u16.to_ne_bytes());
-        p.extend_from_slice(&1u16.to_ne_bytes());
-        p.extend_from_slice(&5u32.to_be_bytes());
-        p.extend_from_slice(&8u16.to_ne_bytes());
-        p.extend_from_slice(&2u16.to_ne_bytes());
-        p.extend_from_slice(&pid.to_be_bytes());
-        p.extend_from_slice(&20u16.to_ne_bytes());
-        p.extend_from_slice(&3u16.to_ne_bytes());
-        p.extend_from_slice(b"iptables-restor\0");
-        p
-    }
+    use crate::nftnl::generation::{NEWGEN, newgen_message};
 
     #[test]
     fn a_commit_is_recognised_by_its_process() {
-        let payload = newgen(12296);
+        let message = newgen_message(2, 5, 12296);
         let m = crate::nfnl::RawMsg {
-            kind: 0x0a0f, // NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN
+            kind: NEWGEN,
             seq: 2,
-            payload: &payload,
+            payload: &message[16..],
         };
         assert!(announces(&m, 12296));
         assert!(!announces(&m, 12297));
         let other = crate::nfnl::RawMsg {
             kind: (10 << 8) | 8, // NFT_MSG_DELRULE
             seq: 2,
-            payload: &payload,
+            payload: &message[16..],
         };
         assert!(!announces(&other, 12296));
     }

@@ -11,7 +11,7 @@ use super::attrs::attributes;
 /// `NFNL_SUBSYS_NFTABLES`, in the high byte of an nfnetlink message type.
 const SUBSYS: u16 = 10;
 /// `NFT_MSG_NEWGEN`: the announcement of a commit, and the answer to `NFT_MSG_GETGEN`.
-const NEWGEN: u16 = (SUBSYS << 8) | 15;
+pub(crate) const NEWGEN: u16 = (SUBSYS << 8) | 15;
 /// `NFT_MSG_GETGEN`.
 const GETGEN: u16 = (SUBSYS << 8) | 16;
 /// `NFTA_GEN_ID`.
@@ -104,28 +104,30 @@ fn u32_attr(buf: &[u8], kind: u16) -> Option<u32> {
         .map(u32::from_be_bytes)
 }
 
+/// An `NFT_MSG_NEWGEN` message (netlink header included) as the kernel sends it, with
+/// sequence number `seq`, for generation `id`, committed by process `pid` (`nft`).
+#[cfg(test)]
+pub(crate) fn newgen_message(seq: u32, id: u32, pid: u32) -> Vec<u8> {
+    let mut attrs = super::attrs::Attrs::default();
+    attrs.put(GEN_ID, &id.to_be_bytes());
+    attrs.put(GEN_PROC_PID, &pid.to_be_bytes());
+    attrs.put_str(3, "nft");
+    let body = attrs.into_bytes();
+    let len = u32::try_from(HEADERS + body.len()).unwrap_or(u32::MAX);
+    let mut m = Vec::new();
+    m.extend_from_slice(&len.to_ne_bytes());
+    m.extend_from_slice(&NEWGEN.to_ne_bytes());
+    m.extend_from_slice(&0u16.to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(&[0, 0, 0, 0]);
+    m.extend_from_slice(&body);
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A NEWGEN message as the kernel sends it: id, pid, process name.
-    fn newgen(seq: u32, id: u32, pid: u32) -> Vec<u8> {
-        let mut attrs = super::super::Attrs::default();
-        attrs.put(GEN_ID, &id.to_be_bytes());
-        attrs.put(GEN_PROC_PID, &pid.to_be_bytes());
-        attrs.put_str(3, "nft");
-        let body = attrs.into_bytes();
-        let len = u32::try_from(HEADERS + body.len()).unwrap();
-        let mut m = Vec::new();
-        m.extend_from_slice(&len.to_ne_bytes());
-        m.extend_from_slice(&NEWGEN.to_ne_bytes());
-        m.extend_from_slice(&0u16.to_ne_bytes());
-        m.extend_from_slice(&seq.to_ne_bytes());
-        m.extend_from_slice(&0u32.to_ne_bytes());
-        m.extend_from_slice(&[0, 0, 0, 0]);
-        m.extend_from_slice(&body);
-        m
-    }
 
     #[test]
     fn request_is_a_getgen_to_the_kernel() {
@@ -138,11 +140,11 @@ mod tests {
 
     #[test]
     fn reply_finds_the_generation_of_its_own_request_only() {
-        let answer = newgen(7, 0x0102_0304, 42);
+        let answer = newgen_message(7, 0x0102_0304, 42);
         assert_eq!(reply(&answer, 7), Reply::Generation(0x0102_0304));
         assert_eq!(reply(&answer, 8), Reply::Unrelated);
         // An announcement (sequence 0) before the answer is skipped.
-        let mut both = newgen(0, 5, 9);
+        let mut both = newgen_message(0, 5, 9);
         both.extend_from_slice(&answer);
         assert_eq!(reply(&both, 7), Reply::Generation(0x0102_0304));
         assert_eq!(committer(NEWGEN, &answer[16..]), Some(42));
@@ -156,7 +158,7 @@ mod tests {
         err[8..12].copy_from_slice(&7u32.to_ne_bytes());
         assert_eq!(reply(&err, 7), Reply::Refused);
         assert_eq!(reply(&[1, 2, 3], 7), Reply::Unrelated);
-        let mut short = newgen(7, 1, 1);
+        let mut short = newgen_message(7, 1, 1);
         short[0..4].copy_from_slice(&4u32.to_ne_bytes());
         assert_eq!(reply(&short, 7), Reply::Unrelated);
     }
