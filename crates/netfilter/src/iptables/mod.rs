@@ -190,10 +190,21 @@ pub fn save_if_present(family: Family, table: &str) -> Result<Option<SavedTable>
 /// (e.g. `/usr/sbin/iptables-save` -> `/etc/alternatives/iptables-save` ->
 /// `/usr/sbin/xtables-nft-multi`), are named with `nft`. Anything else (legacy, a
 /// wrapper script, a tool missing) is `false`.
+///
+/// Found once per process and family (a search of `PATH` and two `canonicalize`s), as a
+/// DEL or ADD asks several times and the tools do not change while a plugin runs.
 pub fn is_nft_variant(family: Family) -> bool {
-    [family.save_tool(), family.restore_tool()]
-        .iter()
-        .all(|tool| exec::find_tool(tool).is_some_and(|p| names_nft_variant(&p)))
+    static FOUND: [std::sync::OnceLock<bool>; 2] =
+        [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+    let slot = match family {
+        Family::V4 => &FOUND[0],
+        Family::V6 => &FOUND[1],
+    };
+    *slot.get_or_init(|| {
+        [family.save_tool(), family.restore_tool()]
+            .iter()
+            .all(|tool| exec::find_tool(tool).is_some_and(|p| names_nft_variant(&p)))
+    })
 }
 
 fn names_nft_variant(path: &std::path::Path) -> bool {
